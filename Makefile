@@ -1,0 +1,39 @@
+# All set-up happens here: a fresh machine needs only Python 3.11 and pip.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test test-all bench install clean
+
+$(BIN)/python:
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (set PYTHON=...)"; exit 2; }
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+## make run: reproduce Table 1 (all 12 cells x 4 seeds) and print the report.
+run: $(STAMP)
+	$(BIN)/implicitbias run table1
+	$(BIN)/implicitbias report
+
+## make test: the fast suite (checks real numbers; well under the 20-minute CI budget).
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+## make test-all: the fast suite plus the slow full reproductions.
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -q -m ''
+
+## make bench: speed figures (steps/s per seed, full Table 1 wall time).
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_table1.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

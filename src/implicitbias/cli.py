@@ -1,0 +1,122 @@
+"""``implicitbias list | run | report``: a thin layer over experiments, runner, store and report.
+
+Bad input (unknown experiment or preset, malformed ``--set``, invalid config values, NaN in given
+sequences) ends with one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from . import experiments, report as report_mod
+from .experiments.base import apply_overrides, parse_overrides
+from .runner import run_all
+from .store import Store
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Reproduce 'The Implicit Bias of Structured SSMs Can Be Poisoned with Clean Labels'.")
+console = Console()
+err = Console(stderr=True)
+
+RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Where runs are stored.", envvar="IMPLICITBIAS_RUNS")]
+
+
+def _fail(message: str) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code=2)
+
+
+def _enable_compile_cache() -> None:
+    """Reuse compiled XLA programs across invocations (a second ``run`` skips most compile time)."""
+    import jax
+
+    cache = os.environ.get("IMPLICITBIAS_JAX_CACHE", str(Path.home() / ".cache" / "implicitbias" / "jax"))
+    if cache:
+        jax.config.update("jax_compilation_cache_dir", cache)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+@app.command("list")
+def list_presets() -> None:
+    """List experiments and their named presets."""
+    for name, exp in experiments.EXPERIMENTS.items():
+        console.print(f"[bold]{name}[/]")
+        for preset, cfg in exp.PRESETS.items():
+            console.print(f"  {preset:28s} seeds={list(cfg.seeds)}", highlight=False)
+
+
+@app.command()
+def run(
+    experiment: Annotated[str, typer.Argument(help="Experiment name, e.g. table1.")],
+    preset: Annotated[Optional[list[str]], typer.Option("--preset", "-p", help="Preset name or prefix (repeatable); default: all.")] = None,
+    seeds: Annotated[Optional[str], typer.Option("--seeds", help="Comma-separated seeds, e.g. 0,1,2.")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config field: key=value (repeatable).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Recompute runs that are already stored.")] = False,
+    runs_dir: RunsDir = Path("runs"),
+) -> None:
+    """Run presets of an experiment (stored; complete runs are skipped unless --force)."""
+    try:
+        exp = experiments.get(experiment)
+        chosen = experiments.select_presets(exp, preset)
+        overrides = parse_overrides(exp.Config, list(set_ or []))
+        if seeds is not None:
+            overrides.update(parse_overrides(exp.Config, [f"seeds={seeds}"]))
+        configs = {name: apply_overrides(cfg, overrides) for name, cfg in chosen.items()}
+    except (ValueError, TypeError) as e:
+        _fail(str(e))
+    _enable_compile_cache()
+    store = Store(runs_dir)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=console, transient=False) as progress:
+        task = progress.add_task(f"{experiment}", total=len(configs))
+
+        def start(name):
+            progress.update(task, description=f"{experiment}: {name}")
+
+        def done(out):
+            note = "stored, skipped" if out.skipped else f"{out.wall_seconds:.1f}s"
+            progress.console.print(f"  {out.preset:28s} {note:>16s}  {out.path}", highlight=False)
+            progress.advance(task)
+
+        try:
+            run_all(exp, configs, store, force=force, on_start=start, on_done=done)
+        except ValueError as e:
+            _fail(str(e))
+        except KeyboardInterrupt:
+            progress.stop()
+            err.print("interrupted: completed runs are stored; the run in progress was discarded")
+            raise typer.Exit(code=130)
+
+
+@app.command()
+def report(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the table as JSON instead of Markdown.")] = False,
+    runs_dir: RunsDir = Path("runs"),
+) -> None:
+    """Tables of every stored run beside the paper's numbers (also written to runs/report.md)."""
+    store = Store(runs_dir)
+    rows = report_mod.collect(store)
+    if as_json:
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return
+    text = report_mod.markdown(rows)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    (runs_dir / "report.md").write_text(text)
+    console.print(text, highlight=False, markup=False, soft_wrap=True)
+    console.print(f"written: {runs_dir / 'report.md'}", highlight=False)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,82 @@
+"""Optimisers (SPEC §1, §2b, §2c) and the stopping rule "train to eps, then k more steps".
+
+Plain GD and Adam come from Optax; the paper's adaptive learning rate is an Optax
+``GradientTransformation`` of its own so it composes with the same training loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+class AdaptiveLRState(NamedTuple):
+    G: jax.Array  # running average of the summed gradient norms
+    count: jax.Array  # number of updates taken so far (t)
+
+
+def adaptive_lr(G: jax.Array, t: jax.Array, lr0: float, beta: float, soft: float) -> jax.Array:
+    """``lr_t = lr0 / (sqrt(G_t / (1 - beta^(t+1))) + soft)`` (SPEC §1)."""
+    return lr0 / (jnp.sqrt(G / (1.0 - beta ** (t + 1))) + soft)
+
+
+def adaptive_gd(lr0: float, beta: float = 0.8, soft: float = 1e-6) -> optax.GradientTransformation:
+    """Full-batch GD with the paper's adaptive learning rate (SPEC §1).
+
+    ``G_t = beta G_{t-1} + (1 - beta) sum_W ||grad_W L||`` (the *unsquared* norm of each
+    parameter array's gradient, summed), ``G_{-1} = 0``; the update is ``-lr_t * grad``.
+    """
+
+    def init(params):
+        dtype = jax.tree_util.tree_leaves(params)[0].dtype
+        return AdaptiveLRState(jnp.zeros((), dtype), jnp.zeros((), jnp.int32))
+
+    def update(grads, state, params=None):
+        del params
+        gnorm = sum(jnp.linalg.norm(g) for g in jax.tree_util.tree_leaves(grads))
+        G = beta * state.G + (1.0 - beta) * gnorm
+        lr = adaptive_lr(G, state.count, lr0, beta, soft)
+        updates = jax.tree_util.tree_map(lambda g: -lr * g, grads)
+        return updates, AdaptiveLRState(G, state.count + 1)
+
+    return optax.GradientTransformation(init, update)
+
+
+OPTIMIZERS = ("gd", "adaptive_gd", "adam")
+
+
+def make_optimizer(name: str, lr: float) -> optax.GradientTransformation:
+    """``'gd'`` (plain), ``'adaptive_gd'`` (SPEC §1) or ``'adam'`` (Optax defaults)."""
+    if name == "gd":
+        return optax.sgd(lr)
+    if name == "adaptive_gd":
+        return adaptive_gd(lr)
+    if name == "adam":
+        return optax.adam(lr)
+    raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
+
+
+@dataclass(frozen=True)
+class StopRule:
+    """Train until ``L_train <= eps``, then ``extra_steps`` more updates; never more than ``max_steps``.
+
+    With ``t`` the number of updates taken, the loss ``L(theta_t)`` is checked before each update;
+    the first ``t`` with ``L(theta_t) <= eps`` is the hit step, and training ends after update
+    ``hit + extra_steps``.
+    """
+
+    eps: float
+    extra_steps: int
+    max_steps: int
+
+    def __post_init__(self):
+        if not self.eps > 0:
+            raise ValueError(f"eps must be > 0, got {self.eps}")
+        if self.extra_steps < 0:
+            raise ValueError(f"extra_steps must be >= 0, got {self.extra_steps}")
+        if self.max_steps <= 0:
+            raise ValueError(f"max_steps must be > 0, got {self.max_steps}")

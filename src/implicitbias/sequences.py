@@ -1,0 +1,61 @@
+"""Training inputs (SPEC §1-§2): baseline and special sequences, unit impulses, clean labels.
+
+Inputs are arrays ``X: (N, L)``; position ``j`` (0-based) of a length-``L`` sequence meets
+``h_{L-j}``, so mass at the *last* positions reads the *first* entries of the impulse response.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def gaussian_sequences(
+    key: jax.Array, n: int, length: int, positions: Sequence[int], sd: float = 1.0, dtype=jnp.float64
+) -> jax.Array:
+    """``n`` sequences of length ``length``, ``N(0, sd^2)`` at ``positions`` and zero elsewhere.
+
+    Shape ``(n, length)``.
+    """
+    positions = np.asarray(positions, dtype=int)
+    if positions.size and (positions.min() < 0 or positions.max() >= length):
+        raise ValueError(f"positions {positions.tolist()} out of range for length {length}")
+    mask = jnp.zeros((length,), dtype).at[positions].set(1.0)
+    return sd * jax.random.normal(key, (n, length), dtype) * mask
+
+
+def baseline_sequences(key: jax.Array, n: int, length: int, stop: int, sd: float = 1.0) -> jax.Array:
+    """Baseline sequences of SPEC §2b: ``N(0,1)`` entries at positions ``0:stop``. Shape ``(n, length)``."""
+    return gaussian_sequences(key, n, length, range(stop), sd)
+
+
+def special_sequences(
+    key: jax.Array, n: int, length: int, positions: Sequence[int] | None = None, sd: float = 1.0
+) -> jax.Array:
+    """Special sequences (SPEC §1): mass only at the last positions; default position ``L-2``.
+
+    Shape ``(n, length)``. Position ``L-2`` reads ``h_2``.
+    """
+    positions = [length - 2] if positions is None else list(positions)
+    return gaussian_sequences(key, n, length, positions, sd)
+
+
+def impulses(length: int, positions: Sequence[int], dtype=jnp.float64) -> jax.Array:
+    """One unit impulse per entry of ``positions``. Shape ``(len(positions), length)`` (SPEC §2a)."""
+    return jnp.eye(length, dtype=dtype)[jnp.asarray(list(positions), int)]
+
+
+def clean_labels(teacher: Callable[[jax.Array], jax.Array], X: jax.Array) -> jax.Array:
+    """Labels given by the teacher itself: the 'clean' in clean-label poisoning. ``(N, L) -> (N,)``."""
+    return teacher(X)
+
+
+def check_finite(name: str, x) -> None:
+    """Raise ``ValueError`` naming ``name`` if ``x`` holds NaN or inf (validation at the boundary)."""
+    arr = np.asarray(x)
+    if not np.all(np.isfinite(arr)):
+        bad = int(np.size(arr) - np.isfinite(arr).sum())
+        raise ValueError(f"{name} contains {bad} non-finite value(s) (NaN or inf)")

@@ -1,0 +1,133 @@
+"""Diagonal linear SSM maths (SPEC §1) and the SSM-inside-a-network model (SPEC §2c).
+
+A diagonal SSM of state dimension ``d`` has parameters ``a, B, C`` in ``R^d``
+(``a`` is the diagonal of ``A``). With ``x_0 = 0``, ``x_{t+1} = A x_t + B u_t`` and
+``y_t = C x_t``, the output after an input of length ``L`` is
+
+    y_L = sum_{k=1..L} h_k u_{L-k},      h_k = sum_i C_i B_i a_i^(k-1).
+
+All functions are pure and work on single (unbatched) parameters; batch with ``jax.vmap``.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+
+def impulse_response(a: jax.Array, B: jax.Array, C: jax.Array, length: int) -> jax.Array:
+    """``h_k = sum_i C_i B_i a_i^(k-1)`` for ``k = 1..length`` (SPEC §1).
+
+    Shapes: ``a, B, C: (d,)`` -> ``(length,)``. Entry ``[k-1]`` holds ``h_k``.
+    """
+    return powers(a, length) @ (B * C)
+
+
+def powers(a: jax.Array, length: int) -> jax.Array:
+    """``a_i^(k-1)`` for ``k = 1..length``: shape ``(d,) -> (length, d)``.
+
+    A cumulative product rather than ``a ** k``: the gradient of ``x ** 0`` at ``x = 0`` is NaN
+    in JAX, and zero entries (padding, pruned states) must have finite gradients.
+    """
+    rows = jnp.broadcast_to(a, (length - 1,) + a.shape)
+    return jnp.cumprod(jnp.concatenate([jnp.ones((1,) + a.shape, a.dtype), rows]), axis=0)
+
+
+def output_at_L(h: jax.Array, X: jax.Array) -> jax.Array:
+    """``y_L(u) = sum_k h_k u_{L-k}`` for every row ``u`` of ``X`` (SPEC §1).
+
+    Shapes: ``h: (K,)`` with ``K >= L``, ``X: (N, L)`` -> ``(N,)``. The last input meets ``h_1``,
+    the first input meets ``h_L``.
+    """
+    L = X.shape[-1]
+    return X @ h[:L][::-1]
+
+
+def ssm_output(a: jax.Array, B: jax.Array, C: jax.Array, X: jax.Array) -> jax.Array:
+    """Output at time ``L`` of the diagonal SSM for inputs ``X: (N, L)`` -> ``(N,)``."""
+    return output_at_L(impulse_response(a, B, C, X.shape[-1]), X)
+
+
+def simulate(a: jax.Array, B: jax.Array, C: jax.Array, u: jax.Array) -> jax.Array:
+    """Step-by-step recurrence ``x_{t+1} = A x_t + B u_t``; returns ``y_t = C x_t`` for ``t = 1..L``.
+
+    Shapes: ``u: (L,)`` -> ``(L,)``; entry ``[L-1]`` is ``y_L``. An independent reference for
+    :func:`impulse_response` (used in tests), not a hot path.
+    """
+
+    def step(x, u_t):
+        x = a * x + B * u_t
+        return x, C @ x
+
+    _, ys = jax.lax.scan(step, jnp.zeros_like(a), u)
+    return ys
+
+
+class DiagonalSSM(eqx.Module):
+    """Trainable diagonal SSM ``(a, B, C)``, each ``(d,)``. Calling it gives ``y_L`` for ``X: (N, L)``."""
+
+    a: jax.Array
+    B: jax.Array
+    C: jax.Array
+
+    def impulse_response(self, length: int) -> jax.Array:
+        return impulse_response(self.a, self.B, self.C, length)
+
+    def __call__(self, X: jax.Array) -> jax.Array:
+        return ssm_output(self.a, self.B, self.C, X)
+
+
+class SSMNet(eqx.Module):
+    """SSM(d) -> scalar -> ``depth`` ReLU layers of width ``m`` (no biases) -> linear to 1 (SPEC §2c).
+
+    ``layers[0]: (m, 1)``, ``layers[1:]: (m, m)``, ``head: (m,)``. Calling it maps ``X: (N, L)``
+    to ``(N,)``.
+    """
+
+    ssm: DiagonalSSM
+    layers: tuple[jax.Array, ...]
+    head: jax.Array
+
+    def features(self, z: jax.Array) -> jax.Array:
+        """The MLP applied to SSM outputs ``z: (N,)`` -> ``(N,)``."""
+        x = z[:, None]
+        for W in self.layers:
+            x = jax.nn.relu(x @ W.T)
+        return x @ self.head
+
+    def __call__(self, X: jax.Array) -> jax.Array:
+        return self.features(self.ssm(X))
+
+
+def unit_teacher(dtype=jnp.float64) -> DiagonalSSM:
+    """Teacher of SPEC §2b/§2c: ``d* = 1``, ``a* = B* = C* = 1``, so ``h*_k = 1`` for all ``k``."""
+    one = jnp.ones((1,), dtype)
+    return DiagonalSSM(one, one, one)
+
+
+def per_theorem_teacher(d: int, dtype=jnp.float64) -> DiagonalSSM:
+    """Teacher of SPEC §2a: ``a* = (1, 0)``, ``B* = C* = (1, sqrt(d-1))``.
+
+    Then ``h*_1 = d`` (equal to the student's fixed ``h_1 = sum B C = d``) and ``h*_k = 1`` for
+    ``k >= 2``.
+    """
+    bc = jnp.array([1.0, jnp.sqrt(d - 1.0)], dtype)
+    return DiagonalSSM(jnp.array([1.0, 0.0], dtype), bc, bc)
+
+
+def multi_teacher(d_star: int, dtype=jnp.float64) -> DiagonalSSM:
+    """Teacher of SPEC §3 for teacher dimension ``d*``: ``a* = (0.99, 0.8, 0.5, 0.3)[:d*]``, ``B* = C* = 1``."""
+    if not 1 <= d_star <= 4:
+        raise ValueError(f"d_star must be in 1..4, got {d_star}")
+    a = jnp.array([0.99, 0.8, 0.5, 0.3][:d_star], dtype)
+    return DiagonalSSM(a, jnp.ones_like(a), jnp.ones_like(a))
+
+
+def network_teacher(m: int, depth: int, dtype=jnp.float64) -> SSMNet:
+    """Teacher of SPEC §2c: unit SSM, first layer ones, hidden identity, head 0.5.
+
+    So ``y* = (m/2) relu(sum_t u_t)``.
+    """
+    layers = (jnp.ones((m, 1), dtype),) + tuple(jnp.eye(m, dtype=dtype) for _ in range(depth - 1))
+    return SSMNet(unit_teacher(dtype), layers, jnp.full((m,), 0.5, dtype))

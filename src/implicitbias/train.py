@@ -1,0 +1,126 @@
+"""The one compiled training loop (DESIGN: train.py).
+
+``train`` runs a whole training run inside ``jax.lax.while_loop``: an outer loop over chunks of
+``log_every`` updates (one log row per chunk) and an inner ``fori_loop`` of masked updates, so the
+stopping rule is exact to the step while logging costs nothing per step. It is written for a single
+run; batch seeds or configurations with ``jax.vmap`` (``train_batched``), which turns the loop's
+predicates into per-run masks: a finished run stops changing while the others go on.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optax
+
+from .optim import StopRule
+
+PyTree = Any
+
+
+class TrainResult(NamedTuple):
+    """What one training run returns (leading batch axis added by ``vmap``)."""
+
+    params: PyTree  # final parameters
+    steps: jax.Array  # updates taken
+    hit_step: jax.Array  # first t with L(theta_t) <= eps, or -1
+    diverged: jax.Array  # loss became NaN/inf (training stopped there)
+    diverged_step: jax.Array  # t at which it did, or -1
+    final_loss: jax.Array  # L(final params)
+    log_steps: jax.Array  # (max_logs,) update count of each log row, -1 where unused
+    logs: PyTree  # dict of (max_logs, ...) arrays from ``log_fn``; unused rows are NaN
+    n_logs: jax.Array  # number of rows written
+
+
+def max_log_rows(max_steps: int, log_every: int) -> int:
+    """Rows needed to log every ``log_every`` updates up to ``max_steps``, plus the final state."""
+    return math.ceil(max_steps / log_every) + 1
+
+
+def train(
+    loss_fn: Callable[[PyTree, PyTree], jax.Array],
+    params: PyTree,
+    data: PyTree,
+    optimizer: optax.GradientTransformation,
+    rule: StopRule,
+    log_every: int,
+    log_fn: Callable[[PyTree, PyTree], dict[str, jax.Array]],
+) -> TrainResult:
+    """Train ``params`` on ``loss_fn(params, data)`` until ``rule`` says stop.
+
+    ``log_fn(params, data)`` returns a dict of arrays recorded before update 0, after every
+    ``log_every`` updates, and at the end. A non-finite loss stops the run and marks it diverged.
+    Pure and traceable: jit it (``train_batched`` does) and vmap it over runs.
+    """
+    if log_every <= 0:
+        raise ValueError(f"log_every must be > 0, got {log_every}")
+    n_chunks = math.ceil(rule.max_steps / log_every)
+    max_logs = n_chunks + 1
+    value_and_grad = jax.value_and_grad(loss_fn)
+    int_ = jnp.int32
+
+    def stopped(t, hit, div):
+        return div | ((hit >= 0) & (t >= hit + rule.extra_steps)) | (t >= rule.max_steps)
+
+    def update(_, carry):
+        params, opt_state, t, hit, div, div_step = carry
+        loss, grads = value_and_grad(params, data)
+        bad = ~jnp.isfinite(loss)
+        done = stopped(t, hit, div)
+        div_step = jnp.where(~done & bad, t, div_step)
+        div = div | (~done & bad)
+        hit = jnp.where(~done & ~bad & (hit < 0) & (loss <= rule.eps), t, hit)
+        go = ~stopped(t, hit, div)
+        updates, new_opt_state = optimizer.update(grads, opt_state, params)
+        new_params = optax.apply_updates(params, updates)
+        keep = lambda new, old: jax.tree_util.tree_map(lambda n, o: jnp.where(go, n, o), new, old)
+        return (keep(new_params, params), keep(new_opt_state, opt_state), t + go.astype(int_), hit, div, div_step)
+
+    def write_log(logs, log_steps, i, params, t):
+        row = log_fn(params, data)
+        logs = jax.tree_util.tree_map(lambda buf, r: buf.at[i].set(r), logs, row)
+        return logs, log_steps.at[i].set(t)
+
+    row_shape = jax.eval_shape(log_fn, params, data)
+    logs0 = jax.tree_util.tree_map(lambda s: jnp.full((max_logs,) + s.shape, jnp.nan, s.dtype), row_shape)
+    log_steps0 = jnp.full((max_logs,), -1, int_)
+
+    def cond(state):
+        _, (_, _, t, hit, div, _), i = state
+        return (~stopped(t, hit, div)) & (i < n_chunks)
+
+    def body(state):
+        (logs, log_steps), inner, i = state
+        logs, log_steps = write_log(logs, log_steps, i, inner[0], inner[2])
+        inner = jax.lax.fori_loop(0, log_every, update, inner)
+        return (logs, log_steps), inner, i + 1
+
+    inner0 = (params, optimizer.init(params), jnp.zeros((), int_), jnp.full((), -1, int_),
+              jnp.zeros((), bool), jnp.full((), -1, int_))
+    (logs, log_steps), inner, i = jax.lax.while_loop(cond, body, ((logs0, log_steps0), inner0, jnp.zeros((), int_)))
+    params, _, t, hit, div, div_step = inner
+    logs, log_steps = write_log(logs, log_steps, i, params, t)
+    return TrainResult(params, t, hit, div, div_step, loss_fn(params, data), log_steps, logs, i + 1)
+
+
+def train_batched(
+    loss_fn: Callable[[PyTree, PyTree], jax.Array],
+    params: PyTree,
+    data: PyTree,
+    optimizer: optax.GradientTransformation,
+    rule: StopRule,
+    log_every: int,
+    log_fn: Callable[[PyTree, PyTree], dict[str, jax.Array]],
+) -> TrainResult:
+    """``train`` vmapped over the leading axis of ``params`` and ``data`` (one run per entry), jitted."""
+
+    @eqx.filter_jit
+    def run(params, data):
+        return jax.vmap(lambda p, d: train(loss_fn, p, d, optimizer, rule, log_every, log_fn))(params, data)
+
+    return run(params, data)
