@@ -1,0 +1,1 @@
+import implicitbias  # noqa: F401  (switches on float64)

@@ -1,0 +1,70 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from implicitbias.metrics import effective_rank, extrapolation_error, gamma_coefficients, relative_l2_error
+from implicitbias.ssm import SSMNet, DiagonalSSM, ssm_output
+
+
+def test_effective_rank_one_hot_and_uniform():
+    assert jnp.isclose(effective_rank(jnp.zeros(10).at[3].set(-0.7)), 1.0)
+    assert jnp.isclose(effective_rank(jnp.full(10, 0.3)), 10.0)
+    # two equal entries: exp(log 2) = 2, signs ignored
+    assert jnp.isclose(effective_rank(jnp.array([0.5, -0.5, 0.0])), 2.0)
+
+
+def test_extrapolation_and_l2_errors():
+    h_star = jnp.array([10.0, 1.0, 1.0])
+    assert jnp.isclose(extrapolation_error(jnp.array([10.0, 1.5, 0.0]), h_star), 0.1)
+    assert jnp.isclose(relative_l2_error(jnp.array([3.0, 4.0]), jnp.array([0.0, 0.0]) + jnp.array([3.0, 0.0])), 4.0 / 3.0)
+
+
+def _mse(a, B, C, X, y):
+    return jnp.mean((ssm_output(a, B, C, X) - y) ** 2)
+
+
+def test_gamma_identity_standalone():
+    """dL/da_i = -B_i C_i sum_l gamma^(l) a_i^l (SPEC §1) with xi = 1."""
+    k = jax.random.split(jax.random.PRNGKey(1), 5)
+    d, L, N = 6, 7, 9
+    a, B, C = 0.8 * jax.random.uniform(k[0], (d,)), jax.random.normal(k[1], (d,)), jax.random.normal(k[2], (d,))
+    X, y = jax.random.normal(k[3], (N, L)), jax.random.normal(k[4], (N,))
+    grad = jax.grad(_mse)(a, B, C, X, y)
+    gamma = gamma_coefficients(y - ssm_output(a, B, C, X), jnp.ones(N), X)
+    pred = -B * C * (a[:, None] ** jnp.arange(L - 1)[None, :] @ gamma)
+    assert jnp.allclose(grad, pred, rtol=1e-10, atol=1e-12)
+
+
+def test_gamma_identity_in_network():
+    k = jax.random.split(jax.random.PRNGKey(2), 8)
+    d, L, N, m = 4, 6, 12, 5
+    ssm = DiagonalSSM(0.8 * jax.random.uniform(k[0], (d,)), jax.random.normal(k[1], (d,)), jax.random.normal(k[2], (d,)))
+    net = SSMNet(ssm, (jax.random.normal(k[3], (m, 1)), jax.random.normal(k[4], (m, m))), jax.random.normal(k[5], (m,)))
+    X, y = jax.random.normal(k[6], (N, L)), jax.random.normal(k[7], (N,))
+    loss = lambda a: jnp.mean((SSMNet(DiagonalSSM(a, ssm.B, ssm.C), net.layers, net.head)(X) - y) ** 2)
+    z = ssm(X)
+    f, xi = jax.jvp(net.features, (z,), (jnp.ones_like(z),))
+    gamma = gamma_coefficients(y - f, xi, X)
+    pred = -ssm.B * ssm.C * (ssm.a[:, None] ** jnp.arange(L - 1)[None, :] @ gamma)
+    assert jnp.allclose(jax.grad(loss)(ssm.a), pred, rtol=1e-10, atol=1e-12)
+
+
+def test_gamma0_zero_without_mass_at_second_to_last_position():
+    X = jax.random.normal(jax.random.PRNGKey(0), (5, 6)).at[:, 4].set(0.0)
+    g = gamma_coefficients(jnp.ones(5), jnp.ones(5), X)
+    assert g[0] == 0.0 and jnp.all(g[1:] != 0.0)
+
+
+def test_loss_gradient_matches_finite_differences():
+    k = jax.random.split(jax.random.PRNGKey(3), 5)
+    d, L, N = 4, 5, 7
+    params = [0.7 * jax.random.uniform(k[0], (d,)), jax.random.normal(k[1], (d,)), jax.random.normal(k[2], (d,))]
+    X, y = jax.random.normal(k[3], (N, L)), jax.random.normal(k[4], (N,))
+    grads = jax.grad(lambda p: _mse(*p, X, y))(params)
+    eps = 1e-6
+    for which in range(3):
+        for i in range(d):
+            plus = [p.at[i].add(eps) if j == which else p for j, p in enumerate(params)]
+            minus = [p.at[i].add(-eps) if j == which else p for j, p in enumerate(params)]
+            fd = (_mse(*plus, X, y) - _mse(*minus, X, y)) / (2 * eps)
+            assert np.isclose(float(grads[which][i]), float(fd), rtol=1e-6, atol=1e-9)

@@ -1,0 +1,90 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from implicitbias.optim import StopRule, adaptive_gd, make_optimizer
+from implicitbias.train import train, train_batched
+
+
+def test_adaptive_lr_by_hand():
+    """Two updates computed by hand from SPEC §1 (beta = 0.8, G_{-1} = 0)."""
+    opt = adaptive_gd(0.1, beta=0.8, soft=1e-6)
+    params = {"a": jnp.array([1.0, 2.0]), "b": jnp.array([3.0])}
+    g1 = {"a": jnp.array([3.0, 4.0]), "b": jnp.array([-2.0])}  # norms 5 and 2 -> sum 7
+    state = opt.init(params)
+    up1, state = opt.update(g1, state)
+    G0 = 0.2 * 7.0
+    lr0 = 0.1 / (np.sqrt(G0 / (1 - 0.8)) + 1e-6)
+    assert np.allclose(up1["a"], -lr0 * np.array([3.0, 4.0]))
+    assert np.allclose(up1["b"], -lr0 * np.array([-2.0]))
+    g2 = {"a": jnp.array([0.0, 1.0]), "b": jnp.array([0.0])}  # sum of norms 1
+    up2, state = opt.update(g2, state)
+    G1 = 0.8 * G0 + 0.2 * 1.0
+    lr1 = 0.1 / (np.sqrt(G1 / (1 - 0.8**2)) + 1e-6)
+    assert np.allclose(up2["a"], -lr1 * np.array([0.0, 1.0]))
+
+
+def test_unknown_optimizer():
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        make_optimizer("sgdx", 0.1)
+
+
+@pytest.mark.parametrize("kw", [dict(eps=0.0, extra_steps=1, max_steps=10), dict(eps=-1.0, extra_steps=1, max_steps=10),
+                                dict(eps=0.1, extra_steps=-1, max_steps=10), dict(eps=0.1, extra_steps=1, max_steps=0)])
+def test_stop_rule_validation(kw):
+    with pytest.raises(ValueError):
+        StopRule(**kw)
+
+
+def _quadratic(x, data):
+    return jnp.sum((x - data) ** 2)
+
+
+def _log(x, data):
+    return {"loss": _quadratic(x, data), "x": x}
+
+
+def test_stopping_rule_exact():
+    """GD on (x-1)^2 with lr 0.25 halves the error each step: L_t = 0.25^t, closed form."""
+    x0, target = jnp.array([0.0]), jnp.array([1.0])
+    rule = StopRule(eps=1e-3, extra_steps=7, max_steps=1000)
+    res = jax.jit(lambda x: train(_quadratic, x, target, optax.sgd(0.25), rule, 4, _log))(x0)
+    hit = int(np.ceil(np.log(1e-3) / np.log(0.25)))  # first t with 0.25^t <= 1e-3 -> 5
+    assert int(res.hit_step) == hit
+    assert int(res.steps) == hit + 7
+    assert np.isclose(float(res.params[0]), 1 - 0.5 ** (hit + 7))
+    # logs every 4 updates, plus the final state
+    steps = np.asarray(res.log_steps)[: int(res.n_logs)]
+    assert steps.tolist() == [0, 4, 8, 12]
+    assert np.allclose(np.asarray(res.logs["loss"])[: int(res.n_logs)], 0.25 ** steps)
+
+
+def test_stopping_rule_max_steps_and_never_hit():
+    rule = StopRule(eps=1e-30, extra_steps=5, max_steps=13)
+    res = train(_quadratic, jnp.array([0.0]), jnp.array([1.0]), optax.sgd(0.01), rule, 5, _log)
+    assert int(res.steps) == 13 and int(res.hit_step) == -1 and not bool(res.diverged)
+
+
+def test_divergence_is_recorded():
+    # lr 1.5 on (x-1)^2 multiplies the error by -2 each step; the loss overflows to inf
+    rule = StopRule(eps=1e-8, extra_steps=0, max_steps=100_000)
+    res = train(_quadratic, jnp.array([0.0]), jnp.array([1.0]), optax.sgd(1.5), rule, 100, _log)
+    assert bool(res.diverged)
+    t = int(res.diverged_step)
+    assert int(res.steps) == t and 500 < t < 1100  # 4^t overflows float64 near t = 512
+
+
+def test_batched_equals_individual_runs():
+    """vmap over runs with different stopping times gives the same result as each run alone."""
+    x0 = jnp.array([[0.0], [0.9], [-3.0]])
+    targets = jnp.ones((3, 1))
+    rule = StopRule(eps=1e-4, extra_steps=3, max_steps=500)
+    opt = adaptive_gd(0.05)
+    batched = train_batched(_quadratic, x0, targets, opt, rule, 10, _log)
+    for i in range(3):
+        single = train(_quadratic, x0[i], targets[i], opt, rule, 10, _log)
+        assert int(single.steps) == int(batched.steps[i])
+        assert np.allclose(single.params, batched.params[i], rtol=0, atol=1e-14)
+    assert len(set(np.asarray(batched.steps).tolist())) == 3  # really different stopping times

@@ -1,0 +1,150 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from implicitbias import cli
+from implicitbias.experiments import table1
+from implicitbias.experiments.base import Record
+from implicitbias.runner import run_all
+from implicitbias.store import Store
+
+TINY = replace(table1.PRESETS["beyond_theorem/L6"], seeds=(200,), max_steps=300, log_every=50)
+
+
+class CountingExperiment:
+    """table1 with a call counter, to see what the runner recomputes."""
+
+    NAME = "table1"
+
+    def __init__(self):
+        self.calls = 0
+
+    def run(self, config):
+        self.calls += 1
+        return Record({"error_mean": 1.0, "error_std": 0.0, "error": [1.0], "seeds": list(config.seeds)},
+                      {"x": np.arange(3.0)})
+
+
+def test_store_resume_skip_and_force(tmp_path):
+    store, exp = Store(tmp_path), CountingExperiment()
+    configs = {"a": TINY, "b": replace(TINY, lr=0.02)}
+    run_all(exp, configs, store)
+    assert exp.calls == 2
+    outs = run_all(exp, configs, store)
+    assert exp.calls == 2 and all(o.skipped for o in outs)
+    run_all(exp, configs, store, force=True)
+    assert exp.calls == 4
+    runs = list(store.runs("table1"))
+    assert len(runs) == 2 and {r.preset for r in runs} == {"a", "b"}
+    assert np.array_equal(runs[0].arrays()["x"], np.arange(3.0))
+    meta = runs[0].meta
+    assert "jax" in meta["versions"] and meta["wall_seconds"] >= 0 and meta["seeds"] == [200]
+
+
+def test_interrupted_run_leaves_nothing_half_written(tmp_path):
+    store = Store(tmp_path)
+
+    class Boom(CountingExperiment):
+        def run(self, config):
+            if config.lr == 0.02:
+                raise KeyboardInterrupt
+            return super().run(config)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_all(Boom(), {"a": TINY, "b": replace(TINY, lr=0.02)}, store)
+    assert store.is_complete("table1", TINY)  # the completed run is kept
+    assert not store.run_dir("table1", replace(TINY, lr=0.02)).exists()
+    assert [p.name for p in (tmp_path / "table1").iterdir()] == [store.run_dir("table1", TINY).name]
+
+
+def test_atomic_write_failure_keeps_old_run(tmp_path):
+    store = Store(tmp_path)
+    store.save("table1", TINY, Record({"error_mean": 1.0}, {}), preset="a", wall_seconds=1.0)
+    with pytest.raises(TypeError):
+        store.save("table1", TINY, Record({"error_mean": object()}, {}), preset="a", wall_seconds=1.0)
+    run = next(store.runs("table1"))
+    assert run.metrics == {"error_mean": 1.0}
+    assert [p.name for p in (tmp_path / "table1").iterdir()] == [run.path.name]
+
+
+def test_config_hash_is_stable_and_sensitive(tmp_path):
+    store = Store(tmp_path)
+    assert store.run_dir("table1", TINY) == store.run_dir("table1", replace(TINY))
+    assert store.run_dir("table1", TINY) != store.run_dir("table1", replace(TINY, seeds=(201,)))
+
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["run", "table1", "--preset", "nope"], "unknown preset"),
+    (["run", "nope"], "unknown experiment"),
+    (["run", "table1", "--set", "eps"], "malformed --set"),
+    (["run", "table1", "--set", "eps=0"], "eps must be > 0"),
+    (["run", "table1", "--set", "d=-1"], "d must be"),
+    (["run", "table1", "--seeds", "a,b"], "--set seeds"),
+    (["run", "table1", "--preset", "beyond_theorem/L6", "--set", "extra_sequences=[[0,0,0,0,NaN,0]]"], "NaN"),
+])
+def test_cli_bad_input_exit_2(args, message, tmp_path):
+    res = runner.invoke(cli.app, args + ["--runs-dir", str(tmp_path)])
+    assert res.exit_code == 2, res.output
+    assert message in res.output or message in (res.stderr or "")
+    assert "Traceback" not in res.output
+
+
+def test_cli_smoke_run_and_report(tmp_path):
+    args = ["run", "table1", "--preset", "beyond_theorem/L6", "--seeds", "200", "--set", "max_steps=300",
+            "--set", "log_every=50", "--runs-dir", str(tmp_path)]
+    res = runner.invoke(cli.app, args)
+    assert res.exit_code == 0, res.output
+    runs = list(Store(tmp_path).runs("table1"))
+    assert len(runs) == 2  # the cell without and with special sequences
+    res = runner.invoke(cli.app, ["report", "--json", "--runs-dir", str(tmp_path)])
+    assert res.exit_code == 0
+    rows = json.loads(res.output)
+    assert {r["special"] for r in rows} == {False, True}
+    for r in rows:
+        stored = next(x for x in runs if x.config["special"] == r["special"])
+        assert r["per_seed"] == stored.metrics["error"] and r["seeds"] == [200]
+        assert r["mean"] == pytest.approx(np.mean(r["per_seed"]))
+        assert r["paper"] == table1.PAPER[("beyond_theorem", r["special"])]
+        assert r["overrides"] == {"seeds": [200], "max_steps": 300, "log_every": 50}
+    res = runner.invoke(cli.app, ["report", "--runs-dir", str(tmp_path)])
+    assert res.exit_code == 0 and "| beyond_theorem/L6" in res.output and (tmp_path / "report.md").exists()
+    res = runner.invoke(cli.app, args)  # second time: skipped
+    assert "skipped" in res.output
+
+
+def test_cli_ctrl_c_keeps_completed_runs(tmp_path):
+    """A real SIGINT during the second run: the first run stays complete, no temp dirs remain."""
+    env = dict(os.environ, IMPLICITBIAS_JAX_CACHE="")
+    cmd = [sys.executable, "-m", "implicitbias.cli", "run", "table1", "--preset", "beyond_theorem/L6",
+           "--seeds", "200", "--set", "log_every=1000", "--runs-dir", str(tmp_path)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+    deadline = time.time() + 240
+    first = None
+    while time.time() < deadline:
+        first = next(iter(Store(tmp_path).runs("table1")), None)
+        if first is not None:
+            break
+        time.sleep(0.2)
+    assert first is not None, "first run never completed"
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    names = [p.name for p in (tmp_path / "table1").iterdir()]
+    if proc.returncode == 130:
+        assert "interrupted" in out
+        assert names == [first.path.name]
+    else:  # the second run finished before the signal landed: both complete, nothing partial
+        assert proc.returncode == 0 and len(names) == 2
+    assert not any(n.startswith(".") for n in names)
