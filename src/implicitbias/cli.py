@@ -101,17 +101,18 @@ def report(
     as_json: Annotated[bool, typer.Option("--json", help="Print the table as JSON instead of Markdown.")] = False,
     runs_dir: RunsDir = Path("runs"),
 ) -> None:
-    """Tables of every stored run beside the paper's numbers (also written to runs/report.md)."""
+    """Tables (and figures) of every stored run beside the paper's numbers; also written to runs/report.md and a self-contained runs/report.html."""
     store = Store(runs_dir)
     rows = report_mod.collect(store)
     if as_json:
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return
-    text = report_mod.markdown(rows)
     runs_dir.mkdir(parents=True, exist_ok=True)
+    text = report_mod.markdown(rows, runs_dir)
     (runs_dir / "report.md").write_text(text)
+    (runs_dir / "report.html").write_text(report_mod.html_report(text, runs_dir))
     console.print(text, highlight=False, markup=False, soft_wrap=True)
-    console.print(f"written: {runs_dir / 'report.md'}", highlight=False)
+    console.print(f"written: {runs_dir / 'report.md'} and {runs_dir / 'report.html'}", highlight=False)
 
 
 def main() -> None:
