@@ -1,0 +1,295 @@
+"""Gradient matching ("Witches' Brew", Geiping et al. 2021), generic over an Equinox model (SPEC §4).
+
+Conventions
+-----------
+* ``loss_fn(model, x, y) -> scalar`` is the *per-batch* training loss (a mean over the batch), the
+  same one the victim is trained with. ``x`` has the batch on axis 0 and time on axis 1
+  (``(N, L)`` or ``(N, L, C)``).
+* The trainable parameters ``theta`` are the leaves of ``eqx.partition(model, filter_spec)[0]``
+  (default: every inexact array). Inner products are over **all of them flattened together**:
+  ``<a, b> = sum_leaves Re(vdot(a_leaf, b_leaf))``, ``||a|| = sqrt(<a, a>)``.
+
+The objective (exact formula and signs)
+---------------------------------------
+Target direction ``D`` (:func:`target_direction`):
+
+* untargeted (SPEC §4, "push targets away from their true labels"):
+  ``g_t = grad_theta loss_fn(model, x_t, y_true)`` and ``D = -g_t``;
+* targeted: ``g_adv = grad_theta loss_fn(model, x_t, y_adv)`` and ``D = +g_adv``.
+
+Poison gradient ``g_p(delta) = grad_theta loss_fn(model, x_p + delta, y_p(delta))`` with
+``y_p(delta) = y_p`` (classification: poisons keep their labels) or, when a ``label_fn`` is given,
+``y_p(delta) = label_fn(x_p + delta)`` (clean labels recomputed for the perturbed input, as in the
+teacher-student regression of :mod:`implicitbias.poison.synthetic`).
+
+Matching loss ``M(delta) = 1 - <g_p(delta), D> / (||g_p(delta)|| ||D||)`` in ``[0, 2]``.
+Training on the poisons moves ``theta`` along ``-g_p``; ``M = 0`` means that step is a step along
+``-D``, i.e. *ascent* of the targets' true-label loss (untargeted) or descent of their
+adversarial-label loss (targeted).
+
+End-of-sequence penalty ``R(delta) = penalty * (1/P) sum_n sum_i w_i ||delta_{n,i} / eps||^2`` over
+poisons ``n = 1..P`` and time positions ``i = 0..L-1`` (the norm sums over feature channels), with
+``w_i = (1 - i/(L-1))^power`` (:func:`end_penalty_weights`): 1 at the first position, 0 at the last,
+so energy is cheap at the end and expensive at the start. Dividing by ``eps`` makes ``penalty``
+independent of the budget's units: a perturbation at the full budget on every position costs
+``penalty * sum_i w_i * C``.
+
+:func:`craft_poisons` minimises ``M(delta) + R(delta)`` over the box
+``||delta||_inf <= eps`` (optionally intersected with a data range ``clip_min <= x_p + delta <= clip_max``)
+by **sign-Adam** (Adam fed with ``sign(grad)``, as in the authors' toolkit), the step size
+``lr * eps`` divided by 10 at 3/8, 5/8 and 7/8 of the iterations, a projection onto the box after
+every step, and ``restarts`` independent random starts of which the one with the lowest final
+objective is kept. The gradient w.r.t. ``delta`` goes through ``g_p`` (second order through the
+model) by JAX autodiff. The loops are ``lax.scan`` (iterations) and ``lax.map`` (restarts) inside
+one ``eqx.filter_jit``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+PyTree = Any
+LossFn = Callable[[PyTree, jax.Array, jax.Array], jax.Array]
+
+
+# --------------------------------------------------------------------------------------------
+# gradients and the cosine over all parameters
+# --------------------------------------------------------------------------------------------
+
+def param_grad(loss_fn: LossFn, model: PyTree, x: jax.Array, y: jax.Array,
+               filter_spec=eqx.is_inexact_array) -> PyTree:
+    """``grad_theta loss_fn(model, x, y)`` over the leaves selected by ``filter_spec`` (others ``None``)."""
+    params, static = eqx.partition(model, filter_spec)
+    return jax.grad(lambda p: loss_fn(eqx.combine(p, static), x, y))(params)
+
+
+def tree_dot(a: PyTree, b: PyTree) -> jax.Array:
+    """``sum_leaves Re(vdot(a, b))``: the Euclidean inner product of all leaves flattened together."""
+    la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+    if len(la) != len(lb):
+        raise ValueError(f"trees have {len(la)} and {len(lb)} leaves")
+    return sum(jnp.real(jnp.vdot(x, y)) for x, y in zip(la, lb))
+
+
+def tree_cosine(a: PyTree, b: PyTree) -> jax.Array:
+    """Cosine of the angle between two parameter trees, all leaves flattened together.
+
+    A tiny constant under the square roots keeps the value and its gradient finite at zero.
+    """
+    tiny = 1e-30
+    return tree_dot(a, b) / (jnp.sqrt(tree_dot(a, a) + tiny) * jnp.sqrt(tree_dot(b, b) + tiny))
+
+
+def target_direction(loss_fn: LossFn, model: PyTree, x_t: jax.Array, y_t: jax.Array,
+                     mode: Literal["untargeted", "targeted"] = "untargeted",
+                     filter_spec=eqx.is_inexact_array) -> PyTree:
+    """The direction ``D`` the poison gradient must align with.
+
+    ``mode='untargeted'``: ``y_t`` are the targets' true labels and ``D = -grad loss(x_t, y_t)``.
+    ``mode='targeted'``: ``y_t`` are adversarial labels and ``D = +grad loss(x_t, y_t)``.
+    """
+    g = param_grad(loss_fn, model, x_t, y_t, filter_spec)
+    if mode == "untargeted":
+        return jax.tree_util.tree_map(jnp.negative, g)
+    if mode == "targeted":
+        return g
+    raise ValueError(f"mode must be 'untargeted' or 'targeted', got {mode!r}")
+
+
+def poison_labels(x_perturbed: jax.Array, y_p: jax.Array, label_fn: Callable | None) -> jax.Array:
+    """``y_p`` (labels kept) or ``label_fn(x_p + delta)`` (clean labels of the perturbed inputs)."""
+    return y_p if label_fn is None else label_fn(x_perturbed)
+
+
+def matching_loss(delta: jax.Array, model: PyTree, loss_fn: LossFn, x_p: jax.Array, y_p: jax.Array,
+                  direction: PyTree, label_fn: Callable | None = None,
+                  filter_spec=eqx.is_inexact_array) -> jax.Array:
+    """``M(delta) = 1 - cos(g_p(delta), D)`` (module docstring). Differentiable in ``delta``."""
+    xp = x_p + delta
+    g_p = param_grad(loss_fn, model, xp, poison_labels(xp, y_p, label_fn), filter_spec)
+    return 1.0 - tree_cosine(g_p, direction)
+
+
+# --------------------------------------------------------------------------------------------
+# the end-of-sequence penalty and the energy share
+# --------------------------------------------------------------------------------------------
+
+def end_penalty_weights(L: int, power: float = 1.0, dtype=jnp.float64) -> jax.Array:
+    """``w_i = (1 - i/(L-1))^power`` for ``i = 0..L-1``: 1 at the start, 0 at the last position."""
+    if L < 2:
+        return jnp.zeros((L,), dtype)
+    i = jnp.arange(L, dtype=dtype)
+    return (1.0 - i / (L - 1)) ** power
+
+
+def end_penalty(delta: jax.Array, eps, penalty: float, power: float = 1.0) -> jax.Array:
+    """``R(delta) = penalty (1/P) sum_n sum_i w_i ||delta_{n,i}/eps||^2`` (time on axis 1)."""
+    L = delta.shape[1]
+    w = end_penalty_weights(L, power, delta.dtype)
+    e = jnp.abs(delta / eps) ** 2
+    per_pos = jnp.sum(e.reshape(e.shape[0], L, -1), axis=(0, 2)) / delta.shape[0]
+    return penalty * jnp.dot(w, per_pos)
+
+
+def energy_share(delta, last_frac: float = 0.25, time_axis: int = 1) -> float:
+    """Share of ``sum |delta|^2`` that lies in the last ``ceil(last_frac * L)`` time positions.
+
+    ``delta`` has time on ``time_axis`` (default 1: ``(N, L)`` or ``(N, L, C)``); all other axes are
+    summed. Uniform energy gives about ``ceil(last_frac L)/L``; NaN if ``delta`` is all zero.
+    """
+    if not 0.0 < last_frac <= 1.0:
+        raise ValueError(f"last_frac must be in (0, 1], got {last_frac}")
+    d = np.moveaxis(np.asarray(delta), time_axis, 0)
+    L = d.shape[0]
+    n_last = max(1, math.ceil(last_frac * L - 1e-9))
+    per_pos = (np.abs(d) ** 2).reshape(L, -1).sum(axis=1)
+    total = per_pos.sum()
+    return float(per_pos[L - n_last:].sum() / total) if total > 0 else float("nan")
+
+
+# --------------------------------------------------------------------------------------------
+# the projection
+# --------------------------------------------------------------------------------------------
+
+def box_bounds(x_p: jax.Array, eps, clip_min=None, clip_max=None) -> tuple[jax.Array, jax.Array]:
+    """Per-entry bounds ``lo <= delta <= hi``: ``|delta| <= eps`` and, if given, ``clip_min <= x_p + delta <= clip_max``."""
+    eps = jnp.asarray(eps, x_p.dtype)
+    lo = jnp.broadcast_to(-eps, x_p.shape)
+    hi = jnp.broadcast_to(eps, x_p.shape)
+    if clip_min is not None:
+        lo = jnp.maximum(lo, clip_min - x_p)
+    if clip_max is not None:
+        hi = jnp.minimum(hi, clip_max - x_p)
+    return lo, jnp.maximum(hi, lo)
+
+
+def project(delta: jax.Array, lo: jax.Array, hi: jax.Array) -> jax.Array:
+    """Euclidean projection onto the box ``lo <= delta <= hi`` (coordinate-wise clip: the nearest point)."""
+    return jnp.clip(delta, lo, hi)
+
+
+# --------------------------------------------------------------------------------------------
+# crafting
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BrewConfig:
+    """Settings of :func:`craft_poisons`.
+
+    ``eps``: ℓ∞ budget (in the units of ``x``); ``iterations`` sign-Adam steps per restart;
+    ``restarts`` random starts (best final objective kept); ``lr``: step size in units of ``eps``
+    (Adam fed with signs moves each entry by about ``lr * eps`` per step), divided by 10 at 3/8,
+    5/8 and 7/8 of the iterations; ``penalty``/``penalty_power``: the end-of-sequence penalty
+    (0 switches it off); ``clip_min``/``clip_max``: optional data range of ``x + delta``;
+    ``init``: ``'uniform'`` (``eps U[-1,1]``), ``'randn'`` (``eps N(0,1)`` clipped) or ``'zeros'``.
+    """
+
+    eps: float
+    iterations: int = 250
+    restarts: int = 8
+    lr: float = 0.1
+    penalty: float = 0.0
+    penalty_power: float = 1.0
+    clip_min: float | None = None
+    clip_max: float | None = None
+    init: Literal["uniform", "randn", "zeros"] = "uniform"
+
+    def __post_init__(self):
+        if not self.eps > 0:
+            raise ValueError(f"eps must be > 0, got {self.eps}")
+        if self.iterations < 1:
+            raise ValueError(f"iterations must be >= 1, got {self.iterations}")
+        if self.restarts < 1:
+            raise ValueError(f"restarts must be >= 1, got {self.restarts}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.penalty < 0:
+            raise ValueError(f"penalty must be >= 0, got {self.penalty}")
+        if self.init not in ("uniform", "randn", "zeros"):
+            raise ValueError(f"init must be 'uniform', 'randn' or 'zeros', got {self.init!r}")
+        if self.clip_min is not None and self.clip_max is not None and self.clip_min > self.clip_max:
+            raise ValueError(f"clip_min ({self.clip_min}) must be <= clip_max ({self.clip_max})")
+
+
+class BrewResult(NamedTuple):
+    """What :func:`craft_poisons` returns (arrays; the best restart unless noted)."""
+
+    delta: jax.Array  # (P, ...) the perturbation of the best restart, inside the box
+    objective: jax.Array  # M + R at ``delta``
+    matching: jax.Array  # M at ``delta``
+    penalty: jax.Array  # R at ``delta``
+    restart_objectives: jax.Array  # (restarts,) final objective of every restart
+    best_restart: jax.Array  # index of the kept restart
+    history: jax.Array  # (iterations,) objective before each step of the kept restart
+
+
+def lr_schedule(lr: float, iterations: int) -> optax.Schedule:
+    """``lr`` divided by 10 at 3/8, 5/8 and 7/8 of ``iterations`` (the toolkit's milestones)."""
+    bounds = {}
+    for frac in (3 / 8, 5 / 8, 7 / 8):
+        b = int(iterations * frac)
+        bounds[b] = bounds.get(b, 1.0) * 0.1
+    return optax.piecewise_constant_schedule(lr, bounds)
+
+
+def _init_delta(key, shape, dtype, cfg: BrewConfig):
+    if cfg.init == "zeros":
+        return jnp.zeros(shape, dtype)
+    if cfg.init == "uniform":
+        return cfg.eps * jax.random.uniform(key, shape, dtype, -1.0, 1.0)
+    return cfg.eps * jax.random.normal(key, shape, dtype)
+
+
+def brew_objective(delta, model, loss_fn, x_p, y_p, direction, cfg: BrewConfig, label_fn=None,
+                   filter_spec=eqx.is_inexact_array):
+    """``(M + R, (M, R))`` at ``delta``."""
+    m = matching_loss(delta, model, loss_fn, x_p, y_p, direction, label_fn, filter_spec)
+    r = end_penalty(delta, cfg.eps, cfg.penalty, cfg.penalty_power) if cfg.penalty > 0 else jnp.zeros((), m.dtype)
+    return m + r, (m, r)
+
+
+def craft_poisons(model: PyTree, loss_fn: LossFn, x_p: jax.Array, y_p: jax.Array, direction: PyTree,
+                  key: jax.Array, cfg: BrewConfig, label_fn: Callable | None = None,
+                  filter_spec=eqx.is_inexact_array) -> BrewResult:
+    """Find ``delta`` in the box minimising ``M(delta) + R(delta)`` (module docstring).
+
+    ``model`` is the (clean-trained) victim, ``x_p, y_p`` the poisons' clean inputs and labels,
+    ``direction`` from :func:`target_direction`, ``label_fn`` (optional) relabels perturbed inputs.
+    Deterministic given ``key``. Compiled (``lax.scan`` over iterations, ``lax.map`` over restarts).
+    """
+    return _craft(model, loss_fn, jnp.asarray(x_p), jnp.asarray(y_p), direction, key, cfg, label_fn, filter_spec)
+
+
+@eqx.filter_jit
+def _craft(model, loss_fn, x_p, y_p, direction, key, cfg, label_fn, filter_spec):
+    lo, hi = box_bounds(x_p, cfg.eps, cfg.clip_min, cfg.clip_max)
+    opt = optax.adam(lr_schedule(cfg.lr * cfg.eps, cfg.iterations))
+    objective = lambda d: brew_objective(d, model, loss_fn, x_p, y_p, direction, cfg, label_fn, filter_spec)
+    value_and_grad = jax.value_and_grad(objective, has_aux=True)
+
+    def one_restart(k):
+        delta0 = project(_init_delta(k, x_p.shape, x_p.dtype, cfg), lo, hi)
+
+        def step(carry, _):
+            delta, state = carry
+            (val, _), g = value_and_grad(delta)
+            upd, state = opt.update(jnp.sign(g), state, delta)
+            return (project(delta + upd, lo, hi), state), val
+
+        (delta, _), hist = jax.lax.scan(step, (delta0, opt.init(delta0)), None, length=cfg.iterations)
+        val, (m, r) = objective(delta)
+        return delta, val, m, r, hist
+
+    deltas, vals, ms, rs, hists = jax.lax.map(one_restart, jax.random.split(key, cfg.restarts))
+    vals_safe = jnp.where(jnp.isfinite(vals), vals, jnp.inf)
+    best = jnp.argmin(vals_safe)
+    return BrewResult(deltas[best], vals[best], ms[best], rs[best], vals, best, hists[best])
