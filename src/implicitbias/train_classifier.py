@@ -1,0 +1,204 @@
+"""Compiled minibatch training and evaluation of sequence classifiers (SPEC §4).
+
+``train_classifier(model, x, y, cfg, key=None) -> (model, history)`` runs the whole training in
+one jitted call: ``lax.scan`` over epochs, each a ``lax.scan`` over minibatches of a fresh random
+permutation (the last incomplete batch is dropped). AdamW with a linear warm-up and cosine decay,
+gradient clipping by global norm; weight decay applies to the weight matrices of linear layers
+only (not to SSM parameters, biases or norms). Everything is float32 and deterministic: the same
+model, data, config and key give the same numbers.
+
+``evaluate(model, x, y) -> {"loss", "accuracy"}`` and ``predict_logits(model, x)`` work in fixed-size
+chunks so memory stays bounded. ``classification_loss(model, x, y)`` is the differentiable mean
+cross-entropy used for training (the poisoning attack matches its gradients).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+F32 = jnp.float32
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Minibatch AdamW training. ``warmup_frac``: share of steps with linear warm-up before the
+    cosine decay to 0; ``grad_clip``: global-norm clip (``None`` or 0 for none)."""
+
+    epochs: int = 60
+    batch_size: int = 64
+    lr: float = 1e-2
+    weight_decay: float = 0.01
+    warmup_frac: float = 0.05
+    grad_clip: float | None = 1.0
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if not 0 <= self.warmup_frac < 1:
+            raise ValueError(f"warmup_frac must be in [0, 1), got {self.warmup_frac}")
+        if self.grad_clip is not None and self.grad_clip < 0:
+            raise ValueError(f"grad_clip must be >= 0 or None, got {self.grad_clip}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _check_data(x, y=None, n_classes: int | None = None):
+    x = np.asarray(x)
+    if x.ndim != 3:
+        raise ValueError(f"x must have shape (N, L, d_input), got {x.shape}")
+    if x.shape[0] == 0:
+        raise ValueError("x holds no examples")
+    if not np.all(np.isfinite(x)):
+        raise ValueError("x contains NaN or inf")
+    if y is None:
+        return x, None
+    y = np.asarray(y)
+    if y.shape != (x.shape[0],):
+        raise ValueError(f"y must have shape ({x.shape[0]},) to match x, got {y.shape}")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"y must hold integer class labels, got dtype {y.dtype}")
+    if n_classes is not None and (y.min() < 0 or y.max() >= n_classes):
+        raise ValueError(f"labels must lie in [0, {n_classes}), got range [{y.min()}, {y.max()}]")
+    return x, y
+
+
+def _n_classes(model) -> int:
+    return model.head.out_features
+
+
+def classification_loss(model, x: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Mean cross-entropy and accuracy of ``model`` on a batch ``x (B, L, d_input)``, ``y (B,)``."""
+    logits = jax.vmap(model)(x)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    acc = jnp.mean(jnp.argmax(logits, -1) == y)
+    return loss, acc
+
+
+def _decay_mask(params):
+    """True for the weight matrix of every ``eqx.nn.Linear``, False elsewhere."""
+
+    def per_node(node):
+        if isinstance(node, eqx.nn.Linear):
+            m = jax.tree.map(lambda _: False, node)
+            return eqx.tree_at(lambda lin: lin.weight, m, True)
+        return False
+
+    return jax.tree.map(per_node, params, is_leaf=lambda n: isinstance(n, eqx.nn.Linear))
+
+
+def make_optimizer(cfg: TrainConfig, total_steps: int) -> optax.GradientTransformation:
+    """AdamW with warm-up + cosine decay and optional global-norm clipping."""
+    warmup = int(cfg.warmup_frac * total_steps)
+    schedule = optax.warmup_cosine_decay_schedule(0.0, cfg.lr, warmup, max(total_steps, warmup + 1), 0.0)
+    adamw = optax.adamw(schedule, weight_decay=cfg.weight_decay, mask=_decay_mask)
+    if cfg.grad_clip:
+        return optax.chain(optax.clip_by_global_norm(cfg.grad_clip), adamw)
+    return adamw
+
+
+@eqx.filter_jit
+def _fit(model, x, y, key, cfg: TrainConfig, steps_per_epoch: int, batch_size: int):
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+    opt = make_optimizer(cfg, cfg.epochs * steps_per_epoch)
+    opt_state = opt.init(params)
+    n = x.shape[0]
+
+    def loss_fn(p, xb, yb):
+        return classification_loss(eqx.combine(p, static), xb, yb)
+
+    def step(carry, idx):
+        p, s = carry
+        (loss, acc), grads = jax.value_and_grad(loss_fn, has_aux=True)(p, x[idx], y[idx])
+        updates, s = opt.update(grads, s, p)
+        return (optax.apply_updates(p, updates), s), (loss, acc)
+
+    def epoch(carry, k):
+        perm = jax.random.permutation(k, n)[: steps_per_epoch * batch_size].reshape(steps_per_epoch, batch_size)
+        carry, (losses, accs) = jax.lax.scan(step, carry, perm)
+        return carry, (losses.mean(), accs.mean())
+
+    (params, _), (losses, accs) = jax.lax.scan(epoch, (params, opt_state), jax.random.split(key, cfg.epochs))
+    return eqx.combine(params, static), losses, accs
+
+
+def train_classifier(model, x, y, cfg: TrainConfig = TrainConfig(), key: jax.Array | None = None):
+    """Train ``model`` on ``x (N, L, d_input)``, integer labels ``y (N,)``; return ``(model, history)``.
+
+    ``key`` drives the minibatch order; by default ``jax.random.PRNGKey(cfg.seed)``. The model's
+    initialisation is whatever ``model`` holds (build it with ``make_classifier(config, seed)``; keep
+    it to retrain from the same initialisation). ``history``: ``loss`` and ``accuracy`` (NumPy,
+    one entry per epoch: the mean over that epoch's minibatches, measured before each update),
+    ``steps`` (updates taken), ``batch_size`` (effective: ``min(cfg.batch_size, N)``), ``time_s``
+    (wall time including compilation) and ``diverged`` (a non-finite loss occurred).
+    """
+    x, y = _check_data(x, y, _n_classes(model))
+    key = jax.random.PRNGKey(cfg.seed) if key is None else key
+    batch_size = min(cfg.batch_size, x.shape[0])
+    steps_per_epoch = x.shape[0] // batch_size
+    start = time.perf_counter()
+    model, losses, accs = _fit(model, jnp.asarray(x, F32), jnp.asarray(y, jnp.int32), key, cfg, steps_per_epoch, batch_size)
+    losses, accs = np.asarray(losses), np.asarray(accs)
+    history = {
+        "loss": losses,
+        "accuracy": accs,
+        "steps": cfg.epochs * steps_per_epoch,
+        "batch_size": batch_size,
+        "time_s": time.perf_counter() - start,
+        "diverged": bool(not np.all(np.isfinite(losses))),
+    }
+    return model, history
+
+
+@eqx.filter_jit
+def _eval_chunks(model, xs, ys, mask):
+    def body(carry, chunk):
+        xb, yb, mb = chunk
+        logits = jax.vmap(model)(xb)
+        losses = optax.softmax_cross_entropy_with_integer_labels(logits, yb)
+        correct = (jnp.argmax(logits, -1) == yb).astype(F32)
+        return (carry[0] + jnp.sum(losses * mb), carry[1] + jnp.sum(correct * mb)), logits
+
+    (loss_sum, correct), logits = jax.lax.scan(body, (jnp.zeros((), F32), jnp.zeros((), F32)), (xs, ys, mask))
+    return loss_sum, correct, logits
+
+
+def _chunked(x, y, batch_size):
+    n = x.shape[0]
+    bs = min(batch_size, n)
+    nb = -(-n // bs)
+    pad = nb * bs - n
+    xs = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)]).reshape((nb, bs) + x.shape[1:])
+    ys = np.concatenate([y, np.zeros(pad, y.dtype)]).reshape(nb, bs)
+    mask = (np.arange(nb * bs) < n).astype(np.float32).reshape(nb, bs)
+    return jnp.asarray(xs, F32), jnp.asarray(ys, jnp.int32), jnp.asarray(mask)
+
+
+def evaluate(model, x, y, batch_size: int = 512) -> dict:
+    """Mean cross-entropy ``loss`` and ``accuracy`` (Python floats) of ``model`` on ``(x, y)``."""
+    x, y = _check_data(x, y, _n_classes(model))
+    loss_sum, correct, _ = _eval_chunks(model, *_chunked(x, y, batch_size))
+    n = x.shape[0]
+    return {"loss": float(loss_sum) / n, "accuracy": float(correct) / n}
+
+
+def predict_logits(model, x, batch_size: int = 512) -> np.ndarray:
+    """Logits ``(N, n_classes)`` of ``model`` on ``x (N, L, d_input)`` (NumPy float32)."""
+    x, _ = _check_data(x)
+    y = np.zeros(x.shape[0], np.int32)
+    _, _, logits = _eval_chunks(model, *_chunked(x, y, batch_size))
+    return np.asarray(logits).reshape(-1, logits.shape[-1])[: x.shape[0]]
