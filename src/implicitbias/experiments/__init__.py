@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import table1
+from . import chains, table1
 
-EXPERIMENTS: dict[str, ModuleType] = {table1.NAME: table1}
+EXPERIMENTS: dict[str, ModuleType] = {table1.NAME: table1, chains.NAME: chains}
 
 
 def get(name: str) -> ModuleType:
