@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, NamedTuple
 
 import equinox as eqx
@@ -241,19 +241,24 @@ def lr_schedule(lr: float, iterations: int) -> optax.Schedule:
     return optax.piecewise_constant_schedule(lr, bounds)
 
 
-def _init_delta(key, shape, dtype, cfg: BrewConfig):
-    if cfg.init == "zeros":
+def _init_delta(key, shape, dtype, init: str, eps):
+    if init == "zeros":
         return jnp.zeros(shape, dtype)
-    if cfg.init == "uniform":
-        return cfg.eps * jax.random.uniform(key, shape, dtype, -1.0, 1.0)
-    return cfg.eps * jax.random.normal(key, shape, dtype)
+    if init == "uniform":
+        return eps * jax.random.uniform(key, shape, dtype, -1.0, 1.0)
+    return eps * jax.random.normal(key, shape, dtype)
 
 
 def brew_objective(delta, model, loss_fn, x_p, y_p, direction, cfg: BrewConfig, label_fn=None,
                    filter_spec=eqx.is_inexact_array):
     """``(M + R, (M, R))`` at ``delta``."""
+    return _objective(delta, model, loss_fn, x_p, y_p, direction, cfg.eps, cfg.penalty, cfg.penalty_power,
+                      label_fn, filter_spec)
+
+
+def _objective(delta, model, loss_fn, x_p, y_p, direction, eps, penalty, power, label_fn, filter_spec):
     m = matching_loss(delta, model, loss_fn, x_p, y_p, direction, label_fn, filter_spec)
-    r = end_penalty(delta, cfg.eps, cfg.penalty, cfg.penalty_power) if cfg.penalty > 0 else jnp.zeros((), m.dtype)
+    r = end_penalty(delta, eps, penalty, power)
     return m + r, (m, r)
 
 
@@ -264,20 +269,26 @@ def craft_poisons(model: PyTree, loss_fn: LossFn, x_p: jax.Array, y_p: jax.Array
 
     ``model`` is the (clean-trained) victim, ``x_p, y_p`` the poisons' clean inputs and labels,
     ``direction`` from :func:`target_direction`, ``label_fn`` (optional) relabels perturbed inputs.
-    Deterministic given ``key``. Compiled (``lax.scan`` over iterations, ``lax.map`` over restarts).
+    Deterministic given ``key``. Compiled (``lax.scan`` over iterations, ``lax.map`` over restarts);
+    ``eps``, ``lr`` and ``penalty`` are traced, so sweeping them does not recompile.
     """
-    return _craft(model, loss_fn, jnp.asarray(x_p), jnp.asarray(y_p), direction, key, cfg, label_fn, filter_spec)
+    x_p = jnp.asarray(x_p)
+    hyper = {k: jnp.asarray(getattr(cfg, k), x_p.dtype) for k in ("eps", "lr", "penalty")}
+    static = replace(cfg, eps=1.0, lr=1.0, penalty=0.0)
+    return _craft(model, loss_fn, x_p, jnp.asarray(y_p), direction, key, hyper, static, label_fn, filter_spec)
 
 
 @eqx.filter_jit
-def _craft(model, loss_fn, x_p, y_p, direction, key, cfg, label_fn, filter_spec):
-    lo, hi = box_bounds(x_p, cfg.eps, cfg.clip_min, cfg.clip_max)
-    opt = optax.adam(lr_schedule(cfg.lr * cfg.eps, cfg.iterations))
-    objective = lambda d: brew_objective(d, model, loss_fn, x_p, y_p, direction, cfg, label_fn, filter_spec)
+def _craft(model, loss_fn, x_p, y_p, direction, key, hyper, cfg, label_fn, filter_spec):
+    eps = hyper["eps"]
+    lo, hi = box_bounds(x_p, eps, cfg.clip_min, cfg.clip_max)
+    opt = optax.adam(lr_schedule(hyper["lr"] * eps, cfg.iterations))
+    objective = lambda d: _objective(d, model, loss_fn, x_p, y_p, direction, eps, hyper["penalty"],
+                                     cfg.penalty_power, label_fn, filter_spec)
     value_and_grad = jax.value_and_grad(objective, has_aux=True)
 
     def one_restart(k):
-        delta0 = project(_init_delta(k, x_p.shape, x_p.dtype, cfg), lo, hi)
+        delta0 = project(_init_delta(k, x_p.shape, x_p.dtype, cfg.init, eps), lo, hi)
 
         def step(carry, _):
             delta, state = carry
