@@ -7,6 +7,7 @@ sequences, for reference), whether each fit its data, and the share of the pertu
 the last positions for matched vs random perturbations.
 
     .venv/bin/python benchmarks/bench_poison_synthetic.py [--eps 1.0] [--penalties 0 1] [--seeds 200 201 204 205]
+        [--mode duplicate|replace] [--train-optimizer adam --train-lr 0.01]
 """
 
 import argparse
@@ -23,10 +24,12 @@ if __name__ == "__main__":
     ap.add_argument("--iterations", type=int, default=250)
     ap.add_argument("--restarts", type=int, default=8)
     ap.add_argument("--mode", default="duplicate", choices=["duplicate", "replace"])
+    ap.add_argument("--train-optimizer", default="", help="victim optimizer (default: the preset's adaptive_gd)")
+    ap.add_argument("--train-lr", type=float, default=0.0)
     args = ap.parse_args()
     cfg = synthetic.SyntheticConfig(base=args.base, eps=args.eps, penalties=tuple(args.penalties),
                                     seeds=tuple(args.seeds), iterations=args.iterations, restarts=args.restarts,
-                                    mode=args.mode)
+                                    mode=args.mode, train_optimizer=args.train_optimizer, train_lr=args.train_lr)
     start = time.perf_counter()
     result = synthetic.run(cfg)
     wall = time.perf_counter() - start
