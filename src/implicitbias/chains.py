@@ -42,6 +42,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -117,8 +119,9 @@ class Instance(NamedTuple):
     has_out: jax.Array
 
 
-def sample_complexity(key, complexities: tuple[int, ...], weights: tuple[float, ...] | None = None):
-    """One complexity drawn from ``complexities`` with probabilities ``weights`` (uniform if None)."""
+def sample_complexity(key, complexities: tuple[int, ...], weights=None):
+    """One complexity drawn from ``complexities`` with probabilities ``weights`` (uniform if None;
+    a traced array is fine)."""
     c = jnp.asarray(complexities, jnp.int32)
     p = None if weights is None else jnp.asarray(weights) / jnp.sum(jnp.asarray(weights))
     return jax.random.choice(key, c, p=p)
@@ -146,7 +149,8 @@ def sample_instance(key, n_vertices: int, chain_len: int, complexity) -> Instanc
                     path.astype(jnp.int32), has_out)
 
 
-def sample_batch(key, batch: int, n_vertices: int, chain_len: int, complexities, weights=None) -> Instance:
+@functools.partial(jax.jit, static_argnames=("batch", "n_vertices", "chain_len", "complexities"))
+def sample_batch(key, batch: int, n_vertices: int, chain_len: int, complexities: tuple[int, ...], weights=None) -> Instance:
     """``batch`` independent instances, complexities drawn from ``complexities`` / ``weights``."""
     kc, ki = jax.random.split(key)
     cs = jax.vmap(lambda k: sample_complexity(k, complexities, weights))(jax.random.split(kc, batch))
@@ -316,8 +320,7 @@ class Spec:
 
     n_vertices: int
     train_chain_len: int
-    train_complexities: tuple[int, ...]
-    train_weights: tuple[float, ...] | None
+    train_complexities: tuple[int, ...]  # the support; the weights are a runtime argument
     test_chain_len: int
     test_complexities: tuple[int, ...]
     trace_factor: float
@@ -373,8 +376,9 @@ def make_optimizer(name: str, lr: float) -> optax.GradientTransformation:
     raise ValueError(f"optimizer must be 'sgd' or 'adam', got {name!r}")
 
 
-def train(spec: Spec, key) -> tuple[dict, dict]:
-    """REINFORCE with a baseline for ``spec.steps`` steps of ``spec.batch`` episodes (one lax.scan).
+def train(spec: Spec, key, weights=None) -> tuple[dict, dict]:
+    """REINFORCE with a baseline for ``spec.steps`` steps of ``spec.batch`` episodes (one lax.scan);
+    training complexities drawn from ``spec.train_complexities`` with ``weights`` (uniform if None).
 
     Returns the final params and per-step curves ``{"reward": (steps,), "traversal": (steps,)}``
     (means over the step's training batch, before the update). Pure in ``key``: vmap over seeds.
@@ -388,7 +392,7 @@ def train(spec: Spec, key) -> tuple[dict, dict]:
     def step(carry, k):
         params, opt_state = carry
         k_data, k_roll = jax.random.split(k)
-        inst = sample_batch(k_data, spec.batch, N, spec.train_chain_len, spec.train_complexities, spec.train_weights)
+        inst = sample_batch(k_data, spec.batch, N, spec.train_chain_len, spec.train_complexities, weights)
         A = attention_matrix(params, N)
         ro = rollout(k_roll, A, V, inst, T, spec.sigma)
         if spec.baseline == "loo":
@@ -423,12 +427,20 @@ def evaluate(spec: Spec, params: dict, key) -> dict:
     return {"accuracy": jnp.stack(accs), "traversal": jnp.stack(travs)}
 
 
-def train_and_evaluate(spec: Spec, seeds: tuple[int, ...]):
-    """Train every seed in one vmapped, jitted program and evaluate it. Returns (params, curves, evals)
-    with a leading seed axis."""
-    def one(seed):
+@functools.lru_cache(maxsize=16)
+def _compiled(spec: Spec):
+    def one(seed, weights):
         k_train, k_eval = jax.random.split(jax.random.PRNGKey(seed))
-        params, curves = train(spec, k_train)
+        params, curves = train(spec, k_train, weights)
         return params, curves, evaluate(spec, params, k_eval)
 
-    return jax.jit(jax.vmap(one))(jnp.asarray(seeds, jnp.uint32))
+    return jax.jit(jax.vmap(one, in_axes=(0, None)))
+
+
+def train_and_evaluate(spec: Spec, seeds: tuple[int, ...], weights=None):
+    """Train every seed in one vmapped, jitted program (compiled once per ``spec``) and evaluate it.
+    ``weights``: probabilities over ``spec.train_complexities`` (uniform if None), a runtime input,
+    so distributions over the same support share one compilation. Returns (params, curves, evals)
+    with a leading seed axis."""
+    w = jnp.ones(len(spec.train_complexities)) if weights is None else jnp.asarray(weights, float)
+    return _compiled(spec)(jnp.asarray(seeds, jnp.uint32), w)

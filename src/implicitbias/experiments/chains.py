@@ -144,7 +144,7 @@ class Config:
     def spec(self) -> ch.Spec:
         return ch.Spec(
             n_vertices=self.n_vertices, train_chain_len=self.chain_len("train"),
-            train_complexities=tuple(self.train_complexities), train_weights=tuple(self.train_weights) or None,
+            train_complexities=tuple(self.train_complexities),
             test_chain_len=self.chain_len("test"), test_complexities=tuple(self.test_complexities),
             trace_factor=self.trace_factor, parameterisation=self.parameterisation, forward_bias=self.forward_bias,
             value_kind=self.value_kind, value_scale=self.value_scale, sigma=self.sigma, optimizer=self.optimizer,
@@ -191,7 +191,7 @@ def run(config: Config) -> Record:
     """Train every seed (one vmapped, compiled program) and evaluate per test complexity."""
     start = time.perf_counter()
     spec = config.spec()
-    params, curves, evals = ch.train_and_evaluate(spec, tuple(config.seeds))
+    params, curves, evals = ch.train_and_evaluate(spec, tuple(config.seeds), config.train_weights or None)
     acc = np.asarray(evals["accuracy"], float)  # (seeds, n_test_complexities)
     trav = np.asarray(evals["traversal"], float)
     reward = np.asarray(curves["reward"], float)  # (seeds, steps)
@@ -250,8 +250,8 @@ def report_rows(runs) -> list[dict]:
         cfg = Config(**{k: _tuples(v) for k, v in r.config.items() if k in fields})
         preset = r.preset or "custom"
         base = PRESETS.get(preset)
-        overrides = {} if base is None else {k: v for k, v in r.config.items()
-                                             if k in fields and _tuples(v) != getattr(base, k)}
+        overrides = {} if base is None else {f.name: r.config[f.name] for f in dataclasses.fields(Config)
+                                             if f.name in r.config and _tuples(r.config[f.name]) != getattr(base, f.name)}
         m = r.metrics
         arrays = r.arrays()
         reward, trav = arrays["reward"], arrays["traversal"]
