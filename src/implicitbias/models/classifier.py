@@ -118,7 +118,7 @@ class SequenceClassifier(eqx.Module):
 
     def features(self, x: jax.Array) -> jax.Array:
         """Hidden sequence after the last block (and final norm): ``(L, d_input) -> (L, d_model)``."""
-        h = jax.vmap(self.encoder)(x.astype(F32))
+        h = jax.vmap(self.encoder)(x.astype(self.encoder.weight.dtype))
         for norm, block in zip(self.norms, self.blocks):
             z = jax.vmap(norm)(h) if norm is not None else h
             h = h + block(z)

@@ -77,14 +77,14 @@ class LRUBlock(eqx.Module):
 
     def states(self, u: jax.Array) -> jax.Array:
         """Hidden states ``x_0..x_{L-1}``: ``(L, H) -> (L, N)`` complex."""
-        bu = u.astype(F32) @ self.input_matrix().T
+        bu = u.astype(self.B.dtype) @ self.input_matrix().T
         lam = jnp.broadcast_to(self.lambdas(), bu.shape)
         return linear_recurrence(lam, bu)
 
     def ssm(self, u: jax.Array) -> jax.Array:
         """The linear recurrence with D skip alone: ``(L, H) -> (L, H)``."""
         C = self.C[..., 0] + 1j * self.C[..., 1]
-        return (self.states(u) @ C.T).real.astype(F32) + self.D * u
+        return (self.states(u) @ C.T).real + self.D * u
 
     def __call__(self, u: jax.Array) -> jax.Array:
         y = jax.nn.gelu(self.ssm(u))

@@ -16,8 +16,9 @@ Vandermonde product), and ``y = K * u + D u`` is computed as a causal FFT convol
 ``2L`` (no wrap-around). The block then applies GELU and a position-wise ``H -> 2H`` linear map
 followed by a GLU, as in the reference S4D code.
 
-All parameters are float32 (complex64 inside); the package runs with x64 enabled, so every array
-is created with an explicit dtype. Shapes are for a single sequence; batch with ``jax.vmap``.
+Parameters are created float32 (complex64 inside; the package runs with x64 enabled, so every
+array gets an explicit dtype); the computation follows the parameters' dtype, so a copy cast to
+float64 computes in float64 (the tests use this for tight comparisons). Shapes are for a single sequence; batch with ``jax.vmap``.
 """
 
 from __future__ import annotations
@@ -79,12 +80,13 @@ class S4DBlock(eqx.Module):
         dt = jnp.exp(self.log_dt)[:, None]
         A = -jnp.exp(self.log_A_real) + 1j * self.A_imag
         _, Bbar, C = self.discretize()
-        vandermonde = jnp.exp((dt * A)[..., None] * jnp.arange(L, dtype=F32))  # (H, N, L)
-        return 2.0 * jnp.einsum("hn,hnl->hl", C * Bbar, vandermonde).real.astype(F32)
+        vandermonde = jnp.exp((dt * A)[..., None] * jnp.arange(L, dtype=self.log_dt.dtype))  # (H, N, L)
+        return 2.0 * jnp.einsum("hn,hnl->hl", C * Bbar, vandermonde).real
 
     def ssm(self, u: jax.Array) -> jax.Array:
         """The linear SSM with D skip alone: ``(L, H) -> (L, H)``, ``y = K * u + D u``."""
         L = u.shape[0]
+        u = u.astype(self.log_dt.dtype)
         y = causal_fft_conv(u.T, self.kernel(L)).T
         return y + self.D * u
 

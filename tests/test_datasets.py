@@ -1,0 +1,147 @@
+"""Real-data loaders: scan orders against hand-computed pixels, train-only standardisation,
+seeded splits, offline UCR loading, local CIFAR-10 pickles and clear errors."""
+
+import os
+import pickle
+import socket
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits as sk_digits
+
+from implicitbias.datasets import fit_standardizer, load_cifar10, load_digits, load_ucr, make_dataset
+
+
+@pytest.fixture(scope="module")
+def raw_digits():
+    b = sk_digits()
+    return b.images, b.target
+
+
+def test_digits_row_and_column_scan_match_pixels(raw_digits):
+    images, labels = raw_digits
+    row = load_digits(n_train=1000, seed=0, scan="row", standardize="none")
+    col = load_digits(n_train=1000, seed=0, scan="column", standardize="none")
+    assert row.x_train.shape == (1000, 64, 1) and row.x_test.shape == (797, 64, 1)
+    i = row.meta["idx_train"][5]
+    # row-major: step 8*r + c reads pixel (r, c); the last row is the last 8 steps.
+    assert row.x_train[5, 8 * 6 + 3, 0] == images[i, 6, 3] and row.x_train[5, 63, 0] == images[i, 7, 7]
+    assert np.array_equal(row.x_train[5, 56:, 0], images[i, 7, :])
+    # column-major: step 8*c + r reads pixel (r, c).
+    assert col.x_train[5, 8 * 6 + 3, 0] == images[i, 3, 6]
+    assert np.array_equal(col.x_train[5, 56:, 0], images[i, :, 7])
+    assert row.y_train[5] == labels[i]
+    assert np.array_equal(row.y_test, labels[row.meta["idx_test"]])
+
+
+def test_digits_standardisation_fit_on_train_only(raw_digits):
+    images, _ = raw_digits
+    d = load_digits(n_train=1000, seed=1)
+    assert d.x_train.dtype == np.float32 and d.y_train.dtype == np.int32
+    assert np.all(np.isfinite(d.x_train)) and np.all(np.isfinite(d.x_test))
+    mean, std = d.meta["mean"], d.meta["std"]
+    raw_train = images[d.meta["idx_train"]].reshape(1000, 64)
+    assert np.allclose(mean[:, 0], raw_train.mean(0), atol=1e-5)  # train statistics, not all data
+    varying = raw_train.std(0) > 0
+    assert np.allclose(d.x_train.mean(0)[:, 0], 0, atol=1e-5)
+    assert np.allclose(d.x_train.std(0)[varying, 0], 1, atol=1e-4)
+    assert np.all(std[~varying] == 1)  # constant pixels are not divided by zero
+    raw_test = images[d.meta["idx_test"]].reshape(-1, 64)
+    assert np.allclose(d.x_test[..., 0] * std[:, 0] + mean[:, 0], raw_test, atol=1e-4)
+    assert not np.allclose(d.x_test.mean(0)[varying, 0], 0, atol=1e-3)  # test set not re-fit
+    g = load_digits(n_train=1000, seed=1, standardize="channel")
+    assert g.meta["mean"].shape == (1, 1) and abs(g.x_train.mean()) < 1e-5 and abs(g.x_train.std() - 1) < 1e-4
+
+
+def test_digits_seeded_stratified_split():
+    a, b, c = load_digits(seed=3), load_digits(seed=3), load_digits(seed=4)
+    assert np.array_equal(a.meta["idx_train"], b.meta["idx_train"]) and np.array_equal(a.x_train, b.x_train)
+    assert not np.array_equal(a.meta["idx_train"], c.meta["idx_train"])
+    assert not set(a.meta["idx_train"]) & set(a.meta["idx_test"])
+    assert np.bincount(a.y_train).min() >= 95  # stratified: ~100 per class
+    with pytest.raises(ValueError, match="scan"):
+        load_digits(scan="diagonal")
+    with pytest.raises(ValueError, match="n_train"):
+        load_digits(n_train=5000)
+
+
+def test_ucr_loads_offline(monkeypatch):
+    def no_network(*args, **kwargs):
+        raise AssertionError("the UCR loader tried to open a network connection")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    d = load_ucr("ItalyPowerDemand")
+    assert d.x_train.shape == (67, 24, 1) and d.x_test.shape == (1029, 24, 1)
+    assert set(np.unique(d.y_train)) == {0, 1} and d.n_classes == 2
+    assert abs(d.x_train.mean()) < 1e-5 and abs(d.x_train.std() - 1) < 1e-4
+    assert np.all(np.isfinite(d.x_test))
+    r = load_ucr("ItalyPowerDemand", split_seed=0, n_train=500)
+    assert r.x_train.shape == (500, 24, 1) and r.x_test.shape == (596, 24, 1)
+    m = load_ucr("BasicMotions")
+    assert m.x_train.shape == (40, 100, 6) and m.n_classes == 4
+    with pytest.raises(ValueError, match="unknown"):
+        load_ucr("NotASet")
+    with pytest.raises(ValueError, match="split_seed"):
+        load_ucr("GunPoint", n_train=10)
+
+
+def _write_fake_cifar(root, n_per_batch=2, n_test=3, seed=0):
+    rng = np.random.default_rng(seed)
+    batches = {}
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        n = n_test if name == "test_batch" else n_per_batch
+        d = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), b"labels": rng.integers(0, 10, n).tolist()}
+        with open(os.path.join(root, name), "wb") as f:
+            pickle.dump(d, f)
+        batches[name] = d
+    return batches
+
+
+def test_cifar_scan_orders_on_fake_pickles(tmp_path):
+    b = _write_fake_cifar(tmp_path)
+    row = load_cifar10(tmp_path, scan="row", standardize="none")
+    cm = load_cifar10(tmp_path, scan="channel_major", standardize="none")
+    assert row.x_train.shape == (10, 1024, 3) and row.x_test.shape == (3, 1024, 3)
+    img = b["data_batch_2"][b"data"][1].reshape(3, 32, 32).astype(np.float64) / 255  # (channel, row, col)
+    i = 3  # batch 2, example 1
+    # row-major pixels, 3 channels per step: step 32*r + c holds (R, G, B) of pixel (r, c).
+    assert np.allclose(row.x_train[i, 32 * 31 + 5], img[:, 31, 5])
+    assert np.allclose(row.x_train[i, 0], img[:, 0, 0])
+    # channel-major memory as (1024, 3): step t holds stored values 3t, 3t+1, 3t+2.
+    flat = img.reshape(-1)
+    assert np.allclose(cm.x_train[i, 341, 1], flat[1024]) and np.isclose(flat[1024], img[1, 0, 0])
+    assert np.allclose(cm.x_train[i, 1023], img[2, 31, 29:32])  # the last step: blue, bottom-right
+    assert np.allclose(cm.x_train[i, 0], img[0, 0, 0:3])  # the first step: red, top-left, 3 columns
+    assert np.array_equal(row.y_train[i], b["data_batch_2"][b"labels"][1])
+    assert np.array_equal(row.y_test, b["test_batch"][b"labels"])
+    std = load_cifar10(tmp_path, scan="row", n_train=6)
+    assert std.x_train.shape == (6, 1024, 3)
+    assert np.allclose(std.x_train.mean((0, 1)), 0, atol=1e-5) and np.allclose(std.x_train.std((0, 1)), 1, atol=1e-4)
+
+
+def test_cifar_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="never downloads"):
+        load_cifar10(tmp_path / "nowhere")
+    _write_fake_cifar(tmp_path)
+    os.remove(tmp_path / "data_batch_4")
+    with pytest.raises(FileNotFoundError, match="data_batch_4"):
+        load_cifar10(tmp_path)
+    _write_fake_cifar(tmp_path)
+    with pytest.raises(ValueError, match="scan"):
+        load_cifar10(tmp_path, scan="column")
+    with open(tmp_path / "test_batch", "wb") as f:
+        pickle.dump({b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]}, f)
+    with pytest.raises(ValueError, match="3072"):
+        load_cifar10(tmp_path)
+
+
+def test_nan_and_bad_mode_rejected():
+    x = np.zeros((4, 5, 1))
+    y = np.zeros(4, int)
+    with pytest.raises(ValueError, match="NaN"):
+        make_dataset(np.where(np.arange(5)[None, :, None] == 2, np.nan, x), y, x, y, "feature", {})
+    with pytest.raises(ValueError, match="NaN"):
+        make_dataset(x, y, np.full_like(x, np.inf), y, "none", {})
+    with pytest.raises(ValueError, match="standardize"):
+        fit_standardizer(x, "minmax")
