@@ -88,3 +88,26 @@ def test_batched_equals_individual_runs():
         assert int(single.steps) == int(batched.steps[i])
         assert np.allclose(single.params, batched.params[i], rtol=0, atol=1e-14)
     assert len(set(np.asarray(batched.steps).tolist())) == 3  # really different stopping times
+
+
+def _dead_relu(x, data):
+    """relu(x) - 1 squared: for x < 0 the gradient is exactly 0 and the loss is frozen at 1."""
+    return (jax.nn.relu(x[0]) - data[0]) ** 2
+
+
+def test_stall_rule_stops_frozen_runs_only():
+    """A run stuck where the gradient is exactly 0 stops after one chunk when stall_tol > 0 and runs
+    to max_steps without it; a run still moving (however slowly) is not stopped; batched runs
+    stop independently."""
+    target = jnp.array([1.0])
+    frozen = StopRule(eps=1e-6, extra_steps=0, max_steps=5000, stall_tol=1e-12)
+    res = train(_dead_relu, jnp.array([-0.5]), target, optax.sgd(0.1), frozen, 100, _log)
+    assert bool(res.stalled) and int(res.steps) == 100 and int(res.hit_step) == -1
+    res = train(_dead_relu, jnp.array([-0.5]), target, optax.sgd(0.1), StopRule(1e-6, 0, 5000), 100, _log)
+    assert not bool(res.stalled) and int(res.steps) == 5000
+    # slow but moving: lr 1e-9 changes the loss by ~4e-7 relative per 100 steps, far above 1e-12
+    res = train(_quadratic, jnp.array([0.0]), target, optax.sgd(1e-9), frozen, 100, _log)
+    assert not bool(res.stalled) and int(res.steps) == 5000
+    res = train_batched(_dead_relu, jnp.array([[-0.5], [0.5]]), jnp.array([[1.0], [1.0]]), optax.sgd(0.1), frozen, 100, _log)
+    assert np.asarray(res.stalled).tolist() == [True, False]
+    assert np.asarray(res.steps)[0] == 100 and np.asarray(res.hit_step)[1] >= 0

@@ -93,7 +93,12 @@ def run(
         except KeyboardInterrupt:
             progress.stop()
             err.print("interrupted: completed runs are stored; the run in progress was discarded")
-            raise typer.Exit(code=130)
+            # XLA may still be running the interrupted computation on its own threads; a normal
+            # interpreter shutdown under it can crash, so leave at once (every completed run is
+            # already on disk, written atomically).
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(130)
 
 
 @app.command()

@@ -35,14 +35,16 @@ def effective_rank(a: jax.Array) -> jax.Array:
     return jnp.exp(-jnp.sum(plogp))
 
 
-def gamma_coefficients(delta: jax.Array, xi: jax.Array, X: jax.Array) -> jax.Array:
+def gamma_coefficients(delta: jax.Array, xi: jax.Array, X: jax.Array, n=None) -> jax.Array:
     """The paper's ``gamma^(l) = (2(l+1)/N) sum_n delta_n xi_n u_{n, L-l-2}`` for ``l = 0..L-2`` (SPEC §1).
 
     Shapes: ``delta: (N,)`` residuals ``y* - y``, ``xi: (N,)`` derivative of what follows the SSM
     (ones for a standalone SSM), ``X: (N, L)`` -> ``(L-1,)``. With them
     ``dL/da_i = -B_i C_i sum_l gamma^(l) a_i^l``; ``gamma^(0)`` only sees the second-to-last input.
+    ``n`` overrides ``N`` when ``X`` carries all-zero padding rows (they add nothing to the sum).
     """
     N, L = X.shape
+    N = N if n is None else n
     l = jnp.arange(L - 1)
     u = X[:, L - 2 - l]  # (N, L-1): column l is position L-l-2
     return 2.0 * (l + 1) / N * ((delta * xi) @ u)

@@ -6,6 +6,7 @@ Plain GD and Adam come from Optax; the paper's adaptive learning rate is an Opta
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -49,8 +50,12 @@ def adaptive_gd(lr0: float, beta: float = 0.8, soft: float = 1e-6) -> optax.Grad
 OPTIMIZERS = ("gd", "adaptive_gd", "adam")
 
 
+@functools.cache
 def make_optimizer(name: str, lr: float) -> optax.GradientTransformation:
-    """``'gd'`` (plain), ``'adaptive_gd'`` (SPEC §1) or ``'adam'`` (Optax defaults)."""
+    """``'gd'`` (plain), ``'adaptive_gd'`` (SPEC §1) or ``'adam'`` (Optax defaults).
+
+    Cached, so the same (name, lr) gives the same object and compiled training loops are reused.
+    """
     if name == "gd":
         return optax.sgd(lr)
     if name == "adaptive_gd":
@@ -67,11 +72,17 @@ class StopRule:
     With ``t`` the number of updates taken, the loss ``L(theta_t)`` is checked before each update;
     the first ``t`` with ``L(theta_t) <= eps`` is the hit step, and training ends after update
     ``hit + extra_steps``.
+
+    ``stall_tol > 0`` adds one more stop: a run that has not reached ``eps`` and whose loss changed
+    by no more than ``stall_tol`` (relative) over a whole log chunk is *stalled* (e.g. a network
+    whose ReLUs are all off: the gradient is exactly zero and GD can never leave). It is recorded as
+    not fit, exactly as if it had run to ``max_steps``; ``0`` switches the rule off.
     """
 
     eps: float
     extra_steps: int
     max_steps: int
+    stall_tol: float = 0.0  # > 0: stop a run whose loss, above eps, changed by <= stall_tol (relative) over a log chunk
 
     def __post_init__(self):
         if not self.eps > 0:
@@ -80,3 +91,5 @@ class StopRule:
             raise ValueError(f"extra_steps must be >= 0, got {self.extra_steps}")
         if self.max_steps <= 0:
             raise ValueError(f"max_steps must be > 0, got {self.max_steps}")
+        if not self.stall_tol >= 0:
+            raise ValueError(f"stall_tol must be >= 0, got {self.stall_tol}")

@@ -31,6 +31,7 @@ class TrainResult(NamedTuple):
     hit_step: jax.Array  # first t with L(theta_t) <= eps, or -1
     diverged: jax.Array  # loss became NaN/inf (training stopped there)
     diverged_step: jax.Array  # t at which it did, or -1
+    stalled: jax.Array  # stopped by the stall rule (loss frozen above eps; see StopRule.stall_tol)
     final_loss: jax.Array  # L(final params)
     log_steps: jax.Array  # (max_logs,) update count of each log row, -1 where unused
     logs: PyTree  # dict of (max_logs, ...) arrays from ``log_fn``; unused rows are NaN
@@ -64,22 +65,21 @@ def train(
     value_and_grad = jax.value_and_grad(loss_fn)
     int_ = jnp.int32
 
-    def stopped(t, hit, div):
-        return div | ((hit >= 0) & (t >= hit + rule.extra_steps)) | (t >= rule.max_steps)
+    def stopped(c: _Inner):
+        return c.div | c.stalled | ((c.hit >= 0) & (c.t >= c.hit + rule.extra_steps)) | (c.t >= rule.max_steps)
 
-    def update(_, carry):
-        params, opt_state, t, hit, div, div_step = carry
-        loss, grads = value_and_grad(params, data)
+    def update(_, c: _Inner) -> _Inner:
+        loss, grads = value_and_grad(c.params, data)
         bad = ~jnp.isfinite(loss)
-        done = stopped(t, hit, div)
-        div_step = jnp.where(~done & bad, t, div_step)
-        div = div | (~done & bad)
-        hit = jnp.where(~done & ~bad & (hit < 0) & (loss <= rule.eps), t, hit)
-        go = ~stopped(t, hit, div)
-        updates, new_opt_state = optimizer.update(grads, opt_state, params)
-        new_params = optax.apply_updates(params, updates)
+        done = stopped(c)
+        c = c._replace(div_step=jnp.where(~done & bad, c.t, c.div_step), div=c.div | (~done & bad),
+                       hit=jnp.where(~done & ~bad & (c.hit < 0) & (loss <= rule.eps), c.t, c.hit))
+        go = ~stopped(c)
+        updates, new_opt_state = optimizer.update(grads, c.opt_state, c.params)
+        new_params = optax.apply_updates(c.params, updates)
         keep = lambda new, old: jax.tree_util.tree_map(lambda n, o: jnp.where(go, n, o), new, old)
-        return (keep(new_params, params), keep(new_opt_state, opt_state), t + go.astype(int_), hit, div, div_step)
+        return c._replace(params=keep(new_params, c.params), opt_state=keep(new_opt_state, c.opt_state),
+                          t=c.t + go.astype(int_))
 
     def write_log(logs, log_steps, i, params, t):
         row = log_fn(params, data)
@@ -91,21 +91,38 @@ def train(
     log_steps0 = jnp.full((max_logs,), -1, int_)
 
     def cond(state):
-        _, (_, _, t, hit, div, _), i = state
-        return (~stopped(t, hit, div)) & (i < n_chunks)
+        _, inner, i = state
+        return ~stopped(inner) & (i < n_chunks)
 
     def body(state):
         (logs, log_steps), inner, i = state
-        logs, log_steps = write_log(logs, log_steps, i, inner[0], inner[2])
+        logs, log_steps = write_log(logs, log_steps, i, inner.params, inner.t)
+        before = loss_fn(inner.params, data)
+        t0 = inner.t
         inner = jax.lax.fori_loop(0, log_every, update, inner)
+        if rule.stall_tol > 0:
+            # a whole chunk of updates that left the loss (above eps) unchanged to stall_tol: frozen
+            after = loss_fn(inner.params, data)
+            frozen = (inner.hit < 0) & (inner.t == t0 + log_every) & (jnp.abs(after - before) <= rule.stall_tol * jnp.abs(before))
+            inner = inner._replace(stalled=inner.stalled | (~stopped(inner) & frozen))
         return (logs, log_steps), inner, i + 1
 
-    inner0 = (params, optimizer.init(params), jnp.zeros((), int_), jnp.full((), -1, int_),
-              jnp.zeros((), bool), jnp.full((), -1, int_))
+    inner0 = _Inner(params, optimizer.init(params), jnp.zeros((), int_), jnp.full((), -1, int_),
+                    jnp.zeros((), bool), jnp.full((), -1, int_), jnp.zeros((), bool))
     (logs, log_steps), inner, i = jax.lax.while_loop(cond, body, ((logs0, log_steps0), inner0, jnp.zeros((), int_)))
-    params, _, t, hit, div, div_step = inner
-    logs, log_steps = write_log(logs, log_steps, i, params, t)
-    return TrainResult(params, t, hit, div, div_step, loss_fn(params, data), log_steps, logs, i + 1)
+    logs, log_steps = write_log(logs, log_steps, i, inner.params, inner.t)
+    return TrainResult(inner.params, inner.t, inner.hit, inner.div, inner.div_step, inner.stalled,
+                       loss_fn(inner.params, data), log_steps, logs, i + 1)
+
+
+class _Inner(NamedTuple):
+    params: PyTree
+    opt_state: PyTree
+    t: jax.Array  # updates taken
+    hit: jax.Array  # first t with loss <= eps, or -1
+    div: jax.Array
+    div_step: jax.Array
+    stalled: jax.Array
 
 
 def train_batched(
@@ -117,10 +134,15 @@ def train_batched(
     log_every: int,
     log_fn: Callable[[PyTree, PyTree], dict[str, jax.Array]],
 ) -> TrainResult:
-    """``train`` vmapped over the leading axis of ``params`` and ``data`` (one run per entry), jitted."""
+    """``train`` vmapped over the leading axis of ``params`` and ``data`` (one run per entry), jitted.
 
-    @eqx.filter_jit
-    def run(params, data):
-        return jax.vmap(lambda p, d: train(loss_fn, p, d, optimizer, rule, log_every, log_fn))(params, data)
+    The compiled program is cached on (``loss_fn``, ``optimizer``, ``rule``, ``log_every``,
+    ``log_fn``) and the shapes: pass the *same* function and optimizer objects to reuse it (build
+    them once, e.g. with ``functools.cache``); fresh closures on every call recompile every call.
+    """
+    return _train_vmapped(loss_fn, params, data, optimizer, rule, log_every, log_fn)
 
-    return run(params, data)
+
+@eqx.filter_jit
+def _train_vmapped(loss_fn, params, data, optimizer, rule, log_every, log_fn) -> TrainResult:
+    return jax.vmap(lambda p, d: train(loss_fn, p, d, optimizer, rule, log_every, log_fn))(params, data)

@@ -19,6 +19,7 @@ The GD settings draw everything else from ``jax.random`` keys derived from the s
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass, replace
@@ -59,6 +60,7 @@ class Config:
     eps: float = 0.01
     extra_steps: int = 1500
     max_steps: int = 1_000_000
+    stall_tol: float = 1e-12  # stop a run frozen above eps (see StopRule); 0 = run every such seed to max_steps
     n_baseline: int = 8
     baseline_stop: int = 2  # baseline sequences have N(0,1) entries at positions 0:baseline_stop
     n_special: int = 10
@@ -103,12 +105,15 @@ class Config:
             require(self.n_baseline > 0, f"n_baseline must be > 0, got {self.n_baseline}")
             require(self.n_special > 0, f"n_special must be > 0, got {self.n_special}")
             require(1 <= self.baseline_stop <= self.L, f"baseline_stop must be in 1..{self.L}, got {self.baseline_stop}")
-            StopRule(self.eps, self.extra_steps, self.max_steps)  # validates eps, extra_steps, max_steps
+            self.stop_rule()  # validates eps, extra_steps, max_steps, stall_tol
         if self.setting == "ssm_in_nn":
             require(self.m > 0, f"m must be > 0, got {self.m}")
             require(self.depth > 0, f"depth must be > 0, got {self.depth}")
             require(self.sd_D > 0, f"sd_D must be > 0, got {self.sd_D}")
             require(self.n_test > 0 and self.test_length >= self.L, "n_test must be > 0 and test_length >= L")
+
+    def stop_rule(self) -> StopRule:
+        return StopRule(self.eps, self.extra_steps, self.max_steps, self.stall_tol)
 
     @property
     def positions(self) -> tuple[int, ...]:
@@ -177,6 +182,13 @@ def training_inputs(config: Config, seed: int) -> jax.Array:
     The baseline rows depend only on the seed, so a cell with special sequences trains on the very
     same baseline data as the cell without, plus the special rows.
     """
+    X = _training_rows(config, seed)
+    sequences.check_finite("training inputs", X)
+    return X
+
+
+def _training_rows(config: Config, seed) -> jax.Array:
+    """``training_inputs`` without the host-side check, so it can be traced (``seed`` may be traced)."""
     keys = _keys(seed)
     if config.setting == "per_theorem":
         rows = [sequences.impulses(config.L, [0])]  # constrains h_L
@@ -188,9 +200,17 @@ def training_inputs(config: Config, seed: int) -> jax.Array:
             rows.append(sequences.special_sequences(keys["special"], config.n_special, config.L, config.positions))
     if config.extra_sequences:
         rows.append(jnp.asarray(config.extra_sequences, jnp.float64))
-    X = jnp.concatenate(rows)
-    sequences.check_finite("training inputs", X)
-    return X
+    return jnp.concatenate(rows)
+
+
+def padded_rows(config: Config) -> int:
+    """Rows of the GD-setting data arrays: the rows of the cell *with* special sequences.
+
+    A cell without them gets zero rows in their place: a zero input has output 0 and teacher label
+    0 (no biases anywhere), so it adds exactly nothing to the loss, its gradient or ``gamma``; the
+    loss divides by the true row count ``data['n']``. Both cells then share one compiled program.
+    """
+    return config.n_baseline + config.n_special + len(config.extra_sequences)
 
 
 def teacher(config: Config):
@@ -234,7 +254,8 @@ def mlp_init(config: Config, key: jax.Array, ssm: DiagonalSSM) -> SSMNet:
 # --------------------------------------------------------------------------------------------
 
 def _loss(model, data) -> jax.Array:
-    return jnp.mean((model(data["X"]) - data["y"]) ** 2)
+    """``L_train``: mean squared error over the ``data['n']`` real rows (padding rows add 0)."""
+    return jnp.sum((model(data["X"]) - data["y"]) ** 2) / data["n"]
 
 
 def _ssm_of(model) -> DiagonalSSM:
@@ -249,7 +270,7 @@ def _gamma0(model, data) -> jax.Array:
         f, xi = jax.jvp(model.features, (z,), (jnp.ones_like(z),))  # features act row-wise
     else:
         f, xi = z, jnp.ones_like(z)
-    return metrics.gamma_coefficients(data["y"] - f, xi, data["X"])[0]
+    return metrics.gamma_coefficients(data["y"] - f, xi, data["X"], n=data["n"])[0]
 
 
 def _generalization_error(model, data, horizon: int) -> jax.Array:
@@ -259,6 +280,7 @@ def _generalization_error(model, data, horizon: int) -> jax.Array:
     return metrics.extrapolation_error(ssm.impulse_response(horizon), data["h_star"])
 
 
+@functools.cache
 def _log_fn(horizon: int):
     def log(model, data):
         a = _ssm_of(model).a
@@ -274,14 +296,21 @@ def _log_fn(horizon: int):
 
 
 def _gd_batch(config: Config):
-    """Stacked (over seeds) initial models and data for the GD settings."""
+    """Stacked (over seeds) initial models and data for the GD settings.
+
+    Built eagerly, seed by seed: each primitive compiles once per shape and is reused by every
+    later cell, which costs less than compiling one fused program per cell.
+    """
     tch = teacher(config)
+    rows = padded_rows(config)
     models, datas = [], []
     for seed in config.seeds:
         keys = _keys(seed)
         X = training_inputs(config, seed)
+        n = X.shape[0]
+        X = jnp.concatenate([X, jnp.zeros((rows - n, config.L), X.dtype)])
         model = ssm_init(config, keys["init"])
-        data = {"X": X, "y": tch(X)}
+        data = {"X": X, "y": tch(X), "n": jnp.asarray(float(n))}
         if config.setting == "ssm_in_nn":
             model = mlp_init(config, keys["mlp"], model)
             X_test = jax.random.normal(keys["test"], (config.n_test, config.test_length))
@@ -294,12 +323,18 @@ def _gd_batch(config: Config):
     return stack(models), stack(datas)
 
 
+@functools.partial(jax.jit, static_argnums=2)
+def _final_measures(models, datas, horizon: int):
+    ssm = _ssm_of(models)
+    return (jax.vmap(lambda m, d: _generalization_error(m, d, horizon))(models, datas),
+            jax.vmap(metrics.effective_rank)(ssm.a))
+
+
 def _run_gd(config: Config) -> Record:
     models, datas = _gd_batch(config)
-    rule = StopRule(config.eps, config.extra_steps, config.max_steps)
-    res = train_batched(_loss, models, datas, make_optimizer(config.optimizer, config.lr), rule,
+    res = train_batched(_loss, models, datas, make_optimizer(config.optimizer, config.lr), config.stop_rule(),
                         config.log_every, _log_fn(config.horizon))
-    final = jax.vmap(lambda m, d: _generalization_error(m, d, config.horizon))(res.params, datas)
+    final, rank = _final_measures(res.params, datas, config.horizon)
     n_logs = int(np.max(np.asarray(res.n_logs)))
     a_final = np.asarray(_ssm_of(res.params).a)
     seeds_metrics = {
@@ -310,7 +345,8 @@ def _run_gd(config: Config) -> Record:
         "reached_eps": (np.asarray(res.hit_step) >= 0).tolist(),
         "diverged": np.asarray(res.diverged).tolist(),
         "diverged_step": np.asarray(res.diverged_step).tolist(),
-        "final_effective_rank": np.asarray(jax.vmap(metrics.effective_rank)(_ssm_of(res.params).a)).tolist(),
+        "stalled": np.asarray(res.stalled).tolist(),
+        "final_effective_rank": np.asarray(rank).tolist(),
     }
     arrays = {"log_steps": np.asarray(res.log_steps)[:, :n_logs], "a_final": a_final}
     arrays.update({f"log_{k}": np.asarray(v)[:, :n_logs] for k, v in res.logs.items()})
