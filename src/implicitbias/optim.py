@@ -76,7 +76,10 @@ class StopRule:
     ``stall_tol > 0`` adds one more stop: a run that has not reached ``eps`` and whose loss changed
     by no more than ``stall_tol`` (relative) over a whole log chunk is *stalled* (e.g. a network
     whose ReLUs are all off: the gradient is exactly zero and GD can never leave). It is recorded as
-    not fit, exactly as if it had run to ``max_steps``; ``0`` switches the rule off.
+    not fit; ``0`` (the default) switches the rule off. Use it with care: greedy low-rank learning
+    has long plateaus that look frozen and then escape. Measured: beyond_theorem/L6 with
+    ``warm_init=0``, seed 2, kept its loss equal to 9 digits for 187,000 steps and then reached eps
+    at step 433,686; ``stall_tol=1e-12`` over 100-step chunks would have stopped it at step 100.
     """
 
     eps: float
