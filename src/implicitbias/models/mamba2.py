@@ -70,11 +70,12 @@ def ssd_chunked(x: jax.Array, a: jax.Array, B: jax.Array, C: jax.Array, chunk_si
 
     # 1. Within each chunk: y_l = sum_{s<=l} (C_l . B_s) exp(a_{s+1} + ... + a_l) x_s.
     decay = jnp.exp(segsum(a))  # (h, c, l, s)
-    y_diag = jnp.einsum("cln,csn,hcls,cshp->clhp", C, B, decay, x)
+    scores = jnp.einsum("cln,csn->cls", C, B)[None] * decay  # (h, c, l, s)
+    y_diag = jnp.einsum("hcls,cshp->clhp", scores, x)
 
     # 2. State at the end of each chunk from that chunk's inputs alone.
-    decay_states = jnp.exp(a_cum[..., -1:] - a_cum)  # (h, c, l)
-    states = jnp.einsum("cln,hcl,clhp->chpn", B, decay_states, x)
+    decay_states = jnp.exp(a_cum[..., -1:] - a_cum).transpose(1, 2, 0)  # (c, l, h)
+    states = jnp.einsum("cln,clhp->chpn", B, x * decay_states[..., None])
 
     # 3. Recurrence between chunks: the state entering each chunk.
     states = jnp.concatenate([jnp.zeros((1, h, p, n), states.dtype), states], axis=0)
@@ -82,7 +83,7 @@ def ssd_chunked(x: jax.Array, a: jax.Array, B: jax.Array, C: jax.Array, chunk_si
     states = jnp.einsum("hzc,chpn->zhpn", decay_chunk, states)[:-1]  # (c, h, p, n)
 
     # 4. Contribution of the entering state to each output of the chunk.
-    y_off = jnp.einsum("cln,chpn,hcl->clhp", C, states, jnp.exp(a_cum))
+    y_off = jnp.einsum("cln,chpn->clhp", C, states) * jnp.exp(a_cum).transpose(1, 2, 0)[..., None]
     return (y_diag + y_off).reshape(c * chunk_size, h, p)[:L]
 
 
