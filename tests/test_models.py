@@ -8,9 +8,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import implicitbias.models.mamba2 as mamba2_module
+
 from implicitbias.models import (ClassifierConfig, LRUBlock, Mamba2Block, S4DBlock, causal_fft_conv, linear_recurrence,
                                  make_classifier, segsum, ssd_chunked)
-from implicitbias.train_classifier import TrainConfig, _decay_mask, classification_loss, evaluate, predict_logits, train_classifier
+from implicitbias.train_classifier import (TrainConfig, _decay_mask, classification_loss, evaluate, predict_logits, train_classifier,
+                                          trainer)
 
 F64 = jnp.float64
 
@@ -37,7 +40,7 @@ def test_s4d_init_is_s4d_lin():
     assert np.allclose(-np.exp(blk.log_A_real), -0.5) and np.allclose(blk.A_imag[2], np.pi * np.arange(6))
     dt = np.exp(blk.log_dt)
     assert np.all((dt >= 1e-3) & (dt <= 1e-1))
-    assert blk.kernel(16).dtype == jnp.float32
+    assert jax.jit(S4DBlock.kernel, static_argnums=1)(blk, 16).dtype == jnp.float32
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -123,7 +126,7 @@ def _ssd_naive(x, a, B, C):
     return jax.lax.scan(step, jnp.zeros((h, p, B.shape[-1]), x.dtype), (x, a, B, C))[1]
 
 
-@pytest.mark.parametrize("chunk", [1, 7, 16, 37])
+@pytest.mark.parametrize("chunk", [1, 7, 37])
 def test_ssd_chunked_matches_naive_recurrence(chunk):
     k = jax.random.split(jax.random.PRNGKey(2), 4)
     L, h, p, n = 37, 3, 4, 5
@@ -134,18 +137,19 @@ def test_ssd_chunked_matches_naive_recurrence(chunk):
     assert np.allclose(jax.jit(ssd_chunked, static_argnums=4)(x, a, B, C, chunk), ref, rtol=1e-10, atol=1e-10)
 
 
-def test_mamba2_block_matches_naive_and_chunk_size_invariant():
+def test_mamba2_block_matches_naive_and_chunk_size_invariant(monkeypatch):
     blk = to64(Mamba2Block(8, 6, headdim=4, chunk_size=8, key=jax.random.PRNGKey(4)))
     u = _u(29, 8, 4)
     x, dt, A, B, C, _ = jax.jit(Mamba2Block.inputs)(blk, u)
     assert x.shape == (29, 4, 4) and dt.shape == (29, 4) and B.shape == (29, 6)
     assert np.all(dt > 0) and np.all(A < 0)
-    ref = _ssd_naive(x * dt[..., None], A * dt, B, C)
-    assert np.allclose(ssd_chunked(x * dt[..., None], A * dt, B, C, 8), ref, rtol=1e-10, atol=1e-10)
     call = eqx.filter_jit(lambda m, u, c: m(u, chunk_size=c))
-    outs = [call(blk, u, c) for c in (1, 5, 29)]
-    for o in outs[1:]:
-        assert np.allclose(o, outs[0], rtol=1e-10, atol=1e-10)
+    outs = [call(blk, u, c) for c in (5, 29)]  # several chunks with a padded tail; one chunk
+    monkeypatch.setattr(mamba2_module, "ssd_chunked", lambda x, a, B, C, chunk_size: _ssd_naive(x, a, B, C))
+    ref = eqx.filter_jit(lambda m, u: m(u))(blk, u)  # the same block with the step-by-step recurrence
+    for o in outs:
+        assert np.allclose(o, ref, rtol=1e-10, atol=1e-10)
+    assert np.abs(ref).max() > 1e-2
 
 
 # ----- causality, classifier -----------------------------------------------------------------
@@ -213,7 +217,7 @@ def test_training_is_deterministic_learns_and_evaluates():
     assert h1["loss"].shape == (15,) and h1["steps"] == 45 and not h1["diverged"]
     assert np.array_equal(h1["loss"], h2["loss"])
     assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(m1), jax.tree.leaves(m2)))
-    _, h3 = train_classifier(m0, x, y, tc, key=jax.random.PRNGKey(4))
+    _, h3 = trainer(tc)(m0, x, y, jax.random.PRNGKey(4))
     assert not np.array_equal(h1["loss"], h3["loss"])  # the seed drives the minibatch order
     assert h1["loss"][-1] < h1["loss"][0]
     ev = evaluate(m1, x, y, batch_size=10)  # 48 = 4 full chunks + a padded one

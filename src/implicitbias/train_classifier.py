@@ -7,6 +7,7 @@ gradient clipping by global norm; weight decay applies to the weight matrices of
 only (not to SSM parameters, biases or norms). Everything is float32 and deterministic: the same
 model, data, config and key give the same numbers.
 
+``trainer(cfg)`` binds the config: ``train_fn(model, x, y, key)``.
 ``evaluate(model, x, y) -> {"loss", "accuracy"}`` and ``predict_logits(model, x)`` work in fixed-size
 chunks so memory stays bounded. ``classification_loss(model, x, y)`` is the differentiable mean
 cross-entropy used for training (the poisoning attack matches its gradients).
@@ -162,6 +163,20 @@ def train_classifier(model, x, y, cfg: TrainConfig = TrainConfig(), key: jax.Arr
         "diverged": bool(not np.all(np.isfinite(losses))),
     }
     return model, history
+
+
+def trainer(cfg: TrainConfig = TrainConfig()):
+    """``train_fn(model, x, y, key) -> (model, history)``: ``train_classifier`` with ``cfg`` bound.
+
+    For code that takes a training procedure with the key as the fourth positional argument (the
+    poisoning retrain loop); ``functools.partial(train_classifier, cfg=cfg)`` would not do, since
+    a fourth positional argument lands on ``cfg``.
+    """
+
+    def train_fn(model, x, y, key=None):
+        return train_classifier(model, x, y, cfg, key)
+
+    return train_fn
 
 
 @eqx.filter_jit
