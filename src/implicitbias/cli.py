@@ -120,6 +120,31 @@ def report(
     console.print(f"written: {runs_dir / 'report.md'} and {runs_dir / 'report.html'}", highlight=False)
 
 
+@app.command()
+def plot(
+    target: Annotated[str, typer.Argument(help="An experiment name (all its stored runs) or a run directory.")],
+    runs_dir: RunsDir = Path("runs"),
+) -> None:
+    """Write the figures of stored runs (PNG) under RUNS_DIR/figures/<experiment>/."""
+    store = Store(runs_dir)
+    path = Path(target)
+    try:
+        if path.is_dir() and (path / "config.json").exists():
+            run_ = store.load(path)
+            exp, runs = experiments.get(run_.experiment), [run_]
+        else:
+            exp = experiments.get(target)
+            runs = list(store.runs(exp.NAME))
+    except ValueError as e:
+        _fail(f"{e} (or give a run directory)")
+    if not hasattr(exp, "plot"):
+        _fail(f"experiment {exp.NAME!r} has no figures")
+    if not runs:
+        _fail(f"no stored runs of {exp.NAME!r} under {runs_dir}: run `implicitbias run {exp.NAME}` first")
+    for f in exp.plot(runs, runs_dir / "figures" / exp.NAME):
+        console.print(f"written: {f}", highlight=False)
+
+
 def main() -> None:
     app()
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import chains, table1
+from . import chains, dynamics, table1
 
-EXPERIMENTS: dict[str, ModuleType] = {table1.NAME: table1, chains.NAME: chains}
+EXPERIMENTS: dict[str, ModuleType] = {table1.NAME: table1, dynamics.NAME: dynamics, chains.NAME: chains}
 
 
 def get(name: str) -> ModuleType:

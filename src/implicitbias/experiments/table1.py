@@ -31,7 +31,7 @@ import numpy as np
 
 from .. import flow, metrics, sequences
 from ..optim import OPTIMIZERS, StopRule, make_optimizer
-from ..ssm import DiagonalSSM, SSMNet, impulse_response, network_teacher, per_theorem_teacher, unit_teacher
+from ..ssm import DiagonalSSM, SSMNet, impulse_response, multi_teacher, network_teacher, per_theorem_teacher, unit_teacher
 from ..train import train_batched
 from .base import Record, mean_std, require
 
@@ -66,6 +66,10 @@ class Config:
     n_special: int = 10
     special_positions: tuple[int, ...] = ()  # default: (L-2,)
     extra_sequences: tuple[tuple[float, ...], ...] = ()  # your own inputs, labelled by the teacher
+    # standalone-SSM variants of SPEC §3 (defaults give Table 1)
+    teacher_dim: int = 1  # d*: 1 -> a* = B* = C* = 1; 2..4 -> a* = (0.99, 0.8, 0.5, 0.3)[:d*], B* = C* = 1
+    train_BC: bool = True  # False: student B = C = 1, held fixed (only a is trained)
+    tie_init: bool = True  # the init's near tie a[1] = a[0] - diff (and B[1] = B[0] - diff); False: no tie
     # SSM inside a network (§2c)
     m: int = 0
     depth: int = 0
@@ -106,6 +110,10 @@ class Config:
             require(self.n_special > 0, f"n_special must be > 0, got {self.n_special}")
             require(1 <= self.baseline_stop <= self.L, f"baseline_stop must be in 1..{self.L}, got {self.baseline_stop}")
             self.stop_rule()  # validates eps, extra_steps, max_steps, stall_tol
+        require(1 <= self.teacher_dim <= 4, f"teacher_dim must be in 1..4, got {self.teacher_dim}")
+        require(self.teacher_dim == 1 or self.setting == "beyond_theorem",
+                "teacher_dim > 1 is defined for the standalone GD setting (beyond_theorem) only")
+        require(self.train_BC or self.setting == "beyond_theorem", "train_BC=False applies to beyond_theorem only")
         if self.setting == "ssm_in_nn":
             require(self.m > 0, f"m must be > 0, got {self.m}")
             require(self.depth > 0, f"depth must be > 0, got {self.depth}")
@@ -217,7 +225,7 @@ def teacher(config: Config):
     if config.setting == "per_theorem":
         return per_theorem_teacher(config.d)
     if config.setting == "beyond_theorem":
-        return unit_teacher()
+        return unit_teacher() if config.teacher_dim == 1 else multi_teacher(config.teacher_dim)
     return network_teacher(config.m, config.depth)
 
 
@@ -236,8 +244,11 @@ def ssm_init(config: Config, key: jax.Array) -> DiagonalSSM:
     B = desc(jnp.abs(config.sd_BC * jax.random.normal(kb, (config.d,))))
     C = jnp.abs(config.sd_BC * jax.random.normal(kc, (config.d,)))
     C = desc(C) if config.sort_C else C
-    a = a.at[1].set(a[0] - config.diff) + config.warm_init
-    B = B.at[1].set(B[0] - config.diff) + config.warm_init
+    if config.tie_init:
+        a, B = a.at[1].set(a[0] - config.diff), B.at[1].set(B[0] - config.diff)
+    a, B = a + config.warm_init, B + config.warm_init
+    if not config.train_BC:
+        B = C = jnp.ones_like(a)
     return DiagonalSSM(a, B, C)
 
 
@@ -256,6 +267,13 @@ def mlp_init(config: Config, key: jax.Array, ssm: DiagonalSSM) -> SSMNet:
 def _loss(model, data) -> jax.Array:
     """``L_train``: mean squared error over the ``data['n']`` real rows (padding rows add 0)."""
     return jnp.sum((model(data["X"]) - data["y"]) ** 2) / data["n"]
+
+
+def _loss_a_only(model, data) -> jax.Array:
+    """``_loss`` with ``B`` and ``C`` held fixed: their gradients are exactly zero, so GD, the
+    adaptive learning rate (zero norms) and Adam (zero moments) never move them."""
+    frozen = DiagonalSSM(model.a, jax.lax.stop_gradient(model.B), jax.lax.stop_gradient(model.C))
+    return _loss(frozen, data)
 
 
 def _ssm_of(model) -> DiagonalSSM:
@@ -332,7 +350,7 @@ def _final_measures(models, datas, horizon: int):
 
 def _run_gd(config: Config) -> Record:
     models, datas = _gd_batch(config)
-    res = train_batched(_loss, models, datas, make_optimizer(config.optimizer, config.lr), config.stop_rule(),
+    res = train_batched(_loss if config.train_BC else _loss_a_only, models, datas, make_optimizer(config.optimizer, config.lr), config.stop_rule(),
                         config.log_every, _log_fn(config.horizon))
     final, rank = _final_measures(res.params, datas, config.horizon)
     n_logs = int(np.max(np.asarray(res.n_logs)))

@@ -1,0 +1,257 @@
+"""Dynamics figures: greedy low-rank learning and how special sequences break it (SPEC §3).
+
+The runs are Table 1's GD runs with other settings: the same config type
+(:class:`implicitbias.experiments.table1.Config`), the same compiled training loop and the same
+trajectory logs (``|a|``, effective rank, ``gamma^(0)``, loss, extrapolation error every
+``log_every`` updates). This module adds the SPEC §3 presets, per-seed summary numbers that state
+the mechanism, and the figures.
+
+Presets (each without and with special sequences, seeds 0-3):
+
+* ``standalone/L6``, ``standalone/L10`` — standalone SSM, teacher ``d* = 1`` (``a* = B* = C* = 1``),
+  adaptive-lr GD on ``a, B, C``, 8 baseline and 10 special sequences, special mass on the last two
+  positions (``L-2`` reads ``h_2``, ``L-1`` reads ``h_1``).
+* ``network/L6``, ``network/L10`` — the SSM inside the ReLU network of SPEC §2c, Adam, 20 + 20
+  sequences, special mass on the last two positions.
+* ``teacher_dim{2,3,4}/L6``, ``.../L10`` — teacher ``a* = (0.99, 0.8, 0.5, 0.3)[:d*]``,
+  ``B* = C* = 1``; student ``B = C = 1`` held fixed, only ``a`` trained (adaptive-lr GD).
+
+Choices SPEC §3 leaves open, stated here (all overridable with ``--set``):
+
+* standalone ``d* = 1``: init ``sd_A = sd_BC = 3e-3`` with no warm start (``warm_init = 0``). Table 1's
+  warm start 0.1 would leave nine entries at 0.1, which hides the "rest stay small" picture; with
+  ``sd = 0.01`` the small entries alone lift the effective rank above 2 at ``d = 20`` (measured
+  1.9-2.5), with ``sd = 3e-3`` it ends at 1.1-1.5 as in the paper's figure;
+* teacher-dimension presets: ``sd_A = 1e-3``, no tie between entries 0 and 1 (``tie_init=False``;
+  a tie makes two entries grow as one and hides the staircase), ``lr0 = 0.001``, ``eps = 1e-6``
+  (the last teacher entry adds at most ``0.3^3 = 0.027`` to any fitted ``h_k``, so ``eps = 0.01``
+  stops before it is learned), at most 300,000 updates (a figure budget; the paper's cap is 1e6);
+* ``network``: Table 1's SSM-in-NN hyperparameters, with seeds 0-3, at most 200,000 updates (a
+  figure budget; the paper's cap is 1e6, so a seed reported as not fit might fit later).
+
+Summary numbers per seed (stored in each run's metrics): final effective rank, entries of ``|a|``
+above 0.1 and 0.5, the update at which the largest entry first reached 0.5 (the "jump", -1 if never),
+``max |gamma^(0)|`` over the logged trajectory, and for the top entries the update at which each
+first reached half its final value (the staircase). Times are resolved to ``log_every`` updates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from . import table1
+from .base import Record, config_to_dict
+
+NAME = "dynamics"
+Config = table1.Config
+TOP_ENTRIES = 7  # entries of |a| drawn in the figures (SPEC §3)
+
+
+def _cell(name: str, without: Config) -> dict[str, Config]:
+    return {name: without, f"{name}/special": replace(without, special=True)}
+
+
+def _standalone(L: int) -> Config:
+    base = table1.PRESETS[f"beyond_theorem/L{L}"]
+    return replace(base, seeds=(0, 1, 2, 3), sd_A=3e-3, sd_BC=3e-3, warm_init=0.0, special_positions=(L - 2, L - 1))
+
+
+def _network(L: int) -> Config:
+    base = table1.PRESETS[f"ssm_in_nn/L{L}"]
+    return replace(base, seeds=(0, 1, 2, 3), special_positions=(L - 2, L - 1), max_steps=200_000)
+
+
+def _teacher_dim(d_star: int, L: int) -> Config:
+    base = table1.PRESETS[f"beyond_theorem/L{L}"]
+    return replace(base, seeds=(0, 1, 2, 3), teacher_dim=d_star, train_BC=False, tie_init=False, warm_init=0.0,
+                   sd_A=1e-3, lr=0.001, eps=1e-6, max_steps=300_000, special_positions=(L - 2, L - 1))
+
+
+PRESETS: dict[str, Config] = {}
+for _L in (6, 10):
+    PRESETS.update(_cell(f"standalone/L{_L}", _standalone(_L)))
+for _L in (6, 10):
+    PRESETS.update(_cell(f"network/L{_L}", _network(_L)))
+for _d in (2, 3, 4):
+    for _L in (6, 10):
+        PRESETS.update(_cell(f"teacher_dim{_d}/L{_L}", _teacher_dim(_d, _L)))
+# SPEC §2c: the network at L=10 with special sequences uses the smaller learning rate
+PRESETS["network/L10/special"] = replace(PRESETS["network/L10/special"], lr=5e-5)
+
+
+# --------------------------------------------------------------------------------------------
+# summary numbers
+# --------------------------------------------------------------------------------------------
+
+def first_crossing(steps: np.ndarray, values: np.ndarray, level: float) -> int:
+    """The first logged update at which ``values >= level``; -1 if never. ``steps, values: (T,)``
+    (unused rows: ``steps < 0`` or NaN values)."""
+    ok = (steps >= 0) & np.isfinite(values) & (values >= level)
+    return int(steps[np.argmax(ok)]) if ok.any() else -1
+
+
+def summarize(arrays: dict[str, np.ndarray], n_top: int = 4) -> dict[str, list]:
+    """Per-seed summary numbers of SPEC §3 from a run's arrays (``log_abs_a: (S, T, d)``,
+    ``log_steps: (S, T)``, ``log_gamma0: (S, T)``, ``a_final: (S, d)``)."""
+    a_final = np.abs(arrays["a_final"])
+    steps, abs_a, gamma0 = arrays["log_steps"], arrays["log_abs_a"], arrays["log_gamma0"]
+    out: dict[str, list] = {"n_above_0.1": [], "n_above_0.5": [], "jump_step": [], "max_abs_gamma0": [],
+                            "top_final": [], "half_crossing": []}
+    for s in range(a_final.shape[0]):
+        used = steps[s] >= 0
+        order = np.argsort(-a_final[s])
+        out["n_above_0.1"].append(int((a_final[s] > 0.1).sum()))
+        out["n_above_0.5"].append(int((a_final[s] > 0.5).sum()))
+        out["jump_step"].append(first_crossing(steps[s][used], abs_a[s][used].max(axis=-1), 0.5))
+        out["max_abs_gamma0"].append(float(np.abs(gamma0[s][used]).max()))
+        top = order[:n_top]
+        out["top_final"].append([float(a_final[s, i]) for i in top])
+        out["half_crossing"].append([first_crossing(steps[s], abs_a[s, :, i], 0.5 * a_final[s, i]) for i in top])
+    return out
+
+
+def run(config: Config) -> Record:
+    """Train every seed (Table 1's loop) and add the SPEC §3 summary numbers."""
+    record = table1.run(config)
+    record.metrics.update(summarize(record.arrays, n_top=max(4, config.teacher_dim)))
+    return record
+
+
+# --------------------------------------------------------------------------------------------
+# figures
+# --------------------------------------------------------------------------------------------
+
+def _panels(axes, arrays: dict[str, np.ndarray], title: str) -> None:
+    """Draw one run into a column of four axes: top |a_i| (first seed), effective rank, gamma^(0),
+    loss and extrapolation error (every seed, log scale)."""
+    steps, abs_a = arrays["log_steps"], arrays["log_abs_a"]
+    n_seeds = steps.shape[0]
+    ok = steps[0] >= 0
+    top = np.argsort(-np.abs(arrays["a_final"][0]))[:TOP_ENTRIES]
+    for i in top:
+        axes[0].plot(steps[0, ok], abs_a[0, ok, i], lw=1.2)
+    axes[0].set_title(title, fontsize=9)
+    axes[0].set_ylabel(f"top {TOP_ENTRIES} |a_i| (seed 1)")
+    colors = [f"C{k}" for k in range(n_seeds)]
+    for s in range(n_seeds):
+        ok = steps[s] >= 0
+        axes[1].plot(steps[s, ok], arrays["log_effective_rank"][s, ok], color=colors[s], lw=1)
+        axes[2].plot(steps[s, ok], arrays["log_gamma0"][s, ok], color=colors[s], lw=1)
+        axes[3].semilogy(steps[s, ok], arrays["log_loss"][s, ok], color=colors[s], lw=1)
+        axes[3].semilogy(steps[s, ok], arrays["log_error"][s, ok], color=colors[s], lw=1, ls="--")
+    axes[1].set_ylabel("effective rank")
+    axes[2].set_ylabel("gamma^(0)")
+    axes[3].set_ylabel("loss (—), error (--)")
+    axes[3].set_xlabel("iteration")
+
+
+def plot_run(arrays: dict[str, np.ndarray], title: str, path: Path) -> Path:
+    """One run's four panels, stacked, as a PNG (``path``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(4, 1, figsize=(5, 9), constrained_layout=True)
+    _panels(axes, arrays, title)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def plot_pair(without: dict[str, np.ndarray], with_: dict[str, np.ndarray], title: str, path: Path) -> Path:
+    """Without (left) and with (right) special sequences side by side; each row shares its y axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(4, 2, figsize=(10, 9), sharey="row", constrained_layout=True)
+    _panels(axes[:, 0], without, f"{title}: without special")
+    _panels(axes[:, 1], with_, f"{title}: with special")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def _latest(runs) -> dict[str, object]:
+    """The latest stored run per preset name (runs with overrides keep their directory name)."""
+    out = {}
+    for r in runs:
+        base = PRESETS.get(r.preset or "")
+        key = r.preset if base is not None and config_to_dict(base) == r.config else f"{r.preset}@{r.path.name}"
+        out[key] = r
+    return out
+
+
+def plot(runs, out_dir: Path) -> list[Path]:
+    """Every run's figure (``<preset>.png``) and a side-by-side figure per preset with both cells
+    stored (``<preset>__pair.png``), under ``out_dir``. Returns the paths written."""
+    latest = _latest(runs)
+    written = []
+    for key, r in latest.items():
+        written.append(plot_run(r.arrays(), key, out_dir / f"{_file(key)}.png"))
+    for key, r in latest.items():
+        partner = latest.get(f"{key}/special")
+        if partner is not None:
+            written.append(plot_pair(r.arrays(), partner.arrays(), key, out_dir / f"{_file(key)}__pair.png"))
+    return written
+
+
+def _file(key: str) -> str:
+    return key.replace("/", "_").replace("@", "_")
+
+
+# --------------------------------------------------------------------------------------------
+# report
+# --------------------------------------------------------------------------------------------
+
+def report_rows(runs) -> list[dict]:
+    rows = []
+    for key, r in _latest(runs).items():
+        m = r.metrics
+        rows.append({
+            "experiment": NAME, "preset": key, "special": r.config["special"], "teacher_dim": r.config["teacher_dim"],
+            "L": r.config["L"], "d": r.config["d"], "seeds": m["seeds"],
+            "final_effective_rank": m["final_effective_rank"], "n_above_0.1": m["n_above_0.1"],
+            "n_above_0.5": m["n_above_0.5"], "jump_step": m["jump_step"], "max_abs_gamma0": m["max_abs_gamma0"],
+            "top_final": m["top_final"], "half_crossing": m["half_crossing"], "reached_eps": m["reached_eps"],
+            "error": m["error"], "path": str(r.path),
+        })
+    order = {name: i for i, name in enumerate(PRESETS)}
+    rows.sort(key=lambda row: (order.get(row["preset"], len(order)), row["preset"]))
+    return rows
+
+
+def report_markdown(rows: list[dict], out_dir: Path) -> str:
+    """Summary numbers per preset and seed, and the side-by-side figures (written under
+    ``out_dir/figures/dynamics``)."""
+    from ..store import Store
+
+    fig_dir = Path(out_dir) / "figures" / NAME
+    store = Store(out_dir)
+    runs = [store.load(Path(r["path"])) for r in rows]
+    plot(runs, fig_dir)
+    lst = lambda xs, f="{}": ", ".join(f.format(x) for x in xs)
+    out = ["Per seed: final effective rank; entries of |a| above 0.1 / 0.5; update of the jump (largest entry "
+           "reaches 0.5); max |gamma^(0)|; top entries at the end; update at which each reached half its final value.\n",
+           "| preset | eff. rank | > 0.1 | > 0.5 | jump | max abs gamma0 | top entries (seed 1) | half-crossings (seed 1) | fit |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        fit = r["reached_eps"]
+        out.append(
+            f"| {r['preset']} | {lst(r['final_effective_rank'], '{:.2f}')} | {lst(r['n_above_0.1'])} | {lst(r['n_above_0.5'])} | "
+            f"{lst(r['jump_step'])} | {lst(r['max_abs_gamma0'], '{:.2g}')} | {lst(r['top_final'][0], '{:.3f}')} | "
+            f"{lst(r['half_crossing'][0])} | {'yes' if all(fit) else f'{sum(fit)}/{len(fit)}'} |")
+    out.append("")
+    for r in rows:
+        pair = fig_dir / f"{_file(r['preset'])}__pair.png"
+        if not r["special"] and pair.exists():
+            out.append(f"### {r['preset']}\n")
+            out.append(f"![{r['preset']}: without vs with special sequences]({pair.relative_to(out_dir).as_posix()})\n")
+    return "\n".join(out)

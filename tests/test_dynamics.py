@@ -1,0 +1,99 @@
+"""Dynamics (SPEC §3): summary numbers on hand-made trajectories, the mechanism on real runs, figures."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from implicitbias.experiments import dynamics
+
+
+def test_first_crossing_and_summary_by_hand():
+    steps = np.array([[0, 10, 20, 30, -1]])
+    # entry 0 grows 0 -> 1 (crosses 0.5 at step 20); entry 1 grows to 0.4 (half = 0.2 reached at 10)
+    abs_a = np.full((1, 5, 3), np.nan)
+    abs_a[0, :4, 0] = [0.0, 0.3, 0.6, 1.0]
+    abs_a[0, :4, 1] = [0.0, 0.25, 0.3, 0.4]
+    abs_a[0, :4, 2] = [0.01, 0.01, 0.01, 0.01]
+    arrays = {"log_steps": steps, "log_abs_a": abs_a, "a_final": np.array([[1.0, -0.4, 0.01]]),
+              "log_gamma0": np.array([[0.0, -2.0, 1.0, 0.5, np.nan]])}
+    s = dynamics.summarize(arrays, n_top=2)
+    assert s["n_above_0.1"] == [2] and s["n_above_0.5"] == [1]
+    assert s["jump_step"] == [20]
+    assert s["max_abs_gamma0"] == [2.0]
+    assert s["top_final"] == [[1.0, 0.4]]
+    assert s["half_crossing"] == [[20, 10]]
+    assert dynamics.first_crossing(steps[0], abs_a[0, :, 2], 0.5) == -1
+
+
+@pytest.fixture(scope="module")
+def standalone_L10():
+    return {sp: dynamics.run(dynamics.PRESETS[f"standalone/L10{sp}"]) for sp in ("", "/special")}
+
+
+def test_greedy_low_rank_without_special(standalone_L10):
+    """SPEC §3: without special sequences one entry jumps to ~1, the rest stay small, effective rank
+    <= 2, and gamma^(0) is exactly zero (it only sees the second-to-last input)."""
+    m = standalone_L10[""].metrics
+    assert all(m["reached_eps"])
+    assert max(m["final_effective_rank"]) <= 2.0
+    assert m["n_above_0.5"] == [1] * 4 and m["n_above_0.1"] == [1] * 4
+    assert m["max_abs_gamma0"] == [0.0] * 4
+    assert all(j > 0 for j in m["jump_step"])
+
+
+def test_special_sequences_spread_the_growth(standalone_L10):
+    """With special sequences many entries grow together: effective rank >= 4 and >= 3 entries above 0.1."""
+    m = standalone_L10["/special"].metrics
+    assert all(m["reached_eps"])
+    assert min(m["final_effective_rank"]) >= 4.0
+    assert min(m["n_above_0.1"]) >= 3
+    assert min(m["max_abs_gamma0"]) > 0.1
+
+
+def test_teacher_dim2_staircase():
+    """Teacher dimension 2 at L=10 without special: exactly 2 entries above 0.1, learned one after the
+    other (the largest crosses half its final value strictly first), close to a* = (0.99, 0.8)."""
+    m = dynamics.run(dynamics.PRESETS["teacher_dim2/L10"]).metrics
+    assert m["n_above_0.1"] == [2] * 4
+    for top, cross in zip(m["top_final"], m["half_crossing"]):
+        assert cross[0] < cross[1]
+        assert top[0] == pytest.approx(0.99, abs=0.02) and top[1] == pytest.approx(0.8, abs=0.03)
+
+
+def test_figure_is_a_png_of_the_expected_size(tmp_path, standalone_L10):
+    import matplotlib.image
+
+    path = dynamics.plot_run(standalone_L10[""].arrays, "standalone/L10", tmp_path / "run.png")
+    img = matplotlib.image.imread(path)
+    assert img.shape[:2] == (9 * 80, 5 * 80)  # figsize (5, 9) inches at 80 dpi
+    assert img[..., :3].std() > 0.05  # something was drawn
+    pair = dynamics.plot_pair(standalone_L10[""].arrays, standalone_L10["/special"].arrays, "x", tmp_path / "pair.png")
+    assert matplotlib.image.imread(pair).shape[:2] == (9 * 80, 10 * 80)
+
+
+def test_presets_cover_spec_section_3():
+    names = set(dynamics.PRESETS)
+    for base in ["standalone/L6", "standalone/L10", "network/L6", "network/L10"] + [
+            f"teacher_dim{d}/L{L}" for d in (2, 3, 4) for L in (6, 10)]:
+        assert base in names and f"{base}/special" in names
+    cfg = dynamics.PRESETS["teacher_dim3/L10"]
+    assert cfg.teacher_dim == 3 and not cfg.train_BC and cfg.special_positions == (8, 9)
+
+
+def test_fixed_B_C_get_exactly_zero_gradient():
+    """train_BC=False: the student starts at B = C = 1 and the loss gives them zero gradient, so no
+    optimiser moves them, while a does get a gradient."""
+    import jax
+
+    from implicitbias.experiments import table1
+
+    cfg = replace(dynamics.PRESETS["teacher_dim3/L10"], seeds=(0,))
+    models, datas = table1._gd_batch(cfg)
+    model, data = jax.tree_util.tree_map(lambda x: x[0], (models, datas))
+    assert np.all(np.asarray(model.B) == 1.0) and np.all(np.asarray(model.C) == 1.0)
+    g = jax.grad(table1._loss_a_only)(model, data)
+    assert np.all(np.asarray(g.B) == 0.0) and np.all(np.asarray(g.C) == 0.0)
+    assert np.abs(np.asarray(g.a)).max() > 0
+    g_full = jax.grad(table1._loss)(model, data)
+    assert np.allclose(g_full.a, g.a) and np.abs(np.asarray(g_full.B)).max() > 0
