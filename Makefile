@@ -17,9 +17,10 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 install: $(STAMP)
 
-## make run: reproduce Table 1 (all 12 cells x 4 seeds) and print the report.
+## make run: reproduce Table 1 (all 12 cells x 4 seeds) and the dynamics figures, then write the report.
 run: $(STAMP)
 	$(BIN)/implicitbias run table1
+	$(BIN)/implicitbias run dynamics
 	$(BIN)/implicitbias report
 
 ## make test: the fast suite (checks real numbers; well under the 20-minute CI budget).

@@ -111,3 +111,16 @@ def test_stall_rule_stops_frozen_runs_only():
     res = train_batched(_dead_relu, jnp.array([[-0.5], [0.5]]), jnp.array([[1.0], [1.0]]), optax.sgd(0.1), frozen, 100, _log)
     assert np.asarray(res.stalled).tolist() == [True, False]
     assert np.asarray(res.steps)[0] == 100 and np.asarray(res.hit_step)[1] >= 0
+
+
+@pytest.mark.parametrize("name", ["gd", "adaptive_gd", "adam"])
+def test_runtime_lr_equals_static_lr(name):
+    """The learning rate as data gives the same trajectory as the learning rate baked in."""
+    from implicitbias.optim import runtime_lr_optimizer
+
+    rule = StopRule(eps=1e-30, extra_steps=0, max_steps=50)
+    x0, target = jnp.array([0.3, -1.0]), jnp.array([1.0, 2.0])
+    a = train(_quadratic, x0, target, make_optimizer(name, 0.05), rule, 10, _log)
+    b = train(_quadratic, x0, target, runtime_lr_optimizer(name, 0.05), rule, 10, _log)
+    assert np.allclose(a.params, b.params, rtol=1e-12, atol=0)
+    assert np.allclose(a.logs["loss"], b.logs["loss"], rtol=1e-12, equal_nan=True)

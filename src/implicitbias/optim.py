@@ -10,6 +10,7 @@ import functools
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optax
@@ -63,6 +64,30 @@ def make_optimizer(name: str, lr: float) -> optax.GradientTransformation:
     if name == "adam":
         return optax.adam(lr)
     raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
+
+
+class RuntimeLR(eqx.Module):
+    """``make_optimizer(name, 1.0)`` with every update scaled by ``lr``, a traced array.
+
+    Equivalent to ``make_optimizer(name, lr)`` (GD, Adam and the adaptive rule are all linear in
+    their learning rate), but the compiled training loop takes ``lr`` as data: runs that differ
+    only in learning rate share one compiled program.
+    """
+
+    base: optax.GradientTransformation = eqx.field(static=True)
+    lr: jax.Array
+
+    def init(self, params):
+        return self.base.init(params)
+
+    def update(self, grads, state, params=None):
+        updates, state = self.base.update(grads, state, params)
+        return jax.tree_util.tree_map(lambda u: u * self.lr, updates), state
+
+
+def runtime_lr_optimizer(name: str, lr: float) -> RuntimeLR:
+    """:class:`RuntimeLR` for ``'gd'``, ``'adaptive_gd'`` or ``'adam'``."""
+    return RuntimeLR(make_optimizer(name, 1.0), jnp.asarray(lr, jnp.float64))
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import flow, metrics, sequences
-from ..optim import OPTIMIZERS, StopRule, make_optimizer
+from ..optim import OPTIMIZERS, StopRule, runtime_lr_optimizer
 from ..ssm import DiagonalSSM, SSMNet, impulse_response, multi_teacher, network_teacher, per_theorem_teacher, unit_teacher
 from ..train import train_batched
 from .base import Record, mean_std, require
@@ -350,7 +350,7 @@ def _final_measures(models, datas, horizon: int):
 
 def _run_gd(config: Config) -> Record:
     models, datas = _gd_batch(config)
-    res = train_batched(_loss if config.train_BC else _loss_a_only, models, datas, make_optimizer(config.optimizer, config.lr), config.stop_rule(),
+    res = train_batched(_loss if config.train_BC else _loss_a_only, models, datas, runtime_lr_optimizer(config.optimizer, config.lr), config.stop_rule(),
                         config.log_every, _log_fn(config.horizon))
     final, rank = _final_measures(res.params, datas, config.horizon)
     n_logs = int(np.max(np.asarray(res.n_logs)))
