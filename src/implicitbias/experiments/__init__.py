@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import chains, dynamics, table1
+from . import chains, dynamics, realworld, table1
 
-EXPERIMENTS: dict[str, ModuleType] = {table1.NAME: table1, dynamics.NAME: dynamics, chains.NAME: chains}
+EXPERIMENTS: dict[str, ModuleType] = {table1.NAME: table1, dynamics.NAME: dynamics, chains.NAME: chains,
+                                 realworld.NAME: realworld}
 
 
 def get(name: str) -> ModuleType:
