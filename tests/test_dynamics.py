@@ -78,7 +78,7 @@ def test_presets_cover_spec_section_3():
             f"teacher_dim{d}/L{L}" for d in (2, 3, 4) for L in (6, 10)]:
         assert base in names and f"{base}/special" in names
     cfg = dynamics.PRESETS["teacher_dim3/L10"]
-    assert cfg.teacher_dim == 3 and not cfg.train_BC and cfg.special_positions == (8, 9)
+    assert cfg.teacher_dim == 3 and not cfg.train_BC and cfg.special_positions == (8,)
 
 
 def test_fixed_B_C_get_exactly_zero_gradient():
@@ -97,3 +97,13 @@ def test_fixed_B_C_get_exactly_zero_gradient():
     assert np.abs(np.asarray(g.a)).max() > 0
     g_full = jax.grad(table1._loss)(model, data)
     assert np.allclose(g_full.a, g.a) and np.abs(np.asarray(g_full.B)).max() > 0
+
+
+def test_teacher_dim3_staircase():
+    """Teacher dimension 3 at L=10 without special: the three teacher entries (0.99, 0.8, 0.5) are
+    learned in every seed, one after the other (half-crossing updates strictly increasing)."""
+    m = dynamics.run(dynamics.PRESETS["teacher_dim3/L10"]).metrics
+    for top, cross, n in zip(m["top_final"], m["half_crossing"], m["n_above_0.1"]):
+        assert np.allclose(top[:3], [0.99, 0.8, 0.5], atol=0.01)
+        assert cross[0] < cross[1] < cross[2]
+        assert n >= 3

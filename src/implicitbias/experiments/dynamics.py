@@ -14,7 +14,8 @@ Presets (each without and with special sequences, seeds 0-3):
 * ``network/L6``, ``network/L10`` — the SSM inside the ReLU network of SPEC §2c, Adam, 20 + 20
   sequences, special mass on the last two positions.
 * ``teacher_dim{2,3,4}/L6``, ``.../L10`` — teacher ``a* = (0.99, 0.8, 0.5, 0.3)[:d*]``,
-  ``B* = C* = 1``; student ``B = C = 1`` held fixed, only ``a`` trained (adaptive-lr GD).
+  ``B* = C* = 1``; student ``B = C = 1`` held fixed, only ``a`` trained (adaptive-lr GD), 8 baseline
+  and 10 special sequences (special mass at ``L-2``).
 
 Choices SPEC §3 leaves open, stated here (all overridable with ``--set``):
 
@@ -25,7 +26,9 @@ Choices SPEC §3 leaves open, stated here (all overridable with ``--set``):
 * teacher-dimension presets: ``sd_A = 1e-3``, no tie between entries 0 and 1 (``tie_init=False``;
   a tie makes two entries grow as one and hides the staircase), ``lr0 = 0.001``, ``eps = 1e-6``
   (the last teacher entry adds at most ``0.3^3 = 0.027`` to any fitted ``h_k``, so ``eps = 0.01``
-  stops before it is learned), at most 300,000 updates (a figure budget; the paper's cap is 1e6);
+  stops before it is learned), at most 1e6 updates; special sequences only at ``L-2``: with
+  ``B = C = 1`` fixed, ``h_1 = d`` cannot move, so a special entry at ``L-1`` (which reads ``h_1``)
+  could never be fitted;
 * ``network``: Table 1's SSM-in-NN hyperparameters, with seeds 0-3, at most 200,000 updates (a
   figure budget; the paper's cap is 1e6, so a seed reported as not fit might fit later).
 
@@ -67,7 +70,7 @@ def _network(L: int) -> Config:
 def _teacher_dim(d_star: int, L: int) -> Config:
     base = table1.PRESETS[f"beyond_theorem/L{L}"]
     return replace(base, seeds=(0, 1, 2, 3), teacher_dim=d_star, train_BC=False, tie_init=False, warm_init=0.0,
-                   sd_A=1e-3, lr=0.001, eps=1e-6, max_steps=300_000, special_positions=(L - 2, L - 1))
+                   sd_A=1e-3, lr=0.001, eps=1e-6, special_positions=(L - 2,))
 
 
 PRESETS: dict[str, Config] = {}
