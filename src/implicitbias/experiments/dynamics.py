@@ -148,7 +148,9 @@ def _panels(axes, arrays: dict[str, np.ndarray], title: str) -> None:
     axes[1].set_ylabel("effective rank")
     axes[2].set_ylabel("gamma^(0)")
     axes[3].set_ylabel("loss (—), error (--)")
-    axes[3].set_xlabel("iteration")
+    axes[3].set_xlabel("iteration (linear to 100, then log)")
+    for ax in axes:  # plateaus of 1e5 updates and jumps within 1e3 both stay visible
+        ax.set_xscale("symlog", linthresh=100)
 
 
 def plot_run(arrays: dict[str, np.ndarray], title: str, path: Path) -> Path:
