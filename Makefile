@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-all bench install clean
+.PHONY: run test test-all bench bench-all install clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (set PYTHON=...)"; exit 2; }
@@ -35,6 +35,12 @@ test-all: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_train.py
 	$(BIN)/python benchmarks/bench_table1.py
+
+## make bench-all: every benchmark (adds chains, models, synthetic poisoning: several more minutes).
+bench-all: bench
+	$(BIN)/python benchmarks/bench_chains.py
+	$(BIN)/python benchmarks/bench_models.py
+	$(BIN)/python benchmarks/bench_poison_synthetic.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
