@@ -1,0 +1,170 @@
+"""The realworld experiment (SPEC §4): a tiny end-to-end run and the protocol's invariants, the
+t-interval, and the report (table and readable PNG)."""
+
+import math
+from dataclasses import replace
+
+import jax
+import numpy as np
+import pytest
+
+from implicitbias.experiments import realworld as rw
+from implicitbias.models import make_classifier
+from implicitbias.store import Store
+
+TINY = replace(rw.PRESETS["s4d/digits"], d_model=8, d_state=4, n_layers=1, epochs=2, n_train=100, n_targets=20,
+               poison_frac=0.2, iterations=3, restarts=1, extra_epochs=1, max_rounds=1, seeds=(0, 1))
+
+
+@pytest.fixture(scope="module")
+def seed0():
+    return rw.run_seed(TINY, 0, keep=True)
+
+
+@pytest.fixture(scope="module")
+def record(seed0):
+    # the same as rw.run(TINY), reusing seed 0 (run() is exactly collect over run_seed)
+    return rw.collect(TINY, [seed0, rw.run_seed(TINY, 1)], 1.0)
+
+
+def _leaves(model):
+    import equinox as eqx
+
+    return jax.tree_util.tree_leaves(eqx.filter(model, eqx.is_inexact_array))
+
+
+def test_every_run_starts_from_the_same_initialisation(seed0):
+    fresh = _leaves(make_classifier(TINY.model_config, 0))
+    assert set(seed0["inits"]) == set(rw.VARIANTS)
+    for name, init in seed0["inits"].items():
+        got = _leaves(init)
+        assert len(got) == len(fresh)
+        for a, b in zip(got, fresh):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=name)
+    # and training moved them (the trained models differ from the initialisation)
+    trained = _leaves(seed0["models"]["poisoned"])
+    assert any(not np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(trained, fresh))
+
+
+def test_poisons_keep_labels_and_carry_the_stored_delta(seed0):
+    ds = seed0["data"]
+    pool = seed0["arrays"]["poison_idx"]
+    n = ds.x_train.shape[0]
+    assert pool.size == TINY.n_poisons and np.unique(pool).size == pool.size
+    for name, ps in seed0["sets"].items():
+        x, y = np.asarray(ps.x), np.asarray(ps.y)
+        assert x.shape[0] == n + pool.size  # duplicate mode: clean set + perturbed copies
+        np.testing.assert_array_equal(x[:n], ds.x_train)
+        np.testing.assert_array_equal(y[:n], ds.y_train)
+        np.testing.assert_array_equal(y[n:], ds.y_train[pool])  # clean labels
+        np.testing.assert_allclose(x[n:] - ds.x_train[pool], seed0["arrays"][f"delta_{name}"], atol=1e-5)
+
+
+def test_matched_perturbation_respects_the_budget_in_model_units(seed0):
+    ds = seed0["data"]
+    std, mean = float(ds.meta["std"].reshape(-1)[0]), float(ds.meta["mean"].reshape(-1)[0])
+    eps = seed0["budget"]["eps_model"]
+    assert eps == pytest.approx(TINY.eps / std)
+    d = seed0["arrays"]["delta_poisoned"]
+    assert np.abs(d).max() <= eps * (1 + 1e-5)
+    assert np.abs(d).max() > 0.5 * eps  # the attack used its budget
+    # clip=True: perturbed pixels stay in the raw range [0, 16]
+    raw = (ds.x_train[seed0["arrays"]["poison_idx"]] + d) * std + mean
+    assert raw.min() >= -1e-3 and raw.max() <= rw.RAW_RANGE + 1e-3
+
+
+def test_controls_have_the_matched_per_poison_l2_norm(seed0):
+    a = seed0["arrays"]
+    norm = lambda v: np.sqrt((v.reshape(v.shape[0], -1).astype(float) ** 2).sum(1))
+    ref = norm(a["delta_poisoned"])
+    for name in ("uniform", "end"):
+        np.testing.assert_allclose(norm(a[f"delta_{name}"]), ref, rtol=1e-5)
+    L = a["delta_end"].shape[1]
+    n_last = math.ceil(TINY.last_frac * L)
+    assert np.all(a["delta_end"][:, : L - n_last] == 0)
+    assert np.all(a["delta_uniform"][:, : L - n_last] != 0)
+
+
+def test_recorded_energy_share_matches_the_stored_deltas(record):
+    m, arr = record.metrics, record.arrays
+    n_last = math.ceil(TINY.last_frac * arr["delta_poisoned"].shape[2])
+    for name in ("poisoned", "uniform", "end"):
+        d = arr[f"delta_{name}"].astype(float)  # (seeds, P, L, C)
+        per_pos = (d ** 2).sum(axis=(1, 3))
+        share = per_pos[:, -n_last:].sum(1) / per_pos.sum(1)
+        np.testing.assert_allclose(m[f"{name}_energy_share"], share, rtol=1e-5)
+    assert m["end_energy_share"] == pytest.approx([1.0, 1.0])
+
+
+def test_record_shape_and_values(record):
+    m = record.metrics
+    assert m["seeds"] == [0, 1]
+    for v in rw.VARIANTS:
+        for q in ("test_acc", "test_loss", "target_acc", "train_loss"):
+            vals = m[f"{v}_{q}"]
+            assert len(vals) == 2 and all(np.isfinite(vals))
+        assert all(0 <= a <= 1 for a in m[f"{v}_test_acc"])
+    assert all(0 <= x <= 2 for x in m["brew_matching_mean"])
+    assert record.arrays["delta_poisoned"].shape == (2, TINY.n_poisons, 64, 1)
+    assert record.arrays["target_idx"].shape == (2, TINY.n_targets)
+
+
+def test_t_interval_against_scipy():
+    from scipy import stats
+
+    mean, half = rw.t_interval([1.0, 2.0, 3.0, 4.0, 5.0])
+    assert mean == 3.0
+    assert half == pytest.approx(2.7764451051977987 * math.sqrt(2.5) / math.sqrt(5))  # t_{0.975,4} s/sqrt(n)
+    vals = [0.91, 0.95, 0.97, 0.93]
+    lo, hi = stats.t.interval(0.95, len(vals) - 1, loc=np.mean(vals), scale=stats.sem(vals))
+    m2, h2 = rw.t_interval(vals)
+    assert (m2 - h2, m2 + h2) == pytest.approx((lo, hi))
+    assert math.isnan(rw.t_interval([0.5])[1])
+
+
+def test_config_validation_names_the_field():
+    for field, value in (("model", "s5"), ("readout", "max"), ("eps", 0.0), ("mode", "add"), ("epochs", 0),
+                         ("poison_frac", 1.5), ("seeds", ())):
+        with pytest.raises(ValueError, match=field):
+            replace(TINY, **{field: value})
+    with pytest.raises(ValueError, match="clip"):
+        replace(TINY, standardize="feature")
+    assert set(rw.PRESETS) == {"s4d/digits", "lru/digits", "mamba2/digits", "s4d/digits/last"}
+    assert all(len(c.seeds) >= 5 for c in rw.PRESETS.values())
+
+
+def test_report_table_and_png(record, tmp_path):
+    store = Store(tmp_path)
+    store.save(rw.NAME, TINY, record, preset="s4d/digits", wall_seconds=1.0)
+    rows = rw.report_rows(list(store.runs(rw.NAME)))
+    assert len(rows) == 1 and rows[0]["experiment"] == rw.NAME and rows[0]["preset"] == "s4d/digits"
+    r = rows[0]
+    assert r["clean_test_acc_mean"] == pytest.approx(np.mean(record.metrics["clean_test_acc"]))
+    assert r["overrides"]  # TINY differs from the preset
+    md = rw.report_markdown(rows, tmp_path)
+    assert "| preset | variant | test acc |" in md and "| s4d/digits * | poisoned |" in md
+    assert "poisoned - clean" in md and ("effect" in md)
+    png = tmp_path / "figures" / rw.NAME / "clean_vs_poisoned.png"
+    assert png.exists() and "figures/realworld/clean_vs_poisoned.png" in md
+    import matplotlib.image
+
+    img = matplotlib.image.imread(png)
+    assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100
+
+
+def test_compiled_group_direction_equals_the_library_target_direction(seed0):
+    import equinox as eqx
+
+    from implicitbias.poison import target_direction
+
+    ds = seed0["data"]
+    tidx = seed0["arrays"]["target_idx"]
+    x_t, y_t = ds.x_test[tidx], ds.y_test[tidx]
+    model = seed0["models"]["clean"]
+    g = seed0["groups"][0]
+    w = np.zeros(tidx.size, np.float32)
+    w[g.targets] = 1.0
+    got = rw.masked_direction(model, x_t, y_t, w)
+    want = eqx.filter_jit(target_direction)(rw.loss_only, model, x_t[g.targets], y_t[g.targets], "untargeted")
+    for a, b in zip(_leaves(got), _leaves(want)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
