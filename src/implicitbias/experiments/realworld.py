@@ -38,6 +38,14 @@ for perturbations: the share of ``sum |delta|^2`` in the last ``last_frac`` of t
 per-poison ℓ2 norm, max |delta| (model units), and the matching loss ``M`` at the clean model;
 the brew's objective/matching loss per group; times of clean training and brewing.
 
+Presets (5 seeds each; width 32, 16 states, 2 layers, norm, 30 epochs, 1,000 training digits,
+``eps = 4`` raw pixel units (64/255 of the range) with the range clip, 500 poisons (50%) in
+duplicate mode, 200 targets in 2 groups, 50 sign-Adam iterations, 1 restart, no end penalty):
+``s4d/digits`` (mean pooling), ``s4d/digits/last`` (last-step readout), ``lru/digits``,
+``mamba2/digits``. Measured cost on the shared 2-core CPU: ``s4d/digits`` about 5 min (per seed
+~8 s clean training, ~19 s brew, ~10 s per retraining, 4 trainings), ``s4d/digits/last`` about
+4 min. Note that ``--preset s4d/digits`` also selects ``s4d/digits/last`` (presets under a prefix).
+
 Report: per preset, mean ± 95% t-interval over seeds of every variant's test accuracy/loss, target
 accuracy and energy share; paired differences (poisoned - clean, poisoned - uniform control) of test
 error with their t-intervals and a verdict; a scatter of clean vs poisoned (and control) test error
