@@ -229,3 +229,16 @@ def test_group_allocation_gives_half_to_correct_high_loss():
     every_poison = np.sort(np.concatenate([g.poisons for g in groups]))
     np.testing.assert_array_equal(every_poison, np.arange(20))  # disjoint, all used
     assert len(allocate_groups(losses, correct, 20, n_groups=1)) == 1
+
+
+def test_same_norm_random_on_channels():
+    """(P, L, C) perturbations: the control keeps each poison's l2 norm and is zero outside the support."""
+    import jax
+    import numpy as np
+
+    from implicitbias.poison.synthetic import same_norm_random
+
+    d = jax.random.normal(jax.random.PRNGKey(1), (5, 8, 3))
+    r = np.asarray(same_norm_random(jax.random.PRNGKey(2), d, slice(6, None)))
+    assert np.allclose(np.linalg.norm(r.reshape(5, -1), axis=1), np.linalg.norm(np.asarray(d).reshape(5, -1), axis=1))
+    assert np.all(r[:, :6] == 0.0) and np.all(np.abs(r[:, 6:]) > 0)

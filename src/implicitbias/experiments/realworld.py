@@ -68,7 +68,7 @@ import optax
 from ..datasets import load_digits
 from ..models import ClassifierConfig, make_classifier
 from ..poison import BrewConfig, allocate_groups, assemble, craft_poisons, energy_share, matching_loss, retrain
-from ..poison import target_stats
+from ..poison import synthetic, target_stats
 from ..train_classifier import TrainConfig, classification_loss, evaluate, predict_logits, trainer
 from .base import Record, config_to_dict, require
 
@@ -174,13 +174,9 @@ def t_interval(values, level: float = 0.95) -> tuple[float, float]:
 
 def same_norm_random(key, delta, first: int = 0) -> np.ndarray:
     """Per poison, a ``U[-1,1]`` direction supported on time positions ``first..L-1`` (axis 1),
-    rescaled to that poison's ℓ2 norm in ``delta (P, L, C)``."""
+    rescaled to that poison's ℓ2 norm in ``delta (P, L, C)`` (``poison.synthetic.same_norm_random``)."""
     delta = np.asarray(delta)
-    r = np.array(jax.random.uniform(key, delta.shape, jnp.float32, -1.0, 1.0), dtype=delta.dtype)
-    r[:, :first] = 0.0
-    norm = lambda v: np.sqrt((v.reshape(v.shape[0], -1).astype(np.float64) ** 2).sum(1))
-    scale = norm(delta) / np.maximum(norm(r), 1e-30)
-    return (r * scale.reshape((-1,) + (1,) * (delta.ndim - 1))).astype(delta.dtype)
+    return np.asarray(synthetic.same_norm_random(key, jnp.asarray(delta), slice(first, None)), dtype=delta.dtype)
 
 
 def loss_only(model, x, y):
