@@ -263,8 +263,8 @@ def test_report_rows_and_markdown(tmp_path, small_runs):
     assert len(row["curve_reward"]) == 50 and row["curve_reward"][-1] > 0.9 > row["curve_reward"][0]
     assert row["accuracy_mean"] == pytest.approx(np.mean(small_runs[0].metrics["accuracy"]))
     md = exp.report_markdown(rows, tmp_path / "runs")
-    assert "| train1-3/test3 test_complexities=" in md and "![chains learning curves](chains/learning_curves.png)" in md
-    assert (tmp_path / "runs" / "chains" / "learning_curves.png").stat().st_size > 1000
+    assert "| train1-3/test3 test_complexities=" in md and "![chains learning curves](figures/chains/learning_curves.png)" in md
+    assert (tmp_path / "runs" / "figures" / "chains" / "learning_curves.png").stat().st_size > 1000
 
 
 def test_presets_are_the_talks_rows():

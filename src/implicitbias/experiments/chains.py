@@ -355,7 +355,7 @@ def _figure(rows: list[dict], out_dir: Path) -> str | None:
         import matplotlib.pyplot as plt
     except ImportError:  # pragma: no cover - matplotlib is a dependency of the report
         return None
-    fig_dir = Path(out_dir) / NAME
+    fig_dir = Path(out_dir) / "figures" / NAME
     fig_dir.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharex=True)
     for r in rows:
@@ -373,7 +373,7 @@ def _figure(rows: list[dict], out_dir: Path) -> str | None:
     path = fig_dir / "learning_curves.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    return f"{NAME}/learning_curves.png"
+    return f"figures/{NAME}/learning_curves.png"
 
 
 def report_markdown(rows: list[dict], out_dir: Path) -> str:
