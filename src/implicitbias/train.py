@@ -97,8 +97,8 @@ def train(
     def body(state):
         (logs, log_steps), inner, i = state
         logs, log_steps = write_log(logs, log_steps, i, inner.params, inner.t)
-        before = loss_fn(inner.params, data)
-        t0 = inner.t
+        if rule.stall_tol > 0:
+            before, t0 = loss_fn(inner.params, data), inner.t
         inner = jax.lax.fori_loop(0, log_every, update, inner)
         if rule.stall_tol > 0:
             # a whole chunk of updates that left the loss (above eps) unchanged to stall_tol: frozen
