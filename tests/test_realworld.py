@@ -12,7 +12,7 @@ from implicitbias.experiments import realworld as rw
 from implicitbias.models import make_classifier
 from implicitbias.store import Store
 
-TINY = replace(rw.PRESETS["s4d/digits"], d_model=8, d_state=4, n_layers=1, epochs=2, n_train=100, n_targets=20,
+TINY = replace(rw.PRESETS["s4d/digits/mean"], d_model=8, d_state=4, n_layers=1, epochs=2, n_train=100, n_targets=20,
                poison_frac=0.2, iterations=3, restarts=1, extra_epochs=1, max_rounds=1, seeds=(0, 1))
 
 
@@ -129,20 +129,20 @@ def test_config_validation_names_the_field():
             replace(TINY, **{field: value})
     with pytest.raises(ValueError, match="clip"):
         replace(TINY, standardize="feature")
-    assert set(rw.PRESETS) == {"s4d/digits", "lru/digits", "mamba2/digits", "s4d/digits/last"}
+    assert set(rw.PRESETS) == {f"{m}/digits/{r}" for m in ("s4d", "lru", "mamba2") for r in ("mean", "last")}
     assert all(len(c.seeds) >= 5 for c in rw.PRESETS.values())
 
 
 def test_report_table_and_png(record, tmp_path):
     store = Store(tmp_path)
-    store.save(rw.NAME, TINY, record, preset="s4d/digits", wall_seconds=1.0)
+    store.save(rw.NAME, TINY, record, preset="s4d/digits/mean", wall_seconds=1.0)
     rows = rw.report_rows(list(store.runs(rw.NAME)))
-    assert len(rows) == 1 and rows[0]["experiment"] == rw.NAME and rows[0]["preset"] == "s4d/digits"
+    assert len(rows) == 1 and rows[0]["experiment"] == rw.NAME and rows[0]["preset"] == "s4d/digits/mean"
     r = rows[0]
     assert r["clean_test_acc_mean"] == pytest.approx(np.mean(record.metrics["clean_test_acc"]))
     assert r["overrides"]  # TINY differs from the preset
     md = rw.report_markdown(rows, tmp_path)
-    assert "| preset | variant | test acc |" in md and "| s4d/digits * | poisoned |" in md
+    assert "| preset | variant | test acc |" in md and "| s4d/digits/mean * | poisoned |" in md
     assert "poisoned - clean" in md and ("effect" in md)
     png = tmp_path / "figures" / rw.NAME / "clean_vs_poisoned.png"
     assert png.exists() and "figures/realworld/clean_vs_poisoned.png" in md

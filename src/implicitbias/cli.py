@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from . import experiments, report as report_mod
-from .experiments.base import apply_overrides, parse_overrides
+from .experiments.base import apply_overrides, parse_overrides, parse_sweeps, sweep_label
 from .runner import run_all
 from .store import Store
 
@@ -59,6 +59,7 @@ def run(
     preset: Annotated[Optional[list[str]], typer.Option("--preset", "-p", help="Preset name or prefix (repeatable); default: all.")] = None,
     seeds: Annotated[Optional[str], typer.Option("--seeds", help="Comma-separated seeds, e.g. 0,1,2.")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config field: key=value (repeatable).")] = None,
+    sweep: Annotated[Optional[list[str]], typer.Option("--sweep", help="Run every value of a field: key=v1,v2,... (repeatable: the grid over all keys; each point stored as its own run).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Recompute runs that are already stored.")] = False,
     runs_dir: RunsDir = Path("runs"),
 ) -> None:
@@ -69,7 +70,12 @@ def run(
         overrides = parse_overrides(exp.Config, list(set_ or []))
         if seeds is not None:
             overrides.update(parse_overrides(exp.Config, [f"seeds={seeds}"]))
-        configs = {name: apply_overrides(cfg, overrides) for name, cfg in chosen.items()}
+        grid = parse_sweeps(exp.Config, list(sweep or []))
+        clash = sorted(set(overrides) & set(grid[0]))
+        if clash:
+            raise ValueError(f"{', '.join(clash)} given in both --set and --sweep")
+        configs = {name + sweep_label(point): apply_overrides(cfg, {**overrides, **point})
+                   for name, cfg in chosen.items() for point in grid}
     except (ValueError, TypeError) as e:
         _fail(str(e))
     _enable_compile_cache()

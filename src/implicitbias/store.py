@@ -30,6 +30,12 @@ _PACKAGES = ("jax", "jaxlib", "equinox", "optax", "diffrax", "numpy")
 def library_versions() -> dict[str, str]:
     """Versions of the numerical stack, recorded with every result."""
     out = {"implicitbias": __version__, "python": platform.python_version()}
+    try:  # the backend changes float results (GPU vs CPU reductions): record where it ran
+        import jax
+
+        out["backend"] = f"{jax.default_backend()}: {jax.devices()[0].device_kind}"
+    except Exception:  # pragma: no cover - jax is a dependency
+        out["backend"] = "unknown"
     for name in _PACKAGES:
         try:
             out[name] = metadata.version(name)

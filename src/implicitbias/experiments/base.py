@@ -37,7 +37,7 @@ def config_hash(experiment: str, config, version: str) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
-def _coerce(name: str, raw: str, typ) -> Any:
+def _coerce(name: str, raw: str, typ, flag: str = "--set") -> Any:
     """Parse the text of a ``--set`` value into the field's type."""
     origin = typing.get_origin(typ)
     if typ is bool:
@@ -46,17 +46,17 @@ def _coerce(name: str, raw: str, typ) -> Any:
             return True
         if low in ("false", "0", "no"):
             return False
-        raise ValueError(f"--set {name}={raw}: expected true or false")
+        raise ValueError(f"{flag} {name}={raw}: expected true or false")
     if typ is int:
         try:
             return int(raw)
         except ValueError:
-            raise ValueError(f"--set {name}={raw}: expected an integer") from None
+            raise ValueError(f"{flag} {name}={raw}: expected an integer") from None
     if typ is float:
         try:
             return float(raw)
         except ValueError:
-            raise ValueError(f"--set {name}={raw}: expected a number") from None
+            raise ValueError(f"{flag} {name}={raw}: expected a number") from None
     if typ is str or (origin is typing.Literal):
         return raw
     if origin is tuple:
@@ -64,9 +64,9 @@ def _coerce(name: str, raw: str, typ) -> Any:
         try:
             value = json.loads(text if text.startswith("[") else f"[{text}]")
         except json.JSONDecodeError:
-            raise ValueError(f"--set {name}={raw}: expected a list such as 1,2,3 or [[0,1],[1,0]]") from None
+            raise ValueError(f"{flag} {name}={raw}: expected a list such as 1,2,3 or [[0,1],[1,0]]") from None
         return _to_tuple(value)
-    raise ValueError(f"--set {name}: fields of type {typ} cannot be set from the command line")
+    raise ValueError(f"{flag} {name}: fields of type {typ} cannot be set from the command line")
 
 
 def _to_tuple(value):
@@ -75,7 +75,7 @@ def _to_tuple(value):
     return value
 
 
-def parse_overrides(config_cls, items: list[str]) -> dict[str, Any]:
+def parse_overrides(config_cls, items: list[str], flag: str = "--set") -> dict[str, Any]:
     """Turn ``["key=value", ...]`` into typed field values of ``config_cls``; clear errors otherwise."""
     hints = typing.get_type_hints(config_cls)
     names = [f.name for f in dataclasses.fields(config_cls)]
@@ -86,9 +86,46 @@ def parse_overrides(config_cls, items: list[str]) -> dict[str, Any]:
         key, raw = item.split("=", 1)
         key = key.strip()
         if key not in hints or key not in names:
-            raise ValueError(f"unknown field {key!r} in --set; fields are: {', '.join(names)}")
-        out[key] = _coerce(key, raw, hints[key])
+            raise ValueError(f"unknown field {key!r} in {flag}; fields are: {', '.join(names)}")
+        out[key] = _coerce(key, raw, hints[key], flag)
     return out
+
+
+def parse_sweeps(config_cls, items: list[str]) -> list[dict[str, Any]]:
+    """The grid of ``--sweep key=v1,v2,...`` items (repeatable; the product over keys, first key
+    slowest) as a list of override dicts, each value typed as by :func:`parse_overrides`.
+
+    Values are split on commas; for a tuple field give a JSON list of values instead
+    (``seeds=[[0,1],[2,3]]``). An empty list means no sweep (one empty dict)."""
+    grid: list[dict[str, Any]] = [{}]
+    seen: set[str] = set()
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"malformed --sweep {item!r}: expected key=v1,v2,...")
+        key, raw = (t.strip() for t in item.split("=", 1))
+        if key in seen:
+            raise ValueError(f"--sweep {key} given twice")
+        seen.add(key)
+        text = raw.strip()
+        if text.startswith("["):
+            try:
+                values = [json.dumps(v) for v in json.loads(text)]
+            except json.JSONDecodeError:
+                raise ValueError(f"--sweep {item!r}: expected a JSON list of values") from None
+        else:
+            values = [v.strip() for v in text.split(",")]
+        if not values or any(v == "" for v in values):
+            raise ValueError(f"--sweep {item!r}: expected at least one value and no empty ones")
+        typed = [parse_overrides(config_cls, [f"{key}={v}"], "--sweep")[key] for v in values]
+        grid = [{**g, key: v} for g in grid for v in typed]
+    return grid
+
+
+def sweep_label(point: dict[str, Any]) -> str:
+    """``[k1=v1,k2=v2]`` for a sweep point (empty for no sweep): appended to the preset's name."""
+    if not point:
+        return ""
+    return "[" + ",".join(f"{k}={json.dumps(v) if isinstance(v, tuple) else v}" for k, v in point.items()) + "]"
 
 
 def apply_overrides(config, overrides: dict[str, Any]):

@@ -270,18 +270,23 @@ def craft_poisons(model: PyTree, loss_fn: LossFn, x_p: jax.Array, y_p: jax.Array
     ``model`` is the (clean-trained) victim, ``x_p, y_p`` the poisons' clean inputs and labels,
     ``direction`` from :func:`target_direction`, ``label_fn`` (optional) relabels perturbed inputs.
     Deterministic given ``key``. Compiled (``lax.scan`` over iterations, ``lax.map`` over restarts);
-    ``eps``, ``lr`` and ``penalty`` are traced, so sweeping them does not recompile.
+    ``eps``, ``lr``, ``penalty`` and the clip range are traced, so sweeping them does not recompile.
     """
     x_p = jnp.asarray(x_p)
     hyper = {k: jnp.asarray(getattr(cfg, k), x_p.dtype) for k in ("eps", "lr", "penalty")}
-    static = replace(cfg, eps=1.0, lr=1.0, penalty=0.0)
+    # the data range differs per seed (it comes from the train-set statistics): trace it too, and keep
+    # only whether it is set in the static part, so seeds share one compilation
+    for k in ("clip_min", "clip_max"):
+        if getattr(cfg, k) is not None:
+            hyper[k] = jnp.asarray(getattr(cfg, k), x_p.dtype)
+    static = replace(cfg, eps=1.0, lr=1.0, penalty=0.0, clip_min=None, clip_max=None)
     return _craft(model, loss_fn, x_p, jnp.asarray(y_p), direction, key, hyper, static, label_fn, filter_spec)
 
 
 @eqx.filter_jit
 def _craft(model, loss_fn, x_p, y_p, direction, key, hyper, cfg, label_fn, filter_spec):
     eps = hyper["eps"]
-    lo, hi = box_bounds(x_p, eps, cfg.clip_min, cfg.clip_max)
+    lo, hi = box_bounds(x_p, eps, hyper.get("clip_min"), hyper.get("clip_max"))
     opt = optax.adam(lr_schedule(hyper["lr"] * eps, cfg.iterations))
     objective = lambda d: _objective(d, model, loss_fn, x_p, y_p, direction, eps, hyper["penalty"],
                                      cfg.penalty_power, label_fn, filter_spec)

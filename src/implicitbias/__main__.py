@@ -1,0 +1,5 @@
+"""``python -m implicitbias`` = the ``implicitbias`` command (for environments without the console script)."""
+
+from .cli import main
+
+main()
