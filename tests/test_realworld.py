@@ -152,6 +152,21 @@ def test_report_table_and_png(record, tmp_path):
     assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100
 
 
+def test_sweep_rows_get_their_own_table(record, tmp_path):
+    store = Store(tmp_path)
+    store.save(rw.NAME, TINY, record, preset="s4d/digits/mean", wall_seconds=1.0)
+    swept = replace(TINY, eps=2.0)
+    store.save(rw.NAME, swept, record, preset="s4d/digits/mean[eps=2.0]", wall_seconds=1.0)
+    rows = rw.report_rows(list(store.runs(rw.NAME)))
+    row = next(r for r in rows if rw.is_sweep_row(r))
+    assert row["overrides"]["eps"] == 2.0  # compared with the base preset s4d/digits/mean
+    md = rw.report_markdown(rows, tmp_path)
+    line = next(l for l in md.splitlines() if l.startswith("| s4d/digits/mean | eps=2.0 |"))
+    assert f"{100 * row['clean_test_acc_mean']:.2f}" in line and rw.short_verdict(row) in line
+    assert "| s4d/digits/mean * | poisoned |" in md  # the plain run keeps the main tables
+    assert "| s4d/digits/mean[eps=2.0]" not in md
+
+
 def test_compiled_group_direction_equals_the_library_target_direction(seed0):
     import equinox as eqx
 

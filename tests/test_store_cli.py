@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from implicitbias import cli
 from implicitbias.experiments import table1
-from implicitbias.experiments.base import Record
+from implicitbias.experiments.base import Record, parse_sweeps, sweep_label
 from implicitbias.runner import run_all
 from implicitbias.store import Store
 
@@ -93,6 +93,11 @@ runner = CliRunner()
     (["run", "table1", "--set", "d=-1"], "d must be"),
     (["run", "table1", "--seeds", "a,b"], "--set seeds"),
     (["run", "table1", "--preset", "beyond_theorem/L6", "--set", "extra_sequences=[[0,0,0,0,NaN,0]]"], "NaN"),
+    (["run", "table1", "--sweep", "lr"], "malformed --sweep"),
+    (["run", "table1", "--sweep", "lr=0.1,"], "no empty ones"),
+    (["run", "table1", "--sweep", "nope=1,2"], "unknown field 'nope' in --sweep"),
+    (["run", "table1", "--sweep", "eps=1,-1"], "eps must be > 0"),
+    (["run", "table1", "--sweep", "lr=0.1", "--set", "lr=0.2"], "lr given in both"),
 ])
 def test_cli_bad_input_exit_2(args, message, tmp_path):
     res = runner.invoke(cli.app, args + ["--runs-dir", str(tmp_path)])
@@ -150,3 +155,29 @@ def test_cli_ctrl_c_keeps_completed_runs(tmp_path):
     else:  # every run finished before the signal landed
         assert len(complete) == 4
     assert not any(n.startswith(".") for n in names)
+
+
+def test_parse_sweeps_is_the_typed_grid():
+    grid = parse_sweeps(table1.Config, ["lr=0.1,0.2", "sort_C=true,false", "seeds=[[0,1],[2]]"])
+    assert len(grid) == 8
+    assert grid[0] == {"lr": 0.1, "sort_C": True, "seeds": (0, 1)}
+    assert grid[-1] == {"lr": 0.2, "sort_C": False, "seeds": (2,)}
+    assert {(g["lr"], g["sort_C"], g["seeds"]) for g in grid} == {
+        (lr, b, s) for lr in (0.1, 0.2) for b in (True, False) for s in ((0, 1), (2,))}
+    assert parse_sweeps(table1.Config, []) == [{}]
+    assert sweep_label({}) == "" and sweep_label({"lr": 0.1, "seeds": (0, 1)}) == "[lr=0.1,seeds=[0, 1]]"
+
+
+def test_cli_sweep_stores_one_run_per_point(tmp_path):
+    args = ["run", "table1", "--preset", "beyond_theorem/L6", "--seeds", "200", "--set", "max_steps=100",
+            "--set", "log_every=50", "--sweep", "lr=0.01,0.005", "--runs-dir", str(tmp_path)]
+    res = runner.invoke(cli.app, args)
+    assert res.exit_code == 0, res.output
+    runs = list(Store(tmp_path).runs("table1"))
+    got = {(r.preset, r.config["lr"], r.config["special"]) for r in runs}
+    assert got == {(f"beyond_theorem/L6{sp}[lr={lr}]", lr, sp == "/special")
+                   for lr in (0.01, 0.005) for sp in ("", "/special")}
+    res = runner.invoke(cli.app, args + ["--sweep", "max_steps=100,200"], catch_exceptions=False)
+    assert res.exit_code == 2  # max_steps is already --set
+    res = runner.invoke(cli.app, args)
+    assert res.output.count("skipped") == 4

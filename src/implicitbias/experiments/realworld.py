@@ -383,7 +383,7 @@ def report_rows(runs) -> list[dict]:
                "epochs": cfg["epochs"], "iterations": cfg["iterations"], "restarts": cfg["restarts"],
                "seeds": m["seeds"], "wall_seconds": m.get("wall_seconds")}
         overrides = {}
-        base = PRESETS.get(r.preset or "")
+        base = PRESETS.get(base_preset(r.preset or ""))
         if base is not None:
             overrides = {k: v for k, v in cfg.items() if k in config_to_dict(base) and _tuples(v) != getattr(base, k)}
         row["overrides"] = overrides
@@ -404,6 +404,16 @@ def report_rows(runs) -> list[dict]:
         rows.append(row)
     rows.sort(key=lambda r: r["preset"])
     return rows
+
+
+def base_preset(name: str) -> str:
+    """The preset a stored name starts from: ``s4d/digits/last[eps=8.0]`` -> ``s4d/digits/last``."""
+    return name.split("[", 1)[0]
+
+
+def is_sweep_row(row) -> bool:
+    """Made by ``--sweep`` (its preset name carries the swept values)."""
+    return "[" in row["preset"]
 
 
 def _pm(row, key, scale=1.0, digits=3):
@@ -478,11 +488,44 @@ def _figure(rows: list[dict], out_dir: Path) -> Path | None:
     return path
 
 
+def short_verdict(row) -> str:
+    """``effect`` / ``none`` / ``reverse`` (poisoned significantly *below* clean) from the paired CIs."""
+    if not all(math.isfinite(row[f"diff_err_poisoned_{b}_ci"]) for b in ("clean", "uniform")):
+        return "n/a"
+    c, u = _compare(row, "clean"), _compare(row, "uniform")
+    if c == u == "above":
+        return "**effect**"
+    return "reverse" if c == "below" else "none"
+
+
+def sweep_markdown(rows: list[dict]) -> str:
+    """One line per swept config: accuracies of every variant, paired differences, verdict."""
+    out = ["Lever sweep (`--sweep`; `scripts/sweep_realworld.py`): one line per stored config, 95% t-intervals "
+           "over its seeds. Test accuracy in %; differences of test error in points (poisoned minus clean / "
+           "minus the same-norm uniform control); verdict `effect` needs both significantly above 0, "
+           "`reverse` = poisoned significantly better than clean.\n",
+           "| base preset | swept | seeds | clean | poisoned | uniform | end | poisoned - clean | poisoned - uniform | "
+           "energy share end | brew M | verdict |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (base_preset(r["preset"]), r["preset"])):
+        swept = r["preset"][len(base_preset(r["preset"])):].strip("[]")
+        out.append(f"| {base_preset(r['preset'])} | {swept} | {len(r['seeds'])} | "
+                   + " | ".join(_pm(r, f"{v}_test_acc", 100, 2) for v in VARIANTS)
+                   + f" | {_pm(r, 'diff_err_poisoned_clean', 100, 2)} | {_pm(r, 'diff_err_poisoned_uniform', 100, 2)} | "
+                   f"{_pm(r, 'poisoned_energy_share', 1, 2)} | {_pm(r, 'brew_matching', 1, 3)} | {short_verdict(r)} |")
+    return "\n".join(out) + "\n"
+
+
 def report_markdown(rows: list[dict], out_dir: Path) -> str:
     """Per preset: mean ± 95% t-interval over seeds of test accuracy/loss, target accuracy and energy
     share for clean, poisoned and the two same-norm controls; paired differences; verdict; per-seed
-    numbers; the clean-vs-poisoned scatter."""
+    numbers; the clean-vs-poisoned scatter. Runs made by ``--sweep`` get one line each in a sweep
+    table after these."""
     out_dir = Path(out_dir)
+    swept = [r for r in rows if is_sweep_row(r)]
+    rows = [r for r in rows if not is_sweep_row(r)]
+    if not rows:
+        return sweep_markdown(swept)
     out = ["Clean-label gradient-matching poisoning on digits (length-64 sequences). Mean ± 95% t-interval "
            "over seeds. `uniform`/`end`: random perturbations with each poison's matched ℓ2 norm, spread over "
            "the sequence / on its last quarter. Energy share = share of Σ|δ|² in the last quarter "
@@ -523,4 +566,6 @@ def report_markdown(rows: list[dict], out_dir: Path) -> str:
     fig = _figure(rows, out_dir)
     if fig is not None:
         out.append(f"\n![clean vs poisoned test error per seed]({fig.relative_to(out_dir).as_posix()})\n")
+    if swept:
+        out.append("\n" + sweep_markdown(swept))
     return "\n".join(out) + "\n"
