@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits as sk_digits
 
+from conftest import write_fake_cifar
 from implicitbias.datasets import fit_standardizer, load_cifar10, load_digits, load_ucr, make_dataset
 
 
@@ -86,20 +87,8 @@ def test_ucr_loads_offline(monkeypatch):
         load_ucr("GunPoint", n_train=10)
 
 
-def _write_fake_cifar(root, n_per_batch=2, n_test=3, seed=0):
-    rng = np.random.default_rng(seed)
-    batches = {}
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        n = n_test if name == "test_batch" else n_per_batch
-        d = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), b"labels": rng.integers(0, 10, n).tolist()}
-        with open(os.path.join(root, name), "wb") as f:
-            pickle.dump(d, f)
-        batches[name] = d
-    return batches
-
-
 def test_cifar_scan_orders_on_fake_pickles(tmp_path):
-    b = _write_fake_cifar(tmp_path)
+    b = write_fake_cifar(tmp_path)
     row = load_cifar10(tmp_path, scan="row", standardize="none")
     cm = load_cifar10(tmp_path, scan="channel_major", standardize="none")
     assert row.x_train.shape == (10, 1024, 3) and row.x_test.shape == (3, 1024, 3)
@@ -123,11 +112,11 @@ def test_cifar_scan_orders_on_fake_pickles(tmp_path):
 def test_cifar_clear_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="never downloads"):
         load_cifar10(tmp_path / "nowhere")
-    _write_fake_cifar(tmp_path)
+    write_fake_cifar(tmp_path)
     os.remove(tmp_path / "data_batch_4")
     with pytest.raises(FileNotFoundError, match="data_batch_4"):
         load_cifar10(tmp_path)
-    _write_fake_cifar(tmp_path)
+    write_fake_cifar(tmp_path)
     with pytest.raises(ValueError, match="scan"):
         load_cifar10(tmp_path, scan="column")
     with open(tmp_path / "test_batch", "wb") as f:

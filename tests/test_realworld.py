@@ -11,6 +11,7 @@ import pytest
 from implicitbias.experiments import realworld as rw
 from implicitbias.models import make_classifier
 from implicitbias.store import Store
+from conftest import write_fake_cifar
 
 TINY = replace(rw.PRESETS["s4d/digits/mean"], d_model=8, d_state=4, n_layers=1, epochs=2, n_train=100, n_targets=20,
                poison_frac=0.2, iterations=3, restarts=1, extra_epochs=1, max_rounds=1, seeds=(0, 1))
@@ -183,3 +184,34 @@ def test_compiled_group_direction_equals_the_library_target_direction(seed0):
     want = eqx.filter_jit(target_direction)(rw.loss_only, model, x_t[g.targets], y_t[g.targets], "untargeted")
     for a, b in zip(_leaves(got), _leaves(want)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+
+
+def test_cifar10_path_on_fake_pickles_keeps_the_per_channel_budget_and_range(tmp_path):
+    """The full-size path (sequential CIFAR-10 from a local directory, 3 channels, 1,024 steps) runs
+    end to end on tiny fake data; every perturbation respects the raw ℓ∞ budget in each channel and
+    keeps perturbed pixels inside [0, 1]."""
+    write_fake_cifar(tmp_path, n_per_batch=8, n_test=12)
+    cfg = replace(TINY, dataset="cifar10", data_dir=str(tmp_path), n_train=40, n_targets=6, eps=8 / 255, seeds=(0,))
+    assert cfg.model_config.d_input == 3
+    out = rw.run_seed(cfg, 0, keep=True)
+    ds = out["data"]
+    std, mean = np.asarray(ds.meta["std"], float), np.asarray(ds.meta["mean"], float)  # (1, 3)
+    assert ds.x_train.shape == (40, 1024, 3)
+    pool = out["arrays"]["poison_idx"]
+    delta = out["arrays"]["delta_poisoned"]
+    raw_delta = delta * std
+    assert np.abs(raw_delta).max() <= 8 / 255 * (1 + 1e-5)
+    assert np.abs(raw_delta).max() > 0.5 * 8 / 255 / (std.max() / std.min())  # the budget is used
+    raw = (ds.x_train[pool] + delta) * std + mean
+    assert raw.min() >= -1e-5 and raw.max() <= 1 + 1e-5
+    for v in rw.VARIANTS:
+        assert 0.0 <= out[v]["test_acc"] <= 1.0
+
+
+def test_cifar10_config_errors():
+    with pytest.raises(ValueError, match="data_dir"):
+        replace(TINY, dataset="cifar10")
+    with pytest.raises(ValueError, match="eps must be in"):
+        replace(TINY, dataset="cifar10", data_dir="/x", eps=4.0, n_targets=10)
+    with pytest.raises(ValueError, match="dataset must be"):
+        replace(TINY, dataset="mnist")

@@ -24,13 +24,19 @@ Protocol, per seed ``s`` (everything seeded by ``s``):
    * ``end``: the same, supported on the last ``ceil(last_frac * L)`` positions (same energy,
      special-sequence-like placement).
 
-Budget units. ``eps`` is given in **raw pixel units** (digits take values 0..16; ``eps=4`` is a
-quarter of the range, i.e. 64/255 of an 8-bit image). With ``standardize="channel"`` (default) the
-model sees ``(x - mean) / std`` with one scalar ``std``, so the model-unit budget is exactly
-``eps / std`` and, with ``clip=True``, perturbed pixels are kept in the valid raw range ``[0, 16]``
-(``clip_min = -mean/std``, ``clip_max = (16 - mean)/std``). With ``standardize="feature"`` the std
-varies by position and the budget becomes ``eps / max(std)`` (the raw budget holds everywhere,
-tighter where pixels vary less); the range clip is then unavailable and ``clip`` must be False.
+Budget units. ``eps`` is given in **raw pixel units** (digits take values 0..16, so ``eps=4`` is a
+quarter of the range, i.e. 64/255 of an 8-bit image; CIFAR-10 pixels are scaled to 0..1, so the
+paper-style 8/255 is ``eps=0.0314``). The model sees ``(x - mean) / std``; the model-unit budget is
+``eps / max(std)`` (exact for digits with ``standardize="channel"``, one scalar std; with several
+channels or ``standardize="feature"`` the raw budget holds everywhere and is tighter where the std
+is smaller). With ``clip=True`` (needs ``standardize="channel"``) perturbed pixels are kept in the
+valid raw range, per channel (``clip_min = -mean/std``, ``clip_max = (range - mean)/std``).
+
+Data. ``dataset="digits"`` (default; ships with scikit-learn) or ``dataset="cifar10"``: sequential
+CIFAR-10 (1,024 steps x 3 channels, ``scan`` = ``row`` or the paper's ``channel_major``) read from
+``data_dir``, the unpacked python-pickle batches the user provides (nothing is downloaded). For the
+full-size setting use a GPU and e.g. ``--set dataset=cifar10 --set data_dir=/path --set n_train=50000
+--set eps=0.0314 --set d_model=128 --set n_layers=4``.
 
 Recorded per seed and variant: train loss/accuracy on the set it was trained on and on the clean
 training set, test loss/accuracy (all, targets, rest), extra rounds and whether it fit, wall time;
@@ -66,7 +72,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ..datasets import load_digits
+from ..datasets import load_cifar10, load_digits
 from ..models import ClassifierConfig, make_classifier
 from ..poison import BrewConfig, allocate_groups, assemble, craft_poisons, energy_share, matching_loss, retrain
 from ..poison import synthetic, target_stats
@@ -76,6 +82,7 @@ from .base import Record, config_to_dict, require
 NAME = "realworld"
 VARIANTS = ("clean", "poisoned", "uniform", "end")
 RAW_RANGE = 16.0  # digits pixels take values 0..16
+RAW_RANGES = {"digits": RAW_RANGE, "cifar10": 1.0}  # cifar10: pixels scaled to [0, 1] by the loader
 
 
 @dataclass(frozen=True)
@@ -83,6 +90,10 @@ class Config:
     """One realworld cell; see the module docstring for the protocol and units."""
 
     model: str = "s4d"  # s4d | lru | mamba2
+    dataset: str = "digits"  # digits (ships with scikit-learn) | cifar10 (sequential, from data_dir)
+    data_dir: str = ""  # cifar10 only: the unpacked python-pickle batches (never downloaded)
+    scan: str = "row"  # cifar10 only: row | channel_major (the paper's S4/LRU order)
+    n_test: int = 0  # cifar10 only: keep the first n_test test images (0 = all 10,000)
     d_model: int = 32
     d_state: int = 16
     n_layers: int = 2
@@ -119,11 +130,20 @@ class Config:
         require(isinstance(self.max_rounds, int) and self.max_rounds >= 0, f"max_rounds must be an integer >= 0, got {self.max_rounds!r}")
         require(self.lr > 0, f"lr must be > 0, got {self.lr}")
         require(self.brew_lr > 0, f"brew_lr must be > 0, got {self.brew_lr}")
-        require(isinstance(self.n_train, int) and 20 <= self.n_train <= 1700, f"n_train must be an integer in [20, 1700], got {self.n_train!r}")
-        require(self.n_targets <= 1797 - self.n_train, f"n_targets must be <= the test set size {1797 - self.n_train}, got {self.n_targets}")
+        require(self.dataset in RAW_RANGES, f"dataset must be one of {', '.join(RAW_RANGES)}, got {self.dataset!r}")
+        if self.dataset == "digits":
+            require(isinstance(self.n_train, int) and 20 <= self.n_train <= 1700, f"n_train must be an integer in [20, 1700], got {self.n_train!r}")
+            require(self.n_targets <= 1797 - self.n_train, f"n_targets must be <= the test set size {1797 - self.n_train}, got {self.n_targets}")
+        else:
+            require(bool(self.data_dir), "dataset=cifar10 needs data_dir (the unpacked CIFAR-10 python batches; never downloaded)")
+            require(self.scan in ("row", "channel_major"), f"scan must be 'row' or 'channel_major', got {self.scan!r}")
+            require(isinstance(self.n_train, int) and 20 <= self.n_train <= 50_000, f"n_train must be an integer in [20, 50000], got {self.n_train!r}")
+            require(isinstance(self.n_test, int) and 0 <= self.n_test <= 10_000, f"n_test must be an integer in [0, 10000], got {self.n_test!r}")
+            require(self.n_targets <= (self.n_test or 10_000), f"n_targets must be <= the test set size, got {self.n_targets}")
         require(self.standardize in ("channel", "feature"), f"standardize must be 'channel' or 'feature', got {self.standardize!r}")
-        require(not (self.clip and self.standardize != "channel"), "clip=True needs standardize='channel' (a scalar pixel range)")
-        require(0 < self.eps <= RAW_RANGE, f"eps must be in (0, {RAW_RANGE}] raw pixel units, got {self.eps}")
+        require(not (self.clip and self.standardize != "channel"), "clip=True needs standardize='channel' (a per-channel pixel range)")
+        raw = RAW_RANGES.get(self.dataset, RAW_RANGE)
+        require(0 < self.eps <= raw, f"eps must be in (0, {raw}] raw pixel units for {self.dataset}, got {self.eps}")
         require(0 < self.poison_frac <= 1, f"poison_frac must be in (0, 1], got {self.poison_frac}")
         require(round(self.poison_frac * self.n_train) >= 1, f"poison_frac * n_train must give at least one poison")
         require(self.penalty >= 0, f"penalty must be >= 0, got {self.penalty}")
@@ -134,8 +154,18 @@ class Config:
 
     @property
     def model_config(self) -> ClassifierConfig:
-        return ClassifierConfig(kind=self.model, d_input=1, n_classes=10, d_model=self.d_model, d_state=self.d_state,
-                                n_layers=self.n_layers, readout=self.readout, norm=self.norm)
+        return ClassifierConfig(kind=self.model, d_input=3 if self.dataset == "cifar10" else 1, n_classes=10,
+                                d_model=self.d_model, d_state=self.d_state, n_layers=self.n_layers,
+                                readout=self.readout, norm=self.norm)
+
+    def load(self, seed: int):
+        """The data set of one seed: digits with a stratified split drawn with ``seed``; CIFAR-10 from
+        ``data_dir`` (its first ``n_train`` training images and first ``n_test`` test images, the same
+        for every seed: the seed then draws the initialisation, targets, poisons and batches)."""
+        if self.dataset == "digits":
+            return load_digits(n_train=self.n_train, seed=seed, scan="row", standardize=self.standardize)
+        return load_cifar10(self.data_dir, scan=self.scan, standardize=self.standardize, n_train=self.n_train,
+                            n_test=self.n_test or None)
 
     @property
     def n_poisons(self) -> int:
@@ -192,12 +222,11 @@ def budget(cfg: Config, meta: dict) -> tuple[float, float | None, float | None]:
     """``(eps, clip_min, clip_max)`` in model units (module docstring)."""
     std = np.asarray(meta["std"], float)
     mean = np.asarray(meta["mean"], float)
-    if cfg.standardize == "channel":
-        s, m = float(std.reshape(-1)[0]), float(mean.reshape(-1)[0])
-        if cfg.clip:
-            return cfg.eps / s, (0.0 - m) / s, (RAW_RANGE - m) / s
-        return cfg.eps / s, None, None
-    return cfg.eps / float(std.max()), None, None
+    eps = cfg.eps / float(std.max())
+    if cfg.standardize == "channel" and cfg.clip:
+        # (1, C) per-channel range of the standardised pixels; broadcasts over (P, L, C)
+        return eps, ((0.0 - mean) / std).astype(np.float32), ((RAW_RANGES[cfg.dataset] - mean) / std).astype(np.float32)
+    return eps, None, None
 
 
 @eqx.filter_jit
@@ -241,7 +270,7 @@ def run_seed(cfg: Config, seed: int, keep: bool = False) -> dict:
     """Clean run, brew, controls and retraining for one seed. With ``keep`` the returned dict also
     holds ``"models"`` (trained models per variant), ``"inits"`` (the model each variant's
     training started from), ``"data"`` and ``"sets"`` (the assembled training sets) for tests."""
-    ds = load_digits(n_train=cfg.n_train, seed=seed, scan="row", standardize=cfg.standardize)
+    ds = cfg.load(seed)
     x, y, xt, yt = ds.x_train, ds.y_train, ds.x_test, ds.y_test
     L = x.shape[1]
     rng = np.random.default_rng(seed)

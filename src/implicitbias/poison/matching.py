@@ -189,7 +189,8 @@ class BrewConfig:
     ``restarts`` random starts (best final objective kept); ``lr``: step size in units of ``eps``
     (Adam fed with signs moves each entry by about ``lr * eps`` per step), divided by 10 at 3/8,
     5/8 and 7/8 of the iterations; ``penalty``/``penalty_power``: the end-of-sequence penalty
-    (0 switches it off); ``clip_min``/``clip_max``: optional data range of ``x + delta``;
+    (0 switches it off); ``clip_min``/``clip_max``: optional data range of ``x + delta`` (a number
+    or an array that broadcasts against ``x``, e.g. one value per channel);
     ``init``: ``'uniform'`` (``eps U[-1,1]``), ``'randn'`` (``eps N(0,1)`` clipped) or ``'zeros'``.
     """
 
@@ -199,8 +200,8 @@ class BrewConfig:
     lr: float = 0.1
     penalty: float = 0.0
     penalty_power: float = 1.0
-    clip_min: float | None = None
-    clip_max: float | None = None
+    clip_min: float | np.ndarray | None = None
+    clip_max: float | np.ndarray | None = None
     init: Literal["uniform", "randn", "zeros"] = "uniform"
 
     def __post_init__(self):
@@ -216,7 +217,8 @@ class BrewConfig:
             raise ValueError(f"penalty must be >= 0, got {self.penalty}")
         if self.init not in ("uniform", "randn", "zeros"):
             raise ValueError(f"init must be 'uniform', 'randn' or 'zeros', got {self.init!r}")
-        if self.clip_min is not None and self.clip_max is not None and self.clip_min > self.clip_max:
+        if (self.clip_min is not None and self.clip_max is not None
+                and np.any(np.asarray(self.clip_min) > np.asarray(self.clip_max))):
             raise ValueError(f"clip_min ({self.clip_min}) must be <= clip_max ({self.clip_max})")
 
 
