@@ -46,6 +46,11 @@ COMBOS = (
     ("lru/digits/last", ("eps=16",)),
     ("lru/digits/last", ("penalty=10",)),
     ("lru/digits/last", ("eps=16", "penalty=10", "norm=false", "n_train=200", "poison_frac=1.0")),
+    # the two levers that showed an effect on s4d (eps=16, replace mode), on the other models
+    ("lru/digits/mean", ("eps=16",)),
+    ("lru/digits/mean", ("mode=replace",)),
+    ("mamba2/digits/mean", ("eps=16",)),
+    ("mamba2/digits/mean", ("mode=replace",)),
 )
 MODELS = ("s4d", "lru", "mamba2")
 
@@ -54,7 +59,7 @@ def jobs() -> list[tuple[str, tuple[str, ...], bool]]:
     """``(preset, sweep items, heavy)``; heavy jobs go to the accelerator when one is used."""
     out = [(f"{m}/digits/{r}", (), m == "mamba2") for m in MODELS for r in ("mean", "last")]
     out += [(b, lever, "iterations=250" in lever) for b in BASES for lever in LEVERS]
-    out += [(p, combo, False) for p, combo in COMBOS]
+    out += [(p, combo, p.startswith("mamba2")) for p, combo in COMBOS]
     return out
 
 
