@@ -87,6 +87,12 @@ def test_batched_equals_individual_runs():
         single = train(_quadratic, x0[i], targets[i], opt, rule, 10, _log)
         assert int(single.steps) == int(batched.steps[i])
         assert np.allclose(single.params, batched.params[i], rtol=0, atol=1e-14)
+        # the log rows too (the batched loop writes them itself): same rows, same NaN/-1 padding
+        for field in ("hit_step", "n_logs", "diverged", "final_loss"):
+            assert np.allclose(getattr(single, field), getattr(batched, field)[i], rtol=0, atol=1e-14), field
+        np.testing.assert_array_equal(single.log_steps, batched.log_steps[i])
+        for k in single.logs:
+            np.testing.assert_allclose(single.logs[k], batched.logs[k][i], rtol=0, atol=1e-14)
     assert len(set(np.asarray(batched.steps).tolist())) == 3  # really different stopping times
 
 
