@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-all bench bench-all install clean
+.PHONY: run test test-all bench bench-all sweep-realworld install clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (set PYTHON=...)"; exit 2; }
@@ -41,6 +41,12 @@ bench-all: bench
 	$(BIN)/python benchmarks/bench_chains.py
 	$(BIN)/python benchmarks/bench_models.py
 	$(BIN)/python benchmarks/bench_poison_synthetic.py
+
+## make sweep-realworld: the issue #4 lever sweep (scripts/sweep_realworld.py: 45 stored runs of 5 seeds,
+## resumable; about 3 CPU-hours on 2 cores; on a bigger machine: make sweep-realworld SWEEP_ARGS='--jobs 7').
+sweep-realworld: $(STAMP)
+	$(BIN)/python scripts/sweep_realworld.py $(SWEEP_ARGS)
+	$(BIN)/implicitbias report
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

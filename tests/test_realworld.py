@@ -215,3 +215,16 @@ def test_cifar10_config_errors():
         replace(TINY, dataset="cifar10", data_dir="/x", eps=4.0, n_targets=10)
     with pytest.raises(ValueError, match="dataset must be"):
         replace(TINY, dataset="mnist")
+
+
+def test_verdict_follows_the_intervals_and_flags_underfitting():
+    row = {"diff_err_poisoned_clean_mean": 0.013, "diff_err_poisoned_clean_ci": 0.004,
+           "diff_err_poisoned_uniform_mean": 0.010, "diff_err_poisoned_uniform_ci": 0.008,
+           "poisoned_fits_per_seed": [1.0] * 5}
+    assert rw.short_verdict(row) == "**effect**" and rw.verdict(row).startswith("effect:") and "under-fitting" not in rw.verdict(row)
+    row["poisoned_fits_per_seed"] = [1.0, 0.0, 1.0, 1.0, 0.0]
+    assert rw.short_verdict(row) == "effect, not fit" and "only 3/5 seeds" in rw.verdict(row)
+    row["diff_err_poisoned_uniform_ci"] = 0.011  # the uniform-control interval now covers 0
+    assert rw.short_verdict(row) == "none" and rw.verdict(row).startswith("no significant effect")
+    row["diff_err_poisoned_clean_mean"] = -0.013
+    assert rw.short_verdict(row) == "reverse"

@@ -470,7 +470,11 @@ def verdict(row) -> str:
         return "too few seeds for an interval"
     c, u = _compare(row, "clean"), _compare(row, "uniform")
     if c == u == "above":
-        return "effect: poisoned test error significantly above both clean and the same-norm uniform control"
+        fits = row.get("poisoned_fits_per_seed") or []
+        caveat = "" if all(fits) else (
+            f"; but the poisoned model fit its data as well as the clean one in only {int(sum(fits))}/{len(fits)} "
+            "seeds, so part of the gap may be under-fitting")
+        return "effect: poisoned test error significantly above both clean and the same-norm uniform control" + caveat
     return (f"no significant effect: poisoned test error is {c} clean "
             f"({100 * row['diff_err_poisoned_clean_mean']:+.2f} ± {100 * row['diff_err_poisoned_clean_ci']:.2f} pts) "
             f"and {u} the uniform control "
@@ -523,25 +527,33 @@ def short_verdict(row) -> str:
         return "n/a"
     c, u = _compare(row, "clean"), _compare(row, "uniform")
     if c == u == "above":
-        return "**effect**"
+        return "**effect**" if all(row.get("poisoned_fits_per_seed") or []) else "effect, not fit"
     return "reverse" if c == "below" else "none"
+
+
+def _nfit(row, variant: str) -> str:
+    fits = row.get(f"{variant}_fits_per_seed")
+    return "-" if fits is None else f"{int(sum(fits))}/{len(fits)}"
 
 
 def sweep_markdown(rows: list[dict]) -> str:
     """One line per swept config: accuracies of every variant, paired differences, verdict."""
     out = ["Lever sweep (`--sweep`; `scripts/sweep_realworld.py`): one line per stored config, 95% t-intervals "
            "over its seeds. Test accuracy in %; differences of test error in points (poisoned minus clean / "
-           "minus the same-norm uniform control); verdict `effect` needs both significantly above 0, "
-           "`reverse` = poisoned significantly better than clean.\n",
+           "minus the same-norm uniform control); verdict `effect` needs both significantly above 0 and every "
+           "poisoned model fitting its training set as well as the clean model did (`effect, not fit` otherwise: "
+           "the gap may be under-fitting), `reverse` = poisoned significantly better than clean. Fits: seeds whose "
+           "poisoned / uniform-control model reached the clean model's training loss.\n",
            "| base preset | swept | seeds | clean | poisoned | uniform | end | poisoned - clean | poisoned - uniform | "
-           "energy share end | brew M | verdict |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "energy share end | brew M | fits | verdict |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (base_preset(r["preset"]), r["preset"])):
         swept = r["preset"][len(base_preset(r["preset"])):].strip("[]")
         out.append(f"| {base_preset(r['preset'])} | {swept} | {len(r['seeds'])} | "
                    + " | ".join(_pm(r, f"{v}_test_acc", 100, 2) for v in VARIANTS)
                    + f" | {_pm(r, 'diff_err_poisoned_clean', 100, 2)} | {_pm(r, 'diff_err_poisoned_uniform', 100, 2)} | "
-                   f"{_pm(r, 'poisoned_energy_share', 1, 2)} | {_pm(r, 'brew_matching', 1, 3)} | {short_verdict(r)} |")
+                   f"{_pm(r, 'poisoned_energy_share', 1, 2)} | {_pm(r, 'brew_matching', 1, 3)} | "
+                   f"{_nfit(r, 'poisoned')} / {_nfit(r, 'uniform')} | {short_verdict(r)} |")
     return "\n".join(out) + "\n"
 
 
@@ -564,8 +576,7 @@ def report_markdown(rows: list[dict], out_dir: Path) -> str:
     for r in rows:
         star = " *" if r["overrides"] else ""
         for v in VARIANTS:
-            fits = r.get(f"{v}_fits_per_seed")
-            nfit = "-" if fits is None else f"{int(sum(fits))}/{len(fits)}"
+            nfit = _nfit(r, v)
             out.append(f"| {r['preset']}{star} | {v} | {_pm(r, f'{v}_test_acc', 100, 2)} | {_pm(r, f'{v}_test_loss')} | "
                        f"{_pm(r, f'{v}_target_acc', 100, 2)} | {_pm(r, f'{v}_rest_acc', 100, 2)} | "
                        f"{_pm(r, f'{v}_energy_share') if v != 'clean' else '-'} | {nfit} |")
