@@ -51,6 +51,10 @@ COMBOS = (
     ("lru/digits/mean", ("mode=replace",)),
     ("mamba2/digits/mean", ("eps=16",)),
     ("mamba2/digits/mean", ("mode=replace",)),
+    # replace mode on the last-step readout was the one effect at equal fit: replicate it on five new
+    # seeds, and try it on LRU
+    ("s4d/digits/last", ("mode=replace", "seeds=[[5,6,7,8,9]]")),
+    ("lru/digits/last", ("mode=replace",)),
 )
 MODELS = ("s4d", "lru", "mamba2")
 

@@ -549,7 +549,7 @@ def sweep_markdown(rows: list[dict]) -> str:
            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (base_preset(r["preset"]), r["preset"])):
         swept = r["preset"][len(base_preset(r["preset"])):].strip("[]")
-        out.append(f"| {base_preset(r['preset'])} | {swept} | {len(r['seeds'])} | "
+        out.append(f"| {base_preset(r['preset'])} | {swept} | {len(r['seeds'])} ({','.join(map(str, r['seeds']))}) | "
                    + " | ".join(_pm(r, f"{v}_test_acc", 100, 2) for v in VARIANTS)
                    + f" | {_pm(r, 'diff_err_poisoned_clean', 100, 2)} | {_pm(r, 'diff_err_poisoned_uniform', 100, 2)} | "
                    f"{_pm(r, 'poisoned_energy_share', 1, 2)} | {_pm(r, 'brew_matching', 1, 3)} | "
