@@ -410,7 +410,8 @@ def report_rows(runs) -> list[dict]:
         row = {"experiment": NAME, "preset": r.preset or "custom", "model": cfg["model"], "readout": cfg["readout"],
                "eps": cfg["eps"], "poison_frac": cfg["poison_frac"], "penalty": cfg["penalty"], "mode": cfg["mode"],
                "epochs": cfg["epochs"], "iterations": cfg["iterations"], "restarts": cfg["restarts"],
-               "seeds": m["seeds"], "wall_seconds": m.get("wall_seconds")}
+               "seeds": m["seeds"], "wall_seconds": m.get("wall_seconds"),
+               "backend": (r.meta.get("versions") or {}).get("backend", "unknown")}
         overrides = {}
         base = PRESETS.get(base_preset(r.preset or ""))
         if base is not None:
@@ -601,6 +602,11 @@ def report_markdown(rows: list[dict], out_dir: Path) -> str:
             acc = [100 * r[f"{v}_test_acc_per_seed"][i] for v in VARIANTS]
             out.append(f"| {r['preset']} | {s} | " + " | ".join(f"{a:.2f}" for a in acc) +
                        f" | {r['poisoned_energy_share_per_seed'][i]:.3f} | {int(r['poisoned_rounds_per_seed'][i])} |")
+    elsewhere = sorted({r["backend"] for r in rows + swept} - {"cpu: cpu"})
+    if elsewhere:
+        out.append("\nRuns not made on a CPU (float results differ slightly between backends and, on a GPU, between "
+                   "runs; compare variants within a run): " + "; ".join(
+                       f"{b}: " + ", ".join(r["preset"] for r in rows + swept if r["backend"] == b) for b in elsewhere))
     if any(r["overrides"] for r in rows):
         out.append("\n\\* overrides of the preset: " + "; ".join(f"{r['preset']}: {r['overrides']}" for r in rows if r["overrides"]))
     fig = _figure(rows, out_dir)
