@@ -228,3 +228,20 @@ def test_verdict_follows_the_intervals_and_flags_underfitting():
     assert rw.short_verdict(row) == "none" and rw.verdict(row).startswith("no significant effect")
     row["diff_err_poisoned_clean_mean"] = -0.013
     assert rw.short_verdict(row) == "reverse"
+
+
+def test_cli_shows_a_line_per_finished_seed(tmp_path):
+    from typer.testing import CliRunner
+
+    from implicitbias import cli
+
+    sets = [f"--set={k}={getattr(TINY, k)}" for k in ("d_model", "d_state", "n_layers", "epochs", "n_train", "n_targets",
+                                                     "poison_frac", "iterations", "extra_epochs", "max_rounds")]
+    res = CliRunner().invoke(cli.app, ["run", "realworld", "--preset", "s4d/digits/mean", "--seeds", "0,1", *sets,
+                                       "--runs-dir", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert "realworld seed 0 (1/2) done" in text and "realworld seed 1 (2/2) done" in text
+    stored = list(Store(tmp_path).runs(rw.NAME))
+    acc = 100 * stored[0].metrics["poisoned_test_acc"][1]
+    assert f"poisoned {acc:.2f}%" in text

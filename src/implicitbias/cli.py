@@ -6,7 +6,9 @@ sequences) ends with one line on stderr and exit code 2.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -42,6 +44,26 @@ def _enable_compile_cache() -> None:
     if cache:
         jax.config.update("jax_compilation_cache_dir", cache)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+@contextlib.contextmanager
+def _progress_log():
+    """Experiments report progress inside a long run (e.g. per seed) on the ``implicitbias`` logger;
+    show it on the console, above the progress bar, for the duration of a command."""
+    from rich.logging import RichHandler
+
+    logger = logging.getLogger("implicitbias")
+    handler = RichHandler(console=console, show_path=False, show_level=False, show_time=False)
+    old = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # printed once, here, not again by a root handler some library set up
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old[0])
+        logger.propagate = old[1]
 
 
 @app.command("list")
@@ -80,7 +102,7 @@ def run(
         _fail(str(e))
     _enable_compile_cache()
     store = Store(runs_dir)
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+    with _progress_log(), Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=console, transient=False) as progress:
         task = progress.add_task(f"{experiment}", total=len(configs))
 

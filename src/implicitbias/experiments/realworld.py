@@ -61,6 +61,7 @@ per seed.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass, replace
@@ -80,6 +81,7 @@ from ..train_classifier import TrainConfig, classification_loss, evaluate, predi
 from .base import Record, config_to_dict, require
 
 NAME = "realworld"
+log = logging.getLogger("implicitbias")
 VARIANTS = ("clean", "poisoned", "uniform", "end")
 RAW_RANGE = 16.0  # digits pixels take values 0..16
 RAW_RANGES = {"digits": RAW_RANGE, "cifar10": 1.0}  # cifar10: pixels scaled to [0, 1] by the loader
@@ -366,9 +368,16 @@ def run_seed(cfg: Config, seed: int, keep: bool = False) -> dict:
 
 
 def run(config: Config) -> Record:
-    """Every seed of ``config``: per-seed metrics lists and the stored perturbations."""
+    """Every seed of ``config``: per-seed metrics lists and the stored perturbations. One log line
+    per finished seed (logger ``implicitbias``; the CLI prints it under its progress bar)."""
     start = time.perf_counter()
-    per = [run_seed(config, s) for s in config.seeds]
+    per = []
+    for i, s in enumerate(config.seeds):
+        t0 = time.perf_counter()
+        per.append(run_seed(config, s))
+        acc = "  ".join(f"{v} {100 * per[-1][v]['test_acc']:.2f}%" for v in VARIANTS)
+        log.info("realworld seed %d (%d/%d) done in %.0f s: test accuracy %s", s, i + 1, len(config.seeds),
+                 time.perf_counter() - t0, acc)
     return collect(config, per, time.perf_counter() - start)
 
 
