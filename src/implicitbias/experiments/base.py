@@ -102,11 +102,10 @@ def parse_sweeps(config_cls, items: list[str]) -> list[dict[str, Any]]:
     for item in items:
         if "=" not in item:
             raise ValueError(f"malformed --sweep {item!r}: expected key=v1,v2,...")
-        key, raw = (t.strip() for t in item.split("=", 1))
+        key, text = (t.strip() for t in item.split("=", 1))
         if key in seen:
             raise ValueError(f"--sweep {key} given twice")
         seen.add(key)
-        text = raw.strip()
         if text.startswith("["):
             try:
                 values = [json.dumps(v) for v in json.loads(text)]
@@ -126,6 +125,12 @@ def sweep_label(point: dict[str, Any]) -> str:
     if not point:
         return ""
     return "[" + ",".join(f"{k}={json.dumps(v) if isinstance(v, tuple) else v}" for k, v in point.items()) + "]"
+
+
+def base_preset(name: str) -> str:
+    """The preset a stored run's name starts from (drops a :func:`sweep_label`):
+    ``s4d/digits/last[eps=8.0]`` -> ``s4d/digits/last``."""
+    return name.split("[", 1)[0]
 
 
 def apply_overrides(config, overrides: dict[str, Any]):

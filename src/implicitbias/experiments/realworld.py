@@ -78,7 +78,7 @@ from ..models import ClassifierConfig, make_classifier
 from ..poison import BrewConfig, allocate_groups, assemble, craft_poisons, energy_share, matching_loss, retrain
 from ..poison import synthetic, target_stats
 from ..train_classifier import TrainConfig, classification_loss, evaluate, predict_logits, trainer
-from .base import Record, config_to_dict, require
+from .base import Record, base_preset, config_to_dict, require
 
 NAME = "realworld"
 log = logging.getLogger("implicitbias")
@@ -445,14 +445,9 @@ def report_rows(runs) -> list[dict]:
     return rows
 
 
-def base_preset(name: str) -> str:
-    """The preset a stored name starts from: ``s4d/digits/last[eps=8.0]`` -> ``s4d/digits/last``."""
-    return name.split("[", 1)[0]
-
-
 def is_sweep_row(row) -> bool:
     """Made by ``--sweep`` (its preset name carries the swept values)."""
-    return "[" in row["preset"]
+    return base_preset(row["preset"]) != row["preset"]
 
 
 def _pm(row, key, scale=1.0, digits=3):
@@ -473,15 +468,28 @@ def _compare(row, other: str) -> str:
     return "not different from"
 
 
+def _decision(row) -> tuple[str, str, str]:
+    """``(kind, vs clean, vs uniform)`` from the paired 95% CIs of test error; ``kind`` is ``n/a``
+    (too few seeds), ``effect`` (significantly above both clean and the uniform control, every
+    poisoned model fitting as well as clean), ``effect_not_fit``, ``reverse`` (significantly below
+    clean) or ``none``."""
+    if not all(math.isfinite(row[f"diff_err_poisoned_{b}_ci"]) for b in ("clean", "uniform")):
+        return "n/a", "", ""
+    c, u = _compare(row, "clean"), _compare(row, "uniform")
+    if c == u == "above":
+        return ("effect" if all(row.get("poisoned_fits_per_seed") or []) else "effect_not_fit"), c, u
+    return ("reverse" if c == "below" else "none"), c, u
+
+
 def verdict(row) -> str:
     """One line from the paired 95% CIs of test error: an effect needs poisoned error significantly
     above the clean model's *and* above the same-norm uniform control's."""
-    if not all(math.isfinite(row[f"diff_err_poisoned_{b}_ci"]) for b in ("clean", "uniform")):
+    kind, c, u = _decision(row)
+    if kind == "n/a":
         return "too few seeds for an interval"
-    c, u = _compare(row, "clean"), _compare(row, "uniform")
-    if c == u == "above":
+    if kind.startswith("effect"):
         fits = row.get("poisoned_fits_per_seed") or []
-        caveat = "" if all(fits) else (
+        caveat = "" if kind == "effect" else (
             f"; but the poisoned model fit its data as well as the clean one in only {int(sum(fits))}/{len(fits)} "
             "seeds, so part of the gap may be under-fitting")
         return "effect: poisoned test error significantly above both clean and the same-norm uniform control" + caveat
@@ -532,13 +540,8 @@ def _figure(rows: list[dict], out_dir: Path) -> Path | None:
 
 
 def short_verdict(row) -> str:
-    """``effect`` / ``none`` / ``reverse`` (poisoned significantly *below* clean) from the paired CIs."""
-    if not all(math.isfinite(row[f"diff_err_poisoned_{b}_ci"]) for b in ("clean", "uniform")):
-        return "n/a"
-    c, u = _compare(row, "clean"), _compare(row, "uniform")
-    if c == u == "above":
-        return "**effect**" if all(row.get("poisoned_fits_per_seed") or []) else "effect, not fit"
-    return "reverse" if c == "below" else "none"
+    """``**effect**`` / ``effect, not fit`` / ``none`` / ``reverse`` / ``n/a`` (see :func:`_decision`)."""
+    return {"effect": "**effect**", "effect_not_fit": "effect, not fit"}.get(_decision(row)[0], _decision(row)[0])
 
 
 def _nfit(row, variant: str) -> str:
