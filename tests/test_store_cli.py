@@ -177,6 +177,11 @@ def test_cli_sweep_stores_one_run_per_point(tmp_path):
     got = {(r.preset, r.config["lr"], r.config["special"]) for r in runs}
     assert got == {(f"beyond_theorem/L6{sp}[lr={lr}]", lr, sp == "/special")
                    for lr in (0.01, 0.005) for sp in ("", "/special")}
+    res = runner.invoke(cli.app, ["report", "--json", "--runs-dir", str(tmp_path)])
+    rows = json.loads(res.output)
+    # overrides are taken against the base preset (before: {} for every swept run); lr 0.01 is the preset's
+    assert all(r["overrides"]["max_steps"] == 100 for r in rows)
+    assert {r["overrides"].get("lr", "preset") for r in rows} == {"preset", 0.005}
     res = runner.invoke(cli.app, args + ["--sweep", "max_steps=100,200"], catch_exceptions=False)
     assert res.exit_code == 2  # max_steps is already --set
     res = runner.invoke(cli.app, args)

@@ -100,7 +100,7 @@ import jax
 import numpy as np
 
 from .. import chains as ch
-from .base import Record, mean_std, require
+from .base import Record, base_preset, mean_std, require
 
 NAME = "chains"
 
@@ -281,7 +281,7 @@ def report_rows(runs) -> list[dict]:
     for r in latest.values():
         cfg = Config(**{k: _tuples(v) for k, v in r.config.items() if k in fields})
         preset = r.preset or "custom"
-        base = PRESETS.get(preset)
+        base = PRESETS.get(base_preset(preset))
         overrides = {} if base is None else {f.name: r.config[f.name] for f in dataclasses.fields(Config)
                                              if f.name in r.config and _tuples(r.config[f.name]) != getattr(base, f.name)}
         m = r.metrics

@@ -36,7 +36,7 @@ from .. import flow, metrics, sequences
 from ..optim import OPTIMIZERS, StopRule, runtime_lr_optimizer
 from ..ssm import DiagonalSSM, SSMNet, impulse_response, multi_teacher, network_teacher, per_theorem_teacher, unit_teacher
 from ..train import train_batched
-from .base import Record, mean_std, require
+from .base import Record, base_preset, mean_std, require
 
 NAME = "table1"
 Setting = Literal["per_theorem", "beyond_theorem", "ssm_in_nn"]
@@ -435,7 +435,7 @@ def report_rows(runs) -> list[dict]:
     for r in latest.values():
         cfg = Config(**{k: _tuples(v) for k, v in r.config.items()})
         preset = r.preset or "custom"
-        base = PRESETS.get(preset)
+        base = PRESETS.get(base_preset(preset))
         overrides = {} if base is None else {k: v for k, v in r.config.items()
                                              if _tuples(v) != getattr(base, k)}
         m = r.metrics
