@@ -119,7 +119,7 @@ def test_stall_rule_stops_frozen_runs_only():
     assert np.asarray(res.steps)[0] == 100 and np.asarray(res.hit_step)[1] >= 0
 
 
-@pytest.mark.parametrize("name", ["gd", "adaptive_gd", "adam"])
+@pytest.mark.parametrize("name", ["gd", "adaptive_gd", "adam", "keras_adam"])
 def test_runtime_lr_equals_static_lr(name):
     """The learning rate as data gives the same trajectory as the learning rate baked in."""
     from implicitbias.optim import runtime_lr_optimizer
@@ -130,3 +130,23 @@ def test_runtime_lr_equals_static_lr(name):
     b = train(_quadratic, x0, target, runtime_lr_optimizer(name, 0.05), rule, 10, _log)
     assert np.allclose(a.params, b.params, rtol=1e-12, atol=0)
     assert np.allclose(a.logs["loss"], b.logs["loss"], rtol=1e-12, equal_nan=True)
+
+
+def test_keras_adam_by_hand():
+    """Keras's Adam: theta -= lr sqrt(1-b2^t)/(1-b1^t) m_t/(sqrt(v_t)+eps), eps = 1e-7 (two steps by
+    hand); for gradients far above eps it agrees with Optax's Adam, far below it it does not."""
+    from implicitbias.optim import keras_adam
+
+    lr, b1, b2, eps = 0.1, 0.9, 0.999, 1e-7
+    g1, g2 = jnp.array([2.0, 1e-9]), jnp.array([-1.0, 3e-9])
+    opt = keras_adam(lr)
+    s = opt.init(jnp.zeros(2))
+    u1, s = opt.update(g1, s)
+    u2, s = opt.update(g2, s)
+    m1, v1 = (1 - b1) * g1, (1 - b2) * g1**2
+    m2, v2 = b1 * m1 + (1 - b1) * g2, b2 * v1 + (1 - b2) * g2**2
+    np.testing.assert_allclose(u1, -lr * np.sqrt(1 - b2) / (1 - b1) * m1 / (np.sqrt(v1) + eps), rtol=1e-12)
+    np.testing.assert_allclose(u2, -lr * np.sqrt(1 - b2**2) / (1 - b1**2) * m2 / (np.sqrt(v2) + eps), rtol=1e-12)
+    o = optax.adam(lr)
+    uo, _ = o.update(g1, o.init(jnp.zeros(2)))
+    assert np.isclose(u1[0], uo[0], rtol=1e-5) and abs(u1[1]) < 0.1 * abs(uo[1])

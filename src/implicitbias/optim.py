@@ -48,12 +48,43 @@ def adaptive_gd(lr0: float, beta: float = 0.8, soft: float = 1e-6) -> optax.Grad
     return optax.GradientTransformation(init, update)
 
 
-OPTIMIZERS = ("gd", "adaptive_gd", "adam")
+class KerasAdamState(NamedTuple):
+    m: optax.Updates
+    v: optax.Updates
+    count: jax.Array
+
+
+def keras_adam(lr: float, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-7) -> optax.GradientTransformation:
+    """Adam as Keras implements it (the paper's SSM-in-NN runs, SPEC §2c).
+
+    ``theta -= lr sqrt(1 - b2^t) / (1 - b1^t) * m_t / (sqrt(v_t) + eps)``: epsilon is added before
+    the bias correction, so it acts as ``eps / sqrt(1 - b2^t)`` in Optax's form (30x larger at the
+    first step) and defaults to 1e-7. Coordinates whose gradients are far below epsilon move
+    like plain GD rather than at Adam's unit speed, which matters from a near-zero initialisation.
+    """
+
+    def init(params):
+        zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+        return KerasAdamState(zeros, zeros, jnp.zeros((), jnp.int32))
+
+    def update(grads, state, params=None):
+        del params
+        t = state.count + 1
+        m = jax.tree_util.tree_map(lambda m, g: b1 * m + (1 - b1) * g, state.m, grads)
+        v = jax.tree_util.tree_map(lambda v, g: b2 * v + (1 - b2) * g * g, state.v, grads)
+        step = lr * jnp.sqrt(1 - b2**t) / (1 - b1**t)
+        updates = jax.tree_util.tree_map(lambda m, v: -step * m / (jnp.sqrt(v) + eps), m, v)
+        return updates, KerasAdamState(m, v, t)
+
+    return optax.GradientTransformation(init, update)
+
+
+OPTIMIZERS = ("gd", "adaptive_gd", "adam", "keras_adam")
 
 
 @functools.cache
 def make_optimizer(name: str, lr: float) -> optax.GradientTransformation:
-    """``'gd'`` (plain), ``'adaptive_gd'`` (SPEC §1) or ``'adam'`` (Optax defaults).
+    """``'gd'`` (plain), ``'adaptive_gd'`` (SPEC §1), ``'adam'`` (Optax defaults) or ``'keras_adam'``.
 
     Cached, so the same (name, lr) gives the same object and compiled training loops are reused.
     """
@@ -63,6 +94,8 @@ def make_optimizer(name: str, lr: float) -> optax.GradientTransformation:
         return adaptive_gd(lr)
     if name == "adam":
         return optax.adam(lr)
+    if name == "keras_adam":
+        return keras_adam(lr)
     raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
 
 
@@ -86,7 +119,7 @@ class RuntimeLR(eqx.Module):
 
 
 def runtime_lr_optimizer(name: str, lr: float) -> RuntimeLR:
-    """:class:`RuntimeLR` for ``'gd'``, ``'adaptive_gd'`` or ``'adam'``."""
+    """:class:`RuntimeLR` for any of :data:`OPTIMIZERS`."""
     return RuntimeLR(make_optimizer(name, 1.0), jnp.asarray(lr, jnp.float64))
 
 

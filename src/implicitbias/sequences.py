@@ -43,6 +43,28 @@ def special_sequences(
     return gaussian_sequences(key, n, length, positions, sd)
 
 
+def numpy_gaussian_rows(
+    seed: int, blocks: Sequence[tuple[int, Sequence[int]]], length: int, sd: float = 1.0
+) -> tuple[jax.Array, ...]:
+    """Gaussian rows from one NumPy legacy stream ``RandomState(seed)``, block after block.
+
+    ``blocks``: ``(n, positions)`` pairs; block ``b`` is ``(n_b, length)``, ``N(0, sd^2)`` at its
+    positions (in increasing order) and zero elsewhere. The draws are taken row by row, so the rows
+    are the authors' ``generate_inputs`` data (SPEC §2b): the baseline block is the same whether or
+    not a special block follows it.
+    """
+    rs = np.random.RandomState(seed)
+    out = []
+    for n, positions in blocks:
+        pos = np.sort(np.asarray(list(positions), dtype=int))
+        if pos.size and (pos.min() < 0 or pos.max() >= length):
+            raise ValueError(f"positions {pos.tolist()} out of range for length {length}")
+        X = np.zeros((n, length))
+        X[:, pos] = rs.normal(0.0, sd, (n, pos.size))
+        out.append(jnp.asarray(X))
+    return tuple(out)
+
+
 def impulses(length: int, positions: Sequence[int], dtype=jnp.float64) -> jax.Array:
     """One unit impulse per entry of ``positions``. Shape ``(len(positions), length)`` (SPEC §2a)."""
     return jnp.eye(length, dtype=dtype)[jnp.asarray(list(positions), int)]
