@@ -82,6 +82,20 @@ def keras_adam(lr: float, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-7)
 OPTIMIZERS = ("gd", "adaptive_gd", "adam", "keras_adam")
 
 
+def keep_diagonal() -> optax.GradientTransformation:
+    """Project the update of every :class:`~implicitbias.ssm.FullKernelSSM`'s ``A`` onto its
+    diagonal: Keras's diagonal constraint, applied after the update (``A`` stays diagonal)."""
+    from .ssm import FullKernelSSM
+
+    is_full = lambda x: isinstance(x, FullKernelSSM)
+
+    def update(updates, state, params=None):
+        del params
+        return jax.tree_util.tree_map(lambda u: u.diagonal_part() if is_full(u) else u, updates, is_leaf=is_full), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
 @functools.cache
 def make_optimizer(name: str, lr: float) -> optax.GradientTransformation:
     """``'gd'`` (plain), ``'adaptive_gd'`` (SPEC §1), ``'adam'`` (Optax defaults) or ``'keras_adam'``.
@@ -118,9 +132,16 @@ class RuntimeLR(eqx.Module):
         return jax.tree_util.tree_map(lambda u: u * self.lr, updates), state
 
 
-def runtime_lr_optimizer(name: str, lr: float) -> RuntimeLR:
-    """:class:`RuntimeLR` for any of :data:`OPTIMIZERS`."""
-    return RuntimeLR(make_optimizer(name, 1.0), jnp.asarray(lr, jnp.float64))
+@functools.cache
+def _projected(name: str) -> optax.GradientTransformation:
+    return optax.chain(make_optimizer(name, 1.0), keep_diagonal())
+
+
+def runtime_lr_optimizer(name: str, lr: float, diagonal_constraint: bool = False) -> RuntimeLR:
+    """:class:`RuntimeLR` for any of :data:`OPTIMIZERS`; ``diagonal_constraint`` chains
+    :func:`keep_diagonal` (for models holding a :class:`~implicitbias.ssm.FullKernelSSM`)."""
+    base = _projected(name) if diagonal_constraint else make_optimizer(name, 1.0)
+    return RuntimeLR(base, jnp.asarray(lr, jnp.float64))
 
 
 @dataclass(frozen=True)

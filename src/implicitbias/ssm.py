@@ -81,6 +81,44 @@ class DiagonalSSM(eqx.Module):
         return ssm_output(self.a, self.B, self.C, X)
 
 
+class FullKernelSSM(eqx.Module):
+    """A diagonal SSM held as the authors' Keras ``SimpleRNN`` holds it: ``A`` is a full ``(d, d)``
+    matrix that a constraint projects onto its diagonal after every update (SPEC §2b).
+
+    The model is the same function as :class:`DiagonalSSM` with ``a = diag(A)``, and as long as the
+    updates are projected (:func:`keep_diagonal`) GD moves ``diag(A)`` exactly as it moves ``a``.
+    What differs is the gradient: the forward pass uses the dense matrix, so ``dL/dA`` holds
+    off-diagonal entries too, and the paper's adaptive learning rate sums the norm of that whole
+    matrix. ``A: (d, d)``, ``B, C: (d,)``.
+    """
+
+    A: jax.Array
+    B: jax.Array
+    C: jax.Array
+
+    @classmethod
+    def from_diagonal(cls, ssm: DiagonalSSM) -> "FullKernelSSM":
+        return cls(jnp.diag(ssm.a), ssm.B, ssm.C)
+
+    @property
+    def a(self) -> jax.Array:
+        return jnp.diagonal(self.A, axis1=-2, axis2=-1)
+
+    def impulse_response(self, length: int) -> jax.Array:
+        """``h_k = C A^(k-1) B`` by repeated products with the dense ``A``. ``(length,)``."""
+        v, h = self.B, []
+        for _ in range(length):
+            h.append(self.C @ v)
+            v = self.A @ v
+        return jnp.stack(h)
+
+    def __call__(self, X: jax.Array) -> jax.Array:
+        return output_at_L(self.impulse_response(X.shape[-1]), X)
+
+    def diagonal_part(self) -> "FullKernelSSM":
+        return FullKernelSSM(self.A * jnp.eye(self.A.shape[-1], dtype=self.A.dtype), self.B, self.C)
+
+
 class SSMNet(eqx.Module):
     """SSM(d) -> scalar -> ``depth`` ReLU layers of width ``m`` (no biases) -> linear to 1 (SPEC §2c).
 
@@ -88,7 +126,7 @@ class SSMNet(eqx.Module):
     to ``(N,)``.
     """
 
-    ssm: DiagonalSSM
+    ssm: DiagonalSSM | FullKernelSSM
     layers: tuple[jax.Array, ...]
     head: jax.Array
 
