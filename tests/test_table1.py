@@ -146,7 +146,7 @@ def test_per_theorem_L7_reproduces_authors_numbers():
 def test_beyond_theorem_small_run_values():
     """A short GD run: the logged loss decreases, gamma^(0) is exactly 0 without special sequences
     and not with them, the final error agrees with the impulse response of the stored state."""
-    base = replace(P["beyond_theorem/L6"], seeds=(200,), max_steps=6000)
+    base = replace(P["beyond_theorem/L6"], seeds=(200,), max_steps=12000)
     rec = table1.run(base)
     rec_s = table1.run(replace(base, special=True))
     loss = rec.arrays["log_loss"][0]
