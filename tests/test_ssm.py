@@ -104,6 +104,10 @@ def test_keep_diagonal_projects_full_kernel_updates_only():
     upd = jax.tree_util.tree_map(jnp.ones_like, net)
     out, _ = keep_diagonal().update(upd, keep_diagonal().init(net))
     np.testing.assert_array_equal(out.ssm.A, jnp.eye(2))
+    np.testing.assert_array_equal(out.ssm.B, jnp.ones(2))
+    fixed = FullKernelSSM(full.A, full.B, full.C, train_BC=False)
+    out_f, _ = keep_diagonal().update(jax.tree_util.tree_map(jnp.ones_like, fixed), None)
+    assert np.all(np.asarray(out_f.B) == 0) and np.all(np.asarray(out_f.C) == 0) and np.asarray(out_f.A)[0, 0] == 1
     np.testing.assert_array_equal(out.layers[1], jnp.ones((3, 3)))  # a square MLP layer is left alone
     # the adaptive rate sees the norm of the whole (d, d) gradient: first step lr0/sqrt(||g_A|| + ||g_B|| + ||g_C||)
     grads = FullKernelSSM(jnp.array([[3.0, 4.0], [0.0, 0.0]]), jnp.array([1.0, 0.0]), jnp.zeros(2))

@@ -84,14 +84,15 @@ OPTIMIZERS = ("gd", "adaptive_gd", "adam", "keras_adam")
 
 def keep_diagonal() -> optax.GradientTransformation:
     """Project the update of every :class:`~implicitbias.ssm.FullKernelSSM`'s ``A`` onto its
-    diagonal: Keras's diagonal constraint, applied after the update (``A`` stays diagonal)."""
+    diagonal (Keras's diagonal constraint, applied after the update: ``A`` stays diagonal); with
+    its ``train_BC=False`` also zero its ``B, C`` updates (see ``FullKernelSSM.constrained``)."""
     from .ssm import FullKernelSSM
 
     is_full = lambda x: isinstance(x, FullKernelSSM)
 
     def update(updates, state, params=None):
         del params
-        return jax.tree_util.tree_map(lambda u: u.diagonal_part() if is_full(u) else u, updates, is_leaf=is_full), state
+        return jax.tree_util.tree_map(lambda u: u.constrained() if is_full(u) else u, updates, is_leaf=is_full), state
 
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 

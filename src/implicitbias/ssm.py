@@ -95,10 +95,11 @@ class FullKernelSSM(eqx.Module):
     A: jax.Array
     B: jax.Array
     C: jax.Array
+    train_BC: bool = eqx.field(static=True, default=True)  # False: B, C get gradients but never move
 
     @classmethod
-    def from_diagonal(cls, ssm: DiagonalSSM) -> "FullKernelSSM":
-        return cls(jnp.diag(ssm.a), ssm.B, ssm.C)
+    def from_diagonal(cls, ssm: DiagonalSSM, train_BC: bool = True) -> "FullKernelSSM":
+        return cls(jnp.diag(ssm.a), ssm.B, ssm.C, train_BC)
 
     @property
     def a(self) -> jax.Array:
@@ -115,8 +116,14 @@ class FullKernelSSM(eqx.Module):
     def __call__(self, X: jax.Array) -> jax.Array:
         return output_at_L(self.impulse_response(X.shape[-1]), X)
 
-    def diagonal_part(self) -> "FullKernelSSM":
-        return FullKernelSSM(self.A * jnp.eye(self.A.shape[-1], dtype=self.A.dtype), self.B, self.C)
+    def constrained(self) -> "FullKernelSSM":
+        """This pytree read as an *update*, after the authors' constraints: ``A``'s update keeps only
+        its diagonal, and with ``train_BC=False`` the ``B, C`` updates are zero (their ``fix_B_C``
+        resets ``B = C = 1`` after every step, yet their gradients still enter the adaptive rate)."""
+        A = self.A * jnp.eye(self.A.shape[-1], dtype=self.A.dtype)
+        if self.train_BC:
+            return FullKernelSSM(A, self.B, self.C, True)
+        return FullKernelSSM(A, jnp.zeros_like(self.B), jnp.zeros_like(self.C), False)
 
 
 class SSMNet(eqx.Module):

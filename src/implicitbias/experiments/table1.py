@@ -100,7 +100,7 @@ class Config:
     extra_sequences: tuple[tuple[float, ...], ...] = ()  # your own inputs, labelled by the teacher
     # standalone-SSM variants of SPEC §3 (defaults give Table 1)
     teacher_dim: int = 1  # d*: 1 -> a* = B* = C* = 1; 2..4 -> a* = (0.99, 0.8, 0.5, 0.3)[:d*], B* = C* = 1
-    train_BC: bool = True  # False: student B = C = 1, held fixed (only a is trained)
+    train_BC: bool = True  # False: student B = C = 1, held fixed (only a moves; with full_kernel their gradients still enter the adaptive rate, as the authors' fix_B_C)
     tie_init: bool = True  # the init's near tie a[1] = a[0] - diff (and B[1] = B[0] - diff); False: no tie
     # SSM inside a network (§2c)
     m: int = 0
@@ -148,7 +148,6 @@ class Config:
         require(self.teacher_dim == 1 or self.setting == "beyond_theorem",
                 "teacher_dim > 1 is defined for the standalone GD setting (beyond_theorem) only")
         require(self.train_BC or self.setting == "beyond_theorem", "train_BC=False applies to beyond_theorem only")
-        require(self.train_BC or not self.uses_full_kernel, "train_BC=False needs full_kernel=False")
         if self.setting == "ssm_in_nn":
             require(self.m > 0, f"m must be > 0, got {self.m}")
             require(self.depth > 0, f"depth must be > 0, got {self.depth}")
@@ -303,7 +302,9 @@ def keras_init(config: Config, seed: int):
     C = np.abs(seeded_normal((d,), seed, config.sd_BC).astype(np.float64))
     C = np.sort(C)[::-1].copy() if config.sort_C else C[::-1].copy()
     if config.tie_init:
-        a[1], B[1] = a[0] - config.diff, B[0] - config.diff
+        # entries 0 and 1 tied; the authors' dim3/dim4 flags add near-ties 1.01 diff, 1.05 diff
+        for i, f in list(zip((1, 2, 3), (1.0, 1.01, 1.05)))[: max(1, config.teacher_dim - 1)]:
+            a[i], B[i] = a[0] - f * config.diff, B[0] - f * config.diff
     a, B, C = (np.float32(v).astype(np.float64) for v in (a + config.warm_init, B + config.warm_init, C))
     if not config.train_BC:
         B = C = np.ones(d)
@@ -415,8 +416,8 @@ def _gd_batch(config: Config):
             if config.setting == "ssm_in_nn":
                 model = mlp_init(config, keys["mlp"], model)
         if config.uses_full_kernel:
-            model = (FullKernelSSM.from_diagonal(model) if isinstance(model, DiagonalSSM)
-                     else replace(model, ssm=FullKernelSSM.from_diagonal(model.ssm)))
+            model = (FullKernelSSM.from_diagonal(model, config.train_BC) if isinstance(model, DiagonalSSM)
+                     else replace(model, ssm=FullKernelSSM.from_diagonal(model.ssm, config.train_BC)))
         data = {"X": X, "y": tch(X), "n": jnp.asarray(float(n))}
         if config.setting == "ssm_in_nn":
             X_test = test_inputs(config, seed)
@@ -438,7 +439,7 @@ def _final_measures(models, datas, horizon: int):
 
 def _run_gd(config: Config) -> Record:
     models, datas = _gd_batch(config)
-    res = train_batched(_loss if config.train_BC else _loss_a_only, models, datas, runtime_lr_optimizer(config.optimizer, config.lr, config.uses_full_kernel), config.stop_rule(),
+    res = train_batched(_loss if config.train_BC or config.uses_full_kernel else _loss_a_only, models, datas, runtime_lr_optimizer(config.optimizer, config.lr, config.uses_full_kernel), config.stop_rule(),
                         config.log_every, _log_fn(config.horizon))
     final, rank = _final_measures(res.params, datas, config.horizon)
     n_logs = int(np.max(np.asarray(res.n_logs)))
