@@ -52,7 +52,7 @@ def test_data_stream_is_the_authors_generate_inputs():
         r[cfg.L - 2] = np.random.normal(0, 1)
         rows.append(r)
     np.testing.assert_array_equal(np.asarray(table1.training_inputs(cfg, 1203)), np.array(rows))
-    Xt = table1.test_inputs(P["ssm_in_nn/L6"], 4540)
+    Xt = table1.held_out_inputs(P["ssm_in_nn/L6"], 4540)
     np.testing.assert_array_equal(np.asarray(Xt), np.random.RandomState(4552).normal(0, 1, (2000, 40)))
     jax_rows = table1.training_inputs(replace(cfg, data_rng="jax"), 1203)
     assert jax_rows.shape == (18, 10) and not np.allclose(jax_rows, np.array(rows))

@@ -21,10 +21,10 @@ Details SPEC leaves open, settled from the authors' public code and stated here:
   ``RandomState(seed)`` draws the baseline rows' ``N(0,1)`` entries row by row, then the special
   rows'; the SSM-in-NN test inputs come from ``RandomState(seed + 12)``. With 8 baseline rows of 2
   entries the error is heavy-tailed over draws, so which draw a seed gives matters for a 4-seed
-  mean: with these streams ``beyond_theorem/L6`` gives the paper's number (measured 0.197 vs the
-  paper's 0.194), with ``data_rng="jax"`` (keys derived from the seed) the same seed numbers gave
-  14.1 (one seed at 48). Over 12 other seeds both streams give the same picture (medians 0.31 / 0.33
-  without special sequences, 10.5 / 15.8 with them);
+  mean: with this data stream (and jax-keyed inits) ``beyond_theorem/L6`` without special sequences
+  gave 0.197 (the paper: 0.194), with ``data_rng="jax"`` (keys derived from the seed) the same seed
+  numbers gave 14.1 (one seed at 48). Over 12 other seeds both streams give the same picture
+  (medians 0.31 / 0.33 without special sequences, 10.5 / 15.8 with them);
 * GD-setting inits come from the authors' Keras stream (``init_rng="keras"``, the default; see
   :mod:`implicitbias.keras_init`): every weight is a prefix of ``N(0,1)`` drawn by TensorFlow's
   ``stateless_normal(seed=[seed, 0])``, so ``B`` and ``C`` start from the same values (``B`` sorted,
@@ -256,7 +256,7 @@ def _training_rows(config: Config, seed: int) -> jax.Array:
     return jnp.concatenate(rows)
 
 
-def test_inputs(config: Config, seed: int) -> jax.Array:
+def held_out_inputs(config: Config, seed: int) -> jax.Array:
     """The SSM-in-NN test inputs ``(n_test, test_length)``, ``N(0,1)`` (SPEC §2c): the authors'
     ``RandomState(seed + 12)`` stream, or a ``jax.random`` key (``data_rng="jax"``)."""
     shape = (config.n_test, config.test_length)
@@ -420,7 +420,7 @@ def _gd_batch(config: Config):
                      else replace(model, ssm=FullKernelSSM.from_diagonal(model.ssm, config.train_BC)))
         data = {"X": X, "y": tch(X), "n": jnp.asarray(float(n))}
         if config.setting == "ssm_in_nn":
-            X_test = test_inputs(config, seed)
+            X_test = held_out_inputs(config, seed)
             data.update(X_test=X_test, y_test=tch(X_test))
         else:
             data["h_star"] = tch.impulse_response(config.horizon)
