@@ -298,9 +298,9 @@ def keras_init(config: Config, seed: int):
 
     d = config.d
     a = np.sort(np.abs(np.diag(seeded_normal((d, d), seed, config.sd_A)).astype(np.float64)))[::-1].copy()
-    B = np.sort(np.abs(seeded_normal((d,), seed, config.sd_BC).astype(np.float64)))[::-1].copy()
-    C = np.abs(seeded_normal((d,), seed, config.sd_BC).astype(np.float64))
-    C = np.sort(C)[::-1].copy() if config.sort_C else C[::-1].copy()
+    z = np.abs(seeded_normal((d,), seed, config.sd_BC).astype(np.float64))  # B (1, d) and C (d, 1) alike
+    B = np.sort(z)[::-1].copy()
+    C = B.copy() if config.sort_C else z[::-1].copy()
     if config.tie_init:
         # entries 0 and 1 tied; the authors' dim3/dim4 flags add near-ties 1.01 diff, 1.05 diff
         for i, f in list(zip((1, 2, 3), (1.0, 1.01, 1.05)))[: max(1, config.teacher_dim - 1)]:
