@@ -92,9 +92,9 @@ _TEACHER_DIM_SEEDS = {6: {2: 302, 3: 401, 4: 403}, 10: {2: 1202, 3: 1201, 4: 120
 
 def _staircase(d_star: int, L: int) -> Config:
     base = table1.PRESETS[f"beyond_theorem/L{L}"]
-    # chosen with the jax.random streams and the diagonal-only rate (module docstring); kept so
-    return replace(base, data_rng="jax", init_rng="jax", full_kernel=False, seeds=(0, 1, 2, 3), teacher_dim=d_star, train_BC=False, tie_init=False, warm_init=0.0,
-                   sd_A=1e-3 if L == 10 else 0.01, lr=0.001 if L == 10 else 0.01, eps=1e-6,
+    # our choices were made with the jax.random streams and the diagonal-only rate (module docstring)
+    return replace(base, data_rng="jax", init_rng="jax", full_kernel=False, seeds=(0, 1, 2, 3),
+                   teacher_dim=d_star, train_BC=False, tie_init=False, warm_init=0.0, sd_A=1e-3 if L == 10 else 0.01, lr=0.001 if L == 10 else 0.01, eps=1e-6,
                    special_positions=(L - 2,), max_steps=5_000_000 if L == 10 else 1_000_000)
 
 
@@ -102,7 +102,7 @@ def _authors_teacher_dim(d_star: int, L: int) -> Config:
     base = table1.PRESETS[f"beyond_theorem/L{L}"]
     return replace(base, seeds=(_TEACHER_DIM_SEEDS[L][d_star],), teacher_dim=d_star, train_BC=False,
                    warm_init=0.0, sd_A=0.01, sd_BC=0.01 if L == 6 else 0.001, eps=0.01,
-                   lr=0.01 if L == 6 else 0.001, diff=0.05 / math.exp((2 if L == 6 else 3) * 2),
+                   lr=0.01 if L == 6 else 0.001, diff=0.05 / math.exp((2 if L == 6 else 3) * math.log10(1 / 0.01)),
                    special_positions=(L - 2,))
 
 
