@@ -178,3 +178,26 @@ def test_gd_cells_ordering_and_fit(cell):
         for cfg, m in [(P[cell], without), (P[cell + "/special"], with_)]:
             paper = table1.paper_value(cfg)["paper"]
             assert paper / 10 <= m["error_mean"] <= paper * 10
+
+
+def test_beyond_theorem_L10_matches_the_authors_code():
+    """An independent implementation: the authors' TensorFlow/Keras procedure (their repository's
+    common/ code, run in TF 2.21 + tf_keras, float32) printed these per-seed errors for
+    beyond_theorem/L10 (seeds 1200, 1201, 1203, 1204). With special sequences the mean is 9.6x the
+    mean without: below the 10x of issue #2 in their code as in ours."""
+    authors = {False: [0.1266, 0.1697, 0.1266, 0.06478], True: [0.897, 1.098, 2.054, 0.6365]}
+    for special, expected in authors.items():
+        m = table1.run(P["beyond_theorem/L10" + ("/special" if special else "")]).metrics
+        np.testing.assert_allclose(m["error"], expected, rtol=0.01)
+
+
+def test_ssm_in_nn_L6_special_matches_the_authors_code():
+    """The authors' Keras procedure (as above) on ssm_in_nn/L6 with special sequences, seed 4541:
+    train loss below eps after update 135, error 0.04834, largest |a_i| 1.0140, 1.0071, 1.0065, 0.9974.
+    (Without special sequences both reach eps at update 15095-15096, then float32 and float64 part
+    during the 5,000 post-fit Adam updates: 8.7e-5 there, 0.134 here; see the README.)"""
+    rec = table1.run(replace(P["ssm_in_nn/L6/special"], seeds=(4541,)))
+    assert abs(rec.metrics["hit_step"][0] - 135) <= 2
+    assert rec.metrics["error"][0] == pytest.approx(0.04834, rel=0.05)
+    top = np.sort(np.abs(rec.arrays["a_final"][0]))[::-1][:4]
+    np.testing.assert_allclose(top, [1.0140, 1.0071, 1.0065, 0.9974], atol=0.002)
