@@ -13,6 +13,14 @@ import jax.numpy as jnp
 import numpy as np
 
 
+def _checked_positions(positions: Sequence[int], length: int) -> np.ndarray:
+    """``positions`` as an int array; ``ValueError`` if any lies outside ``0..length-1``."""
+    pos = np.asarray(list(positions), dtype=int)
+    if pos.size and (pos.min() < 0 or pos.max() >= length):
+        raise ValueError(f"positions {pos.tolist()} out of range for length {length}")
+    return pos
+
+
 def gaussian_sequences(
     key: jax.Array, n: int, length: int, positions: Sequence[int], sd: float = 1.0, dtype=jnp.float64
 ) -> jax.Array:
@@ -20,9 +28,7 @@ def gaussian_sequences(
 
     Shape ``(n, length)``.
     """
-    positions = np.asarray(positions, dtype=int)
-    if positions.size and (positions.min() < 0 or positions.max() >= length):
-        raise ValueError(f"positions {positions.tolist()} out of range for length {length}")
+    positions = _checked_positions(positions, length)
     mask = jnp.zeros((length,), dtype).at[positions].set(1.0)
     return sd * jax.random.normal(key, (n, length), dtype) * mask
 
@@ -56,9 +62,7 @@ def numpy_gaussian_rows(
     rs = np.random.RandomState(seed)
     out = []
     for n, positions in blocks:
-        pos = np.sort(np.asarray(list(positions), dtype=int))
-        if pos.size and (pos.min() < 0 or pos.max() >= length):
-            raise ValueError(f"positions {pos.tolist()} out of range for length {length}")
+        pos = np.sort(_checked_positions(positions, length))
         X = np.zeros((n, length))
         X[:, pos] = rs.normal(0.0, sd, (n, pos.size))
         out.append(jnp.asarray(X))
