@@ -1,5 +1,7 @@
+import functools
 from dataclasses import replace
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -111,11 +113,30 @@ def test_per_theorem_init_stream():
     ("L", 0, "L must be"), ("d", -3, "d must be"), ("eps", 0.0, "eps must be > 0"), ("lr", -1.0, "lr must be"),
     ("seeds", (), "seeds must not be empty"), ("extra_sequences", ((0.0, float("nan"), 0, 0, 0, 0),), "NaN"),
     ("extra_sequences", ((1.0, 2.0),), "length"), ("setting", "nope", "setting must be"),
-    ("special_positions", (9,), "special_positions"),
+    ("special_positions", (9,), "special_positions"), ("dtype", "float16", "dtype must be"),
+    ("init_jitter", -1e-7, "init_jitter must be"), ("init_jitter", float("nan"), "init_jitter must be"),
 ])
 def test_bad_config_values(field, value, match):
     with pytest.raises(ValueError, match=match):
         replace(P["beyond_theorem/L6"], **{field: value})
+
+
+def test_per_theorem_rejects_gd_only_fields():
+    for field, value in [("dtype", "float32"), ("init_jitter", 1e-7)]:
+        with pytest.raises(ValueError, match="per_theorem is gradient flow"):
+            replace(P["per_theorem/L7"], **{field: value})
+
+
+def test_jitter_init_is_a_seeded_relative_perturbation():
+    """Every parameter moves by a relative N(0, scale) factor; same (seed, index), same draw."""
+    model = table1.keras_init(P["ssm_in_nn/L6"], 4541)
+    j = table1.jitter_init(model, 1e-3, 4541, 0)
+    again, other = table1.jitter_init(model, 1e-3, 4541, 0), table1.jitter_init(model, 1e-3, 4541, 1)
+    rel = np.concatenate([np.ravel(np.asarray(b) / np.asarray(a) - 1)
+                          for a, b in zip(jax.tree_util.tree_leaves(model), jax.tree_util.tree_leaves(j))])
+    assert rel.size > 250 and 0.8e-3 < rel.std() < 1.2e-3 and abs(rel.mean()) < 3e-4
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(j), jax.tree_util.tree_leaves(again)))
+    assert not np.array_equal(j.ssm.a, other.ssm.a)
 
 
 def test_overrides_parse_and_reject():
@@ -166,13 +187,35 @@ def test_per_theorem_reproduction(size):
         assert m["error_mean"] == pytest.approx(target[(cfg.L, special)], rel=0.02)
 
 
+GD_CELLS = ["beyond_theorem/L6", "beyond_theorem/L10", "ssm_in_nn/L6", "ssm_in_nn/L10"]
+# Cells that cannot meet issue #2's ratio/paper criteria with the paper's hyperparameters, and the
+# fast test that shows why (docs/authors-procedure.md). strict: if one starts to pass, we hear of it.
+CANNOT_WITH_PAPER_HYPERPARAMETERS = {
+    "beyond_theorem/L10": "9.6x in the authors' own code too (test_beyond_theorem_L10_matches_the_authors_code)",
+    "ssm_in_nn/L6": "seed 4541 is decided by rounding (test_ssm_in_nn_L6_seed_4541_is_decided_by_rounding)",
+    "ssm_in_nn/L10": "2x in the authors' own code (test_ssm_in_nn_L10_float32_matches_the_authors_code)",
+}
+
+
+@functools.cache
+def _cell_metrics(cell: str):
+    return table1.run(P[cell]).metrics, table1.run(P[cell + "/special"]).metrics
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("cell", ["beyond_theorem/L6", "beyond_theorem/L10", "ssm_in_nn/L6", "ssm_in_nn/L10"])
-def test_gd_cells_ordering_and_fit(cell):
-    """Issue #2 acceptance for the GD settings: every seed fits; with/without >= 10x; L=6 within 10x of the paper."""
-    without = table1.run(P[cell]).metrics
-    with_ = table1.run(P[cell + "/special"]).metrics
+@pytest.mark.parametrize("cell", GD_CELLS)
+def test_gd_cells_every_seed_fits(cell):
+    without, with_ = _cell_metrics(cell)
     assert all(without["reached_eps"]) and all(with_["reached_eps"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cell", [
+    pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=CANNOT_WITH_PAPER_HYPERPARAMETERS[c]))
+    if c in CANNOT_WITH_PAPER_HYPERPARAMETERS else c for c in GD_CELLS])
+def test_gd_cells_ordering_and_paper(cell):
+    """Issue #2 acceptance for the GD settings: with/without >= 10x; at L=6 within 10x of the paper."""
+    without, with_ = _cell_metrics(cell)
     assert with_["error_mean"] >= 10 * without["error_mean"]
     if cell.endswith("L6"):
         for cfg, m in [(P[cell], without), (P[cell + "/special"], with_)]:
@@ -194,13 +237,36 @@ def test_beyond_theorem_L10_matches_the_authors_code():
 def test_ssm_in_nn_L6_special_matches_the_authors_code():
     """The authors' Keras procedure (as above) on ssm_in_nn/L6 with special sequences, seed 4541:
     train loss below eps after update 135, error 0.04834, largest |a_i| 1.0140, 1.0071, 1.0065, 0.9974.
-    (Without special sequences both reach eps at update 15095-15096, then float32 and float64 part
-    during the 5,000 post-fit Adam updates: 8.7e-5 there, 0.134 here; see the README.)"""
+    (Without special sequences both reach eps after update 15,096 but part during the jump before
+    it: 8.7e-5 there, 0.134 here; see test_ssm_in_nn_L6_seed_4541_is_decided_by_rounding.)"""
     rec = table1.run(replace(P["ssm_in_nn/L6/special"], seeds=(4541,)))
     assert abs(rec.metrics["hit_step"][0] - 135) <= 2
     assert rec.metrics["error"][0] == pytest.approx(0.04834, rel=0.05)
     top = np.sort(np.abs(rec.arrays["a_final"][0]))[::-1][:4]
     np.testing.assert_allclose(top, [1.0140, 1.0071, 1.0065, 0.9974], atol=0.002)
+
+
+def test_ssm_in_nn_L10_float32_matches_the_authors_code():
+    """In float32 (the authors' precision; Keras's Adam in Keras's order of operations) ssm_in_nn/L10
+    without special sequences follows the authors' Keras run seed by seed: the same update reaches
+    eps (their epoch index + 1) and the errors agree within 1%. Their mean, 0.045, is half the
+    0.089 with special sequences: this cell cannot give 10x with the paper's hyperparameters."""
+    rec = table1.run(replace(P["ssm_in_nn/L10"], dtype="float32"))
+    assert rec.arrays["a_final"].dtype == np.float32
+    np.testing.assert_allclose(rec.metrics["hit_step"], [994, 1408, 1172, 521], atol=1)
+    np.testing.assert_allclose(rec.metrics["error"], [0.002645, 0.05462, 0.01455, 0.1078], rtol=0.01)
+
+
+def test_ssm_in_nn_L6_seed_4541_is_decided_by_rounding():
+    """ssm_in_nn/L6 seed 4541 without special sequences, 32 copies each perturbed by a relative 1e-7
+    (float32 rounding) at initialisation: some end where the authors' float32 run ends (error
+    8.7e-5, second |a_i| 0.11), most where our unperturbed float64 run ends (0.13, second |a_i|
+    0.42). The two part during the jump of the first entry (updates 15,000-15,100), so this seed,
+    and with it the cell's mean, is set by rounding, in their implementation as in ours."""
+    rec = table1.run(replace(P["ssm_in_nn/L6"], seeds=(4541,) * 32, init_jitter=1e-7))
+    err = np.asarray(rec.metrics["error"])
+    assert all(rec.metrics["reached_eps"])
+    assert np.sum(err < 1e-3) >= 1 and np.sum(err > 0.05) >= 16
 
 
 def test_ssm_in_nn_L10_special_matches_the_authors_code():

@@ -70,11 +70,16 @@ def keras_adam(lr: float, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-7)
     def update(grads, state, params=None):
         del params
         t = state.count + 1
-        m = jax.tree_util.tree_map(lambda m, g: b1 * m + (1 - b1) * g, state.m, grads)
-        v = jax.tree_util.tree_map(lambda v, g: b2 * v + (1 - b2) * g * g, state.v, grads)
-        step = lr * jnp.sqrt(1 - b2**t) / (1 - b1**t)
-        updates = jax.tree_util.tree_map(lambda m, v: -step * m / (jnp.sqrt(v) + eps), m, v)
-        return updates, KerasAdamState(m, v, t)
+        # Keras's order of operations, in the parameters' own dtype (float32 runs round as TF does)
+        m = jax.tree_util.tree_map(lambda m, g: m + (g - m) * (1 - b1), state.m, grads)
+        v = jax.tree_util.tree_map(lambda v, g: v + (g * g - v) * (1 - b2), state.v, grads)
+
+        def update_of(m, v):
+            tt = t.astype(m.dtype)
+            alpha = lr * jnp.sqrt(1 - b2**tt) / (1 - b1**tt)
+            return -(m * alpha) / (jnp.sqrt(v) + eps)
+
+        return jax.tree_util.tree_map(update_of, m, v), KerasAdamState(m, v, t)
 
     return optax.GradientTransformation(init, update)
 
@@ -130,7 +135,7 @@ class RuntimeLR(eqx.Module):
 
     def update(self, grads, state, params=None):
         updates, state = self.base.update(grads, state, params)
-        return jax.tree_util.tree_map(lambda u: u * self.lr, updates), state
+        return jax.tree_util.tree_map(lambda u: u * self.lr.astype(u.dtype), updates), state
 
 
 @functools.cache

@@ -66,6 +66,7 @@ NAME = "table1"
 Setting = Literal["per_theorem", "beyond_theorem", "ssm_in_nn"]
 SETTINGS = ("per_theorem", "beyond_theorem", "ssm_in_nn")
 DATA_RNGS = ("numpy", "jax")
+DTYPES = ("float64", "float32")
 INIT_RNGS = ("keras", "jax")
 
 
@@ -93,6 +94,8 @@ class Config:
     data_rng: Literal["numpy", "jax"] = "numpy"  # GD-setting data: the authors' NumPy stream, or jax.random keys
     init_rng: Literal["keras", "jax"] = "keras"  # GD-setting init: the authors' Keras stream, or jax.random keys
     full_kernel: bool = True  # adaptive_gd: A held as a full (d,d) matrix projected onto its diagonal (Keras)
+    dtype: Literal["float64", "float32"] = "float64"  # GD settings: float32 is the authors' (TensorFlow's) precision
+    init_jitter: float = 0.0  # sensitivity studies: every initial parameter times (1 + init_jitter * N(0,1)); see jitter_init
     n_baseline: int = 8
     baseline_stop: int = 2  # baseline sequences have N(0,1) entries at positions 0:baseline_stop
     n_special: int = 10
@@ -120,6 +123,8 @@ class Config:
         require(self.setting in SETTINGS, f"setting must be one of {SETTINGS}, got {self.setting!r}")
         require(self.data_rng in DATA_RNGS, f"data_rng must be one of {DATA_RNGS}, got {self.data_rng!r}")
         require(self.init_rng in INIT_RNGS, f"init_rng must be one of {INIT_RNGS}, got {self.init_rng!r}")
+        require(self.dtype in DTYPES, f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        require(math.isfinite(self.init_jitter) and self.init_jitter >= 0, f"init_jitter must be >= 0, got {self.init_jitter}")
         require(self.L >= 3, f"L must be >= 3, got {self.L}")
         require(self.d >= 2, f"d must be >= 2 (the init ties entries 0 and 1), got {self.d}")
         require(len(self.seeds) > 0, "seeds must not be empty")
@@ -134,6 +139,8 @@ class Config:
             require(len(seq) == self.L, f"extra_sequences[{i}] has length {len(seq)}, expected L={self.L}")
             require(all(math.isfinite(v) for v in seq), f"extra_sequences[{i}] contains NaN or inf")
         if self.setting == "per_theorem":
+            require(self.dtype == "float64" and self.init_jitter == 0,
+                    "dtype and init_jitter apply to the GD settings; per_theorem is gradient flow in float64")
             require(self.t_final > 0, f"t_final must be > 0, got {self.t_final}")
             require(self.rtol > 0 and self.atol > 0, "rtol and atol must be > 0")
         else:
@@ -415,6 +422,8 @@ def _gd_batch(config: Config):
             model = ssm_init(config, keys["init"])
             if config.setting == "ssm_in_nn":
                 model = mlp_init(config, keys["mlp"], model)
+        if config.init_jitter:
+            model = jitter_init(model, config.init_jitter, seed, len(models))
         if config.uses_full_kernel:
             model = (FullKernelSSM.from_diagonal(model, config.train_BC) if isinstance(model, DiagonalSSM)
                      else replace(model, ssm=FullKernelSSM.from_diagonal(model.ssm, config.train_BC)))
@@ -426,8 +435,26 @@ def _gd_batch(config: Config):
             data["h_star"] = tch.impulse_response(config.horizon)
         models.append(model)
         datas.append(data)
-    stack = lambda xs: jax.tree_util.tree_map(lambda *v: jnp.stack(v), *xs)
+    dtype = jnp.dtype(config.dtype)
+    stack = lambda xs: jax.tree_util.tree_map(
+        lambda *v: jnp.stack(v).astype(dtype) if jnp.issubdtype(v[0].dtype, jnp.floating) else jnp.stack(v), *xs)
     return stack(models), stack(datas)
+
+
+def jitter_init(model, scale: float, seed: int, index: int):
+    """``model`` with every floating-point parameter ``w`` replaced by ``w * (1 + scale * z)``,
+    ``z ~ N(0, 1)`` from a key of ``(seed, index)`` (``index``: the seed's position in
+    ``config.seeds``, so a repeated seed gets a fresh perturbation each time).
+
+    For sensitivity studies: ``scale ~ 1e-7`` (float32 rounding) shows whether a run's outcome is
+    decided by rounding. Measured: ssm_in_nn/L6 seed 4541 without special sequences splits
+    between two end states (README, "How robust is each cell").
+    """
+    leaves, tree = jax.tree_util.tree_flatten(model)
+    keys = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), 7919 + index), len(leaves))
+    return jax.tree_util.tree_unflatten(tree, [
+        w * (1 + scale * jax.random.normal(k, w.shape, w.dtype)) if jnp.issubdtype(w.dtype, jnp.floating) else w
+        for w, k in zip(leaves, keys)])
 
 
 @functools.partial(jax.jit, static_argnums=2)
