@@ -143,3 +143,46 @@ def test_teacher_dim3_staircase():
         assert np.allclose(top[:3], [0.99, 0.8, 0.5], atol=0.01)
         assert cross[0] < cross[1] < cross[2]
         assert n == 3  # exactly d* entries above 0.1 (SPEC §3)
+
+
+@pytest.mark.parametrize("d_star", [3, 4])
+def test_teacher_dim_L6_learned_in_order(d_star):
+    """Teacher dimension 3 and 4 at L=6 without special: in every seed the top d* entries cross half
+    their final values in order, the largest strictly first; with special sequences the first
+    entries cross within a few hundred updates of one another instead."""
+    m = dynamics.run(dynamics.PRESETS[f"teacher_dim{d_star}/L6"]).metrics
+    for cross in m["half_crossing"]:
+        c = cross[:d_star]
+        assert min(c) >= 0 and c[0] < c[1] and all(x <= y for x, y in zip(c, c[1:]))
+    spread = [max(c[:3]) - min(c[:3]) for c in m["half_crossing"]]
+    w = dynamics.run(dynamics.PRESETS[f"teacher_dim{d_star}/L6/special"]).metrics
+    assert max(max(c[:3]) - min(c[:3]) for c in w["half_crossing"]) <= 300 < min(spread)
+
+
+@pytest.fixture(scope="module")
+def teacher_dim4_L10():
+    return dynamics.run(dynamics.PRESETS["teacher_dim4/L10"])
+
+
+def test_teacher_dim4_L10_staircase(teacher_dim4_L10):
+    """Teacher dimension 4 at L=10 without special: exactly 4 entries above 0.1 near a* in every
+    seed; the order of SPEC §3 in seeds 0, 1, 3. In seed 2 the 3rd and 4th initial entries differ by
+    0.2%: they grow together and the 3rd is at least the 4th at every logged update."""
+    rec = teacher_dim4_L10
+    m = rec.metrics
+    assert m["n_above_0.1"] == [4] * 4
+    for s, (top, cross) in enumerate(zip(m["top_final"], m["half_crossing"])):
+        assert np.allclose(top[:4], [0.99, 0.8, 0.5, 0.3], atol=0.035)
+        if s != 2:
+            assert cross[0] < cross[1] <= cross[2] <= cross[3]
+    steps, abs_a = rec.arrays["log_steps"][2], rec.arrays["log_abs_a"][2]
+    third, fourth = np.argsort(-np.abs(rec.arrays["a_final"][2]))[2:4]
+    used = steps >= 0
+    assert np.all(abs_a[used, third] >= abs_a[used, fourth])
+    assert abs(abs_a[0, third] / abs_a[0, fourth] - 1) < 0.005
+
+
+@pytest.mark.xfail(strict=True, reason="seed 2: the 4th entry crosses half its final value before the 3rd (init near-tie)")
+def test_teacher_dim4_L10_seed2_half_crossings_in_order(teacher_dim4_L10):
+    cross = teacher_dim4_L10.metrics["half_crossing"][2]
+    assert cross[0] < cross[1] <= cross[2] <= cross[3]
