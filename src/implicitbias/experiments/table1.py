@@ -448,9 +448,10 @@ def jitter_init(model, scale: float, seed: int, index: int):
 
     For sensitivity studies: ``scale ~ 1e-7`` (float32 rounding) shows whether a run's outcome is
     decided by rounding. Measured: ssm_in_nn/L6 seed 4541 without special sequences splits
-    between two end states (README, "How robust is each cell").
+    between two end states (docs/authors-procedure.md).
     """
     leaves, tree = jax.tree_util.tree_flatten(model)
+    # fold_in(seed key, 7919 + index): a stream of its own, apart from the data/init keys of _keys(seed)
     keys = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), 7919 + index), len(leaves))
     return jax.tree_util.tree_unflatten(tree, [
         w * (1 + scale * jax.random.normal(k, w.shape, w.dtype)) if jnp.issubdtype(w.dtype, jnp.floating) else w
