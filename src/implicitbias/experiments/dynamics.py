@@ -41,7 +41,7 @@ adaptive rate, Keras's Adam):
   ``sd_A = 0.01``, ``lr0 = 0.01``, at most 1e6 updates (with ``sd_A = 1e-3`` the second entry's
   gradient, of order ``a^3``, is too small: the runs stayed on the plateau after the first entry
   even after 5e6 updates). At L=6 the baseline inputs fill positions 0-2 (``baseline_stop=3``,
-  constraining ``h_4, h_5, h_6``; see ``STAIRCASE_BASELINE_STOP``): with Table 1's positions 0-1
+  constraining ``h_4, h_5, h_6``; see ``STAIRCASE_BY_L``): with Table 1's positions 0-1
   only ``h_5, h_6`` are constrained, two entries fit them exactly, and ``d* = 3, 4`` ended with
   two equal entries near 0.92, out of order in 6 of 8 runs. Three constraints cannot pin four
   entries either: at L=6 the entries are learned in order but their values are not the
@@ -96,20 +96,23 @@ def _network(L: int, seed: int) -> Config:
 _TEACHER_DIM_SEEDS = {6: {2: 302, 3: 401, 4: 403}, 10: {2: 1202, 3: 1201, 4: 1201}}
 
 
+# The staircase's per-size choices (module docstring). baseline_stop: positions 0..stop-1 constrain
+# h_L .. h_{L-stop+1}. Table 1's L=6 data (stop 2) fix only h_6 and h_5, which two entries fit
+# exactly, so a third teacher entry is never asked for; stop 3 adds h_4 (power a^3) and keeps every
+# constrained power >= 3, the greedy regime; stop 4 would add h_3, whose gradient a_i^1 grows all
+# entries at one rate (measured: order lost in 11 of 12 L=6 runs).
+STAIRCASE_BY_L = {
+    6: dict(sd_A=0.01, lr=0.01, max_steps=1_000_000, baseline_stop=3),
+    10: dict(sd_A=1e-3, lr=0.001, max_steps=5_000_000, baseline_stop=7),
+}
+
+
 def _staircase(d_star: int, L: int) -> Config:
     base = table1.PRESETS[f"beyond_theorem/L{L}"]
     # our choices were made with the jax.random streams and the diagonal-only rate (module docstring)
     return replace(base, data_rng="jax", init_rng="jax", full_kernel=False, seeds=(0, 1, 2, 3),
-                   teacher_dim=d_star, train_BC=False, tie_init=False, warm_init=0.0, sd_A=1e-3 if L == 10 else 0.01, lr=0.001 if L == 10 else 0.01, eps=1e-6,
-                   special_positions=(L - 2,), max_steps=5_000_000 if L == 10 else 1_000_000,
-                   baseline_stop=STAIRCASE_BASELINE_STOP[L])
-
-
-# Baseline positions 0..stop-1 constrain h_L .. h_{L-stop+1}. Table 1's L=6 data (stop 2) fix only h_6
-# and h_5, which two entries fit exactly, so a third teacher entry is never asked for; stop 3 adds h_4
-# (power a^3) and keeps every constrained power >= 3, the greedy regime; stop 4 would add h_3, whose
-# gradient a_i^1 grows all entries at one rate (measured: order lost in 11 of 12 L=6 runs).
-STAIRCASE_BASELINE_STOP = {6: 3, 10: 7}
+                   teacher_dim=d_star, train_BC=False, tie_init=False, warm_init=0.0, eps=1e-6,
+                   special_positions=(L - 2,), **STAIRCASE_BY_L[L])
 
 
 def _authors_teacher_dim(d_star: int, L: int) -> Config:

@@ -412,13 +412,13 @@ def _gd_batch(config: Config):
     rows = padded_rows(config)
     models, datas = [], []
     for seed in config.seeds:
-        keys = _keys(seed)
         X = training_inputs(config, seed)
         n = X.shape[0]
         X = jnp.concatenate([X, jnp.zeros((rows - n, config.L), X.dtype)])
         if config.init_rng == "keras":
             model = keras_init(config, seed)
         else:
+            keys = _keys(seed)
             model = ssm_init(config, keys["init"])
             if config.setting == "ssm_in_nn":
                 model = mlp_init(config, keys["mlp"], model)
