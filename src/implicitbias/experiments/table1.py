@@ -402,6 +402,16 @@ def _log_fn(horizon: int):
     return log
 
 
+def initial_model(config: Config, seed: int):
+    """The model a GD-setting seed starts from, before any ``init_jitter``: a :class:`DiagonalSSM`
+    (an :class:`SSMNet` for ``ssm_in_nn``) from the Keras stream or from ``jax.random`` keys."""
+    if config.init_rng == "keras":
+        return keras_init(config, seed)
+    keys = _keys(seed)
+    model = ssm_init(config, keys["init"])
+    return mlp_init(config, keys["mlp"], model) if config.setting == "ssm_in_nn" else model
+
+
 def _gd_batch(config: Config):
     """Stacked (over seeds) initial models and data for the GD settings.
 
@@ -415,13 +425,7 @@ def _gd_batch(config: Config):
         X = training_inputs(config, seed)
         n = X.shape[0]
         X = jnp.concatenate([X, jnp.zeros((rows - n, config.L), X.dtype)])
-        if config.init_rng == "keras":
-            model = keras_init(config, seed)
-        else:
-            keys = _keys(seed)
-            model = ssm_init(config, keys["init"])
-            if config.setting == "ssm_in_nn":
-                model = mlp_init(config, keys["mlp"], model)
+        model = initial_model(config, seed)
         if config.init_jitter:
             model = jitter_init(model, config.init_jitter, seed, len(models))
         if config.uses_full_kernel:
