@@ -201,20 +201,24 @@ def test_teacher_dim4_L10_near_tie_is_learned_together(teacher_dim4_L10):
 
 
 def test_staircase_seeds_are_the_first_without_a_near_tie():
-    """Every staircase preset's seeds are separated_seeds of its config, and the rule does what it
-    says: each chosen seed's top d*+1 initial magnitudes are at least STAIRCASE_MIN_GAP apart
-    (recomputed here from the initial model), each skipped seed has a closer pair."""
-    from implicitbias.experiments import table1
-
-    def gap(cfg, seed):
-        a = np.sort(np.abs(np.asarray(table1.initial_model(cfg, seed).a)))[::-1][: cfg.teacher_dim + 1]
-        return min(1 - a[i + 1] / a[i] for i in range(cfg.teacher_dim))
-
+    """Every staircase preset's seeds are separated_seeds of its config: each chosen seed's top d*+1
+    initial magnitudes are at least STAIRCASE_MIN_GAP apart, each skipped seed has a closer pair."""
     for d_star in (2, 3, 4):
         for L in (6, 10):
             for suffix in ("", "/special"):
                 cfg = dynamics.PRESETS[f"teacher_dim{d_star}/L{L}{suffix}"]
                 assert cfg.seeds == dynamics.separated_seeds(cfg)
-            for seed in range(max(cfg.seeds) + 1):
-                assert (gap(cfg, seed) >= dynamics.STAIRCASE_MIN_GAP) == (seed in cfg.seeds)
+                for seed in range(max(cfg.seeds) + 1):
+                    assert (dynamics.top_init_gap(cfg, seed) >= dynamics.STAIRCASE_MIN_GAP) == (seed in cfg.seeds)
     assert 2 not in dynamics.PRESETS["teacher_dim4/L10"].seeds  # the rule is not vacuous
+
+
+def test_top_init_gap_is_read_off_the_trained_models_start(teacher_dim4_L10):
+    """top_init_gap, from the config alone, equals the gap of the |a| the training loop logged at
+    update 0 (top 5 entries, d* = 4), for the preset's seeds and for seed 2."""
+    seeds, rec = teacher_dim4_L10
+    cfg = dynamics.PRESETS["teacher_dim4/L10"]
+    assert np.all(rec.arrays["log_steps"][:, 0] == 0)
+    for s, seed in enumerate(seeds + (2,)):
+        a = np.sort(rec.arrays["log_abs_a"][s, 0])[::-1][:5]
+        assert dynamics.top_init_gap(cfg, seed) == pytest.approx(np.min(1 - a[1:] / a[:-1]), rel=1e-9)
