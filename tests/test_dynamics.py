@@ -97,6 +97,26 @@ def test_teacher_dim2_staircase():
         assert top[0] == pytest.approx(0.99, abs=0.02) and top[1] == pytest.approx(0.8, abs=0.03)
 
 
+def test_teacher_dim_error_starts_at_h2():
+    """With B = C = 1 fixed, h_1 = d whatever a is. A student holding exactly the teacher's entries
+    (a = (0.99, 0.8, 0, ..., 0)) has error 0 from h_2 on (the presets' error_from=2), and error
+    (d - d*) / d* = 9 when h_1 is counted: the closed forms, through the code the runs log with."""
+    import jax
+
+    from implicitbias.experiments import table1
+
+    cfg = replace(dynamics.PRESETS["teacher_dim2/L10"], seeds=(0,))
+    assert cfg.error_from == 2 and dynamics.PRESETS["authors/teacher_dim2/L10"].error_from == 2
+    models, datas = table1._gd_batch(cfg)
+    model, data = jax.tree_util.tree_map(lambda x: x[0], (models, datas))
+    model = replace(model, a=np.r_[0.99, 0.8, np.zeros(cfg.d - 2)])
+    assert float(table1._generalization_error(model, data, cfg.horizon, 2)) == pytest.approx(0.0, abs=1e-15)
+    full = replace(cfg, error_from=1)
+    _, datas1 = table1._gd_batch(full)
+    data1 = jax.tree_util.tree_map(lambda x: x[0], datas1)
+    assert float(table1._generalization_error(model, data1, cfg.horizon, 1)) == pytest.approx((20 - 2) / 2)
+
+
 def test_figure_is_a_png_of_the_expected_size(tmp_path, standalone_L6):
     import matplotlib.image
 

@@ -115,6 +115,7 @@ def test_per_theorem_init_stream():
     ("extra_sequences", ((1.0, 2.0),), "length"), ("setting", "nope", "setting must be"),
     ("special_positions", (9,), "special_positions"), ("dtype", "float16", "dtype must be"),
     ("init_jitter", -1e-7, "init_jitter must be"), ("init_jitter", float("nan"), "init_jitter must be"),
+    ("error_from", 0, "error_from must be"), ("error_from", 41, "error_from must be"),
 ])
 def test_bad_config_values(field, value, match):
     with pytest.raises(ValueError, match=match):
