@@ -231,7 +231,7 @@ def _panels(axes, arrays: dict[str, np.ndarray], title: str) -> None:
     for i in top:
         axes[0].plot(steps[0, ok], abs_a[0, ok, i], lw=1.2)
     axes[0].set_title(title, fontsize=9)
-    axes[0].set_ylabel(f"top {TOP_ENTRIES} |a_i| (seed 1)")
+    axes[0].set_ylabel(f"top {TOP_ENTRIES} |a_i| (first seed)")
     colors = [f"C{k}" for k in range(n_seeds)]
     for s in range(n_seeds):
         ok = steps[s] >= 0
@@ -339,7 +339,7 @@ def report_markdown(rows: list[dict], out_dir: Path) -> str:
     lst = lambda xs, f="{}": ", ".join(f.format(x) for x in xs)
     out = ["Per seed: final effective rank; entries of |a| above 0.1 / 0.5; update of the jump (largest entry "
            "reaches 0.5); max |gamma^(0)|; top entries at the end; update at which each reached half its final value.\n",
-           "| preset | eff. rank | > 0.1 | > 0.5 | jump | max abs gamma0 | top entries (seed 1) | half-crossings (seed 1) | fit |",
+           "| preset | eff. rank | > 0.1 | > 0.5 | jump | max abs gamma0 | top entries (first seed) | half-crossings (first seed) | fit |",
            "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         fit = r["reached_eps"]
