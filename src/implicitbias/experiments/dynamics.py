@@ -143,6 +143,8 @@ def top_init_gap(config: Config, seed: int) -> float:
 def separated_seeds(config: Config, n: int = 4, min_gap: float = STAIRCASE_MIN_GAP) -> tuple[int, ...]:
     """The first ``n`` seeds from 0 whose :func:`top_init_gap` is at least ``min_gap`` (a rule on the
     initialisation alone, applied before any training)."""
+    if not 0 <= min_gap < 1:  # a relative gap between positive magnitudes is below 1: no seed would do
+        raise ValueError(f"min_gap must be in [0, 1), got {min_gap}")
     seeds: list[int] = []
     seed = 0
     while len(seeds) < n:

@@ -58,7 +58,7 @@ import numpy as np
 
 from .. import flow, metrics, sequences
 from ..optim import OPTIMIZERS, StopRule, runtime_lr_optimizer
-from ..ssm import DiagonalSSM, FullKernelSSM, SSMNet, impulse_response, multi_teacher, network_teacher, per_theorem_teacher, unit_teacher
+from ..ssm import DiagonalSSM, FullKernelSSM, SSMNet, multi_teacher, network_teacher, per_theorem_teacher, unit_teacher
 from ..train import train_batched
 from .base import Record, base_preset, mean_std, require
 
@@ -518,9 +518,9 @@ def _run_flow(config: Config) -> Record:
     batch = flow.pad_problems(problems, d=_bucket(config.d, 32), L=_bucket(config.L, 16), N=_bucket(n_rows, 4))
     res = flow.solve_flow(batch, config.rtol, config.atol)
     a = np.asarray(res.a)[:, : config.d]
-    h_star = tch.impulse_response(config.horizon)[config.error_from - 1:]
-    h = jax.vmap(lambda ai: impulse_response(ai, jnp.ones_like(ai), jnp.ones_like(ai), config.horizon))(jnp.asarray(a))
-    errors = jax.vmap(lambda hi: metrics.extrapolation_error(hi[config.error_from - 1:], h_star))(h)
+    data = {"h_star": tch.impulse_response(config.horizon)[config.error_from - 1:]}
+    errors = jax.vmap(lambda ai: _generalization_error(
+        DiagonalSSM(ai, jnp.ones_like(ai), jnp.ones_like(ai)), data, config.horizon, config.error_from))(jnp.asarray(a))
     losses = jax.vmap(flow.flow_loss)(jnp.asarray(res.a), batch)
     seeds_metrics = {
         "error": np.asarray(errors).tolist(),
