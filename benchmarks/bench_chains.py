@@ -3,33 +3,20 @@
 Runs ``implicitbias run chains`` in a fresh process and a fresh store with the persistent compile
 cache switched off, then prints the report and the wall time. The target is under 30 minutes on a
 2-core CPU; the machine's load average is printed before and after, because a shared CPU slows it.
-Pass ``--runs-dir DIR`` to keep the runs (default: a temporary directory).
+
+    python benchmarks/bench_chains.py [--runs-dir DIR] [--smoke]
+    (--runs-dir keeps the runs; --smoke: one row, one seed, 20 steps; a test runs it)
 """
 
-import os
-import subprocess
 import sys
-import tempfile
-import time
 
+from _cli_timing import timed_run
 
-def _load() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:  # pragma: no cover
-        return "n/a"
-
+SMOKE_ARGS = ["--preset", "train1-3/test1-3", "--seeds", "0", "--set", "steps=20", "--set", "n_eval=20"]
 
 if __name__ == "__main__":
     keep = sys.argv[sys.argv.index("--runs-dir") + 1] if "--runs-dir" in sys.argv else None
-    with tempfile.TemporaryDirectory() as tmp:
-        runs = keep or tmp
-        env = dict(os.environ, IMPLICITBIAS_JAX_CACHE="")
-        print(f"cpus: {os.cpu_count()}, load average before: {_load()}", flush=True)
-        start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "implicitbias.cli", "run", "chains", "--runs-dir", runs, "--force"],
-                       check=True, env=env)
-        wall = time.perf_counter() - start
-        subprocess.run([sys.executable, "-m", "implicitbias.cli", "report", "--runs-dir", runs], check=True, env=env)
-    print(f"\nload average after: {_load()}")
-    print(f"chains table (6 rows x 3 seeds) wall time, compile included, no compile cache: {wall:.1f} s")
+    smoke = "--smoke" in sys.argv
+    wall = timed_run("chains", SMOKE_ARGS if smoke else [], keep)
+    what = "smoke run (one row, one seed)" if smoke else "chains table (6 rows x 3 seeds)"
+    print(f"{what} wall time, compile included, no compile cache: {wall:.1f} s")

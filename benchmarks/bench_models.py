@@ -7,7 +7,8 @@ clean test accuracy and loss, the wall time of the whole training (compilation i
 steady-state optimiser steps per second, measured on a second, already-compiled short run.
 Target (issue #4): >= 90% clean test accuracy within a few minutes per model on a 2-core CPU.
 
-    python benchmarks/bench_models.py [s4d lru mamba2]
+    python benchmarks/bench_models.py [s4d lru mamba2] [--smoke]
+    (--smoke: 200 training digits, 1 epoch; a test runs it)
 """
 
 import os
@@ -22,9 +23,10 @@ from implicitbias.models import KINDS, ClassifierConfig, make_classifier
 from implicitbias.train_classifier import TrainConfig, evaluate, train_classifier
 
 if __name__ == "__main__":
-    kinds = sys.argv[1:] or list(KINDS)
-    data = load_digits(n_train=1000, seed=0, scan="row")
-    tc = TrainConfig()
+    smoke = "--smoke" in sys.argv
+    kinds = [a for a in sys.argv[1:] if a != "--smoke"] or list(KINDS)
+    data = load_digits(n_train=200 if smoke else 1000, seed=0, scan="row")
+    tc = TrainConfig(epochs=1) if smoke else TrainConfig()
     print(f"digits: train {data.x_train.shape}, test {data.x_test.shape}; {tc}")
     print(f"load average at start (1, 5, 15 min): {os.getloadavg()}; {os.cpu_count()} CPUs")
     rows = []
@@ -34,7 +36,7 @@ if __name__ == "__main__":
         n_params = sum(x.size for x in jax.tree.leaves(model0) if hasattr(x, "size"))
         model, hist = train_classifier(model0, data.x_train, data.y_train, tc)
         ev = evaluate(model, data.x_test, data.y_test)
-        short = replace(tc, epochs=3)
+        short = replace(tc, epochs=1 if smoke else 3)
         train_classifier(model0, data.x_train, data.y_train, short)  # compile
         t0 = time.perf_counter()
         _, h2 = train_classifier(model0, data.x_train, data.y_train, short, key=jax.random.PRNGKey(1))

@@ -7,7 +7,8 @@ sequences, for reference), whether each fit its data, and the share of the pertu
 the last positions for matched vs random perturbations.
 
     .venv/bin/python benchmarks/bench_poison_synthetic.py [--eps 1.0] [--penalties 0 1] [--seeds 200 201 204 205]
-        [--mode duplicate|replace] [--train-optimizer adam --train-lr 0.01]
+        [--mode duplicate|replace] [--train-optimizer adam --train-lr 0.01] [--smoke]
+    (--smoke: one seed, one penalty, 2 iterations, 1 restart; a test runs it)
 """
 
 import argparse
@@ -26,7 +27,10 @@ if __name__ == "__main__":
     ap.add_argument("--mode", default="duplicate", choices=["duplicate", "replace"])
     ap.add_argument("--train-optimizer", default="", help="victim optimizer (default: the preset's adaptive_gd)")
     ap.add_argument("--train-lr", type=float, default=0.0)
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes: checks the script runs")
     args = ap.parse_args()
+    if args.smoke:
+        args.seeds, args.penalties, args.iterations, args.restarts = [200], [0.0], 2, 1
     cfg = synthetic.SyntheticConfig(base=args.base, eps=args.eps, penalties=tuple(args.penalties),
                                     seeds=tuple(args.seeds), iterations=args.iterations, restarts=args.restarts,
                                     mode=args.mode, train_optimizer=args.train_optimizer, train_lr=args.train_lr)

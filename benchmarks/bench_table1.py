@@ -3,19 +3,18 @@
 Runs in a fresh process with the persistent compilation cache switched off, so the figure is what
 a first ``make run`` costs after install. For scale: the authors' implementation needs about 6 ms
 per step on a 2-core CPU and about 47 minutes for the same table.
+
+    python benchmarks/bench_table1.py [--smoke]    (--smoke: one cell, one seed, 50 updates; a test runs it)
 """
 
-import os
-import subprocess
 import sys
-import tempfile
-import time
+
+from _cli_timing import timed_run
+
+SMOKE_ARGS = ["--preset", "beyond_theorem/L6", "--seeds", "200", "--set", "max_steps=50", "--set", "extra_steps=0"]
 
 if __name__ == "__main__":
-    with tempfile.TemporaryDirectory() as runs:
-        env = dict(os.environ, IMPLICITBIAS_JAX_CACHE="")
-        start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "implicitbias.cli", "run", "table1", "--runs-dir", runs], check=True, env=env)
-        wall = time.perf_counter() - start
-        subprocess.run([sys.executable, "-m", "implicitbias.cli", "report", "--runs-dir", runs], check=True, env=env)
-    print(f"\nTable 1 (12 cells x 4 seeds) wall time, compile included, no compile cache: {wall:.1f} s")
+    smoke = "--smoke" in sys.argv
+    wall = timed_run("table1", SMOKE_ARGS if smoke else [])
+    what = "smoke run (one cell, one seed)" if smoke else "Table 1 (12 cells x 4 seeds)"
+    print(f"{what} wall time, compile included, no compile cache: {wall:.1f} s")

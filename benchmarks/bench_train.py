@@ -4,8 +4,11 @@ Prints, for beyond_theorem/L6 (linear SSM, adaptive-lr GD) and ssm_in_nn/L6 (SSM
 steady-state rate measured on a fixed number of updates (eps tiny so no run stops early), after a
 warm-up call that compiles. Targets (issue #2, 2-core CPU): >= 1e6 seed-steps/s for the linear SSM
 and >= 1e5 for the SSM+MLP, with 64 seeds batched.
+
+    python benchmarks/bench_train.py [--smoke]     (--smoke: 200 updates, 2 seeds; a test runs it)
 """
 
+import sys
 import time
 from dataclasses import replace
 
@@ -13,20 +16,22 @@ import jax
 
 from implicitbias.experiments import table1
 from implicitbias.optim import StopRule, make_optimizer
+from implicitbias.tasks import teacher_student as ts
 from implicitbias.train import train_batched
 
-STEPS = 20_000
+SMOKE = "--smoke" in sys.argv
+STEPS = 200 if SMOKE else 20_000
 
 
 def rate(preset: str, n_seeds: int) -> float:
-    cfg = replace(table1.PRESETS[preset], seeds=tuple(range(n_seeds)), eps=1e-300, max_steps=STEPS, log_every=1000)
-    models, datas = table1._gd_batch(cfg)
+    cfg = replace(table1.PRESETS[preset], seeds=tuple(range(n_seeds)), eps=1e-300, max_steps=STEPS, log_every=100 if SMOKE else 1000)
+    models, datas = ts.gd_batch(cfg)
     rule = StopRule(cfg.eps, 0, cfg.max_steps)
     opt = make_optimizer(cfg.optimizer, cfg.lr)
-    log = table1._log_fn(cfg.horizon)
-    jax.block_until_ready(train_batched(table1._loss, models, datas, opt, rule, cfg.log_every, log))  # compile
+    log = ts.trajectory_log(cfg.horizon, cfg.error_from)
+    jax.block_until_ready(train_batched(ts.train_loss, models, datas, opt, rule, cfg.log_every, log))  # compile
     start = time.perf_counter()
-    res = jax.block_until_ready(train_batched(table1._loss, models, datas, opt, rule, cfg.log_every, log))
+    res = jax.block_until_ready(train_batched(ts.train_loss, models, datas, opt, rule, cfg.log_every, log))
     elapsed = time.perf_counter() - start
     return float(res.steps.sum()) / elapsed
 
@@ -35,6 +40,6 @@ if __name__ == "__main__":
     print(f"devices: {jax.devices()}")
     print(f"{'preset':22s} {'seeds':>5s} {'seed-steps/s':>14s} {'steps/s per seed':>17s}")
     for preset in ["beyond_theorem/L6", "ssm_in_nn/L6"]:
-        for n in [4, 64]:
+        for n in [2] if SMOKE else [4, 64]:
             r = rate(preset, n)
             print(f"{preset:22s} {n:5d} {r:14,.0f} {r / n:17,.0f}", flush=True)

@@ -9,11 +9,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from implicitbias import chains as ch
 from implicitbias.experiments import chains as exp
-from implicitbias.experiments.base import parse_overrides
+from implicitbias.overrides import parse_overrides
+from implicitbias.report import chains as report_chains
 from implicitbias.store import Store
-
+from implicitbias.tasks import chains as ch
 
 # ------------------------------------------------------------------------------------------
 # generator
@@ -193,7 +193,7 @@ def test_reinforce_expectation_equals_exact_gradient(parameterisation, sigma):
         r = jnp.stack([R[a], R[b]])
         batch = ch.policy_gradient(params, V, N, jnp.stack([inst.prompt] * 2), trajs[jnp.array([a, b])],
                                    lengths[jnp.array([a, b])], r - ch.leave_one_out_baseline(r), sigma)
-        by_hand = jax.tree_util.tree_map(lambda g: 0.5 * ((R[a] - R[b]) * g[a] + (R[b] - R[a]) * g[b]), score)
+        by_hand = jax.tree_util.tree_map(lambda g, a=a, b=b: 0.5 * ((R[a] - R[b]) * g[a] + (R[b] - R[a]) * g[b]), score)
         _allclose(batch, by_hand)
     pair = jax.tree_util.tree_map(
         lambda g: 0.5 * jnp.einsum("i,j,ij...->...", pi, pi,
@@ -253,7 +253,7 @@ def test_report_rows_and_markdown(tmp_path, small_runs):
     store = Store(tmp_path / "runs")
     for cfg, rec in zip((SIMPLE, ONLY3), small_runs):
         store.save(exp.NAME, cfg, rec, preset="train1-3/test3", wall_seconds=1.0)
-    rows = exp.report_rows(list(store.runs(exp.NAME)))
+    rows = report_chains.rows(list(store.runs(exp.NAME)))
     assert len(rows) == 2
     row = next(r for r in rows if "train_weights" not in r["overrides"])
     assert row["experiment"] == "chains" and row["preset"] == "train1-3/test3"
@@ -262,7 +262,7 @@ def test_report_rows_and_markdown(tmp_path, small_runs):
     assert row["talk_accuracy"] is None  # overridden rows are not compared with the talk
     assert len(row["curve_reward"]) == 50 and row["curve_reward"][-1] > 0.9 > row["curve_reward"][0]
     assert row["accuracy_mean"] == pytest.approx(np.mean(small_runs[0].metrics["accuracy"]))
-    md = exp.report_markdown(rows, tmp_path / "runs")
+    md = report_chains.markdown(rows, tmp_path / "runs")
     assert "| train1-3/test3 test_complexities=" in md and "![chains learning curves](figures/chains/learning_curves.png)" in md
     assert (tmp_path / "runs" / "figures" / "chains" / "learning_curves.png").stat().st_size > 1000
 

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 from implicitbias.experiments import dynamics
+from implicitbias.report import dynamics as report_dynamics
+from implicitbias.tasks import teacher_student as ts
 
 
 def test_first_crossing_and_summary_by_hand():
@@ -17,13 +19,13 @@ def test_first_crossing_and_summary_by_hand():
     abs_a[0, :4, 2] = [0.01, 0.01, 0.01, 0.01]
     arrays = {"log_steps": steps, "log_abs_a": abs_a, "a_final": np.array([[1.0, -0.4, 0.01]]),
               "log_gamma0": np.array([[0.0, -2.0, 1.0, 0.5, np.nan]])}
-    s = dynamics.summarize(arrays, n_top=2)
+    s = ts.summarize(arrays, n_top=2)
     assert s["n_above_0.1"] == [2] and s["n_above_0.5"] == [1]
     assert s["jump_step"] == [20]
     assert s["max_abs_gamma0"] == [2.0]
     assert s["top_final"] == [[1.0, 0.4]]
     assert s["half_crossing"] == [[20, 10]]
-    assert dynamics.first_crossing(steps[0], abs_a[0, :, 2], 0.5) == -1
+    assert ts.first_crossing(steps[0], abs_a[0, :, 2], 0.5) == -1
 
 
 @pytest.fixture(scope="module")
@@ -103,26 +105,25 @@ def test_teacher_dim_error_starts_at_h2():
     (d - d*) / d* = 9 when h_1 is counted: the closed forms, through the code the runs log with."""
     import jax
 
-    from implicitbias.experiments import table1
 
     cfg = replace(dynamics.PRESETS["teacher_dim2/L10"], seeds=(0,))
     assert cfg.error_from == 2 and dynamics.PRESETS["authors/teacher_dim2/L10"].error_from == 2
-    models, datas = table1._gd_batch(cfg)
+    models, datas = ts.gd_batch(cfg)
     model, data = jax.tree_util.tree_map(lambda x: x[0], (models, datas))
     model = replace(model, a=np.r_[0.99, 0.8, np.zeros(cfg.d - 2)])
-    assert float(table1._generalization_error(model, data, cfg.horizon, 2)) == pytest.approx(0.0, abs=1e-15)
-    data1 = {**data, "h_star": table1.teacher(cfg).impulse_response(cfg.horizon)}
-    assert float(table1._generalization_error(model, data1, cfg.horizon, 1)) == pytest.approx((20 - 2) / 2)
+    assert float(ts.generalization_error(model, data, cfg.horizon, 2)) == pytest.approx(0.0, abs=1e-15)
+    data1 = {**data, "h_star": ts.teacher(cfg).impulse_response(cfg.horizon)}
+    assert float(ts.generalization_error(model, data1, cfg.horizon, 1)) == pytest.approx((20 - 2) / 2)
 
 
 def test_figure_is_a_png_of_the_expected_size(tmp_path, standalone_L6):
     import matplotlib.image
 
-    path = dynamics.plot_run(standalone_L6[""].arrays, "standalone/L6", tmp_path / "run.png")
+    path = report_dynamics.plot_run(standalone_L6[""].arrays, "standalone/L6", tmp_path / "run.png")
     img = matplotlib.image.imread(path)
     assert img.shape[:2] == (9 * 80, 5 * 80)  # figsize (5, 9) inches at 80 dpi
     assert img[..., :3].std() > 0.05  # something was drawn
-    pair = dynamics.plot_pair(standalone_L6[""].arrays, standalone_L6["/special"].arrays, "x", tmp_path / "pair.png")
+    pair = report_dynamics.plot_pair(standalone_L6[""].arrays, standalone_L6["/special"].arrays, "x", tmp_path / "pair.png")
     assert matplotlib.image.imread(pair).shape[:2] == (9 * 80, 10 * 80)
 
 
@@ -140,16 +141,15 @@ def test_fixed_B_C_get_exactly_zero_gradient():
     optimiser moves them, while a does get a gradient."""
     import jax
 
-    from implicitbias.experiments import table1
 
     cfg = replace(dynamics.PRESETS["teacher_dim3/L10"], seeds=(0,))
-    models, datas = table1._gd_batch(cfg)
+    models, datas = ts.gd_batch(cfg)
     model, data = jax.tree_util.tree_map(lambda x: x[0], (models, datas))
     assert np.all(np.asarray(model.B) == 1.0) and np.all(np.asarray(model.C) == 1.0)
-    g = jax.grad(table1._loss_a_only)(model, data)
+    g = jax.grad(ts.train_loss_a_only)(model, data)
     assert np.all(np.asarray(g.B) == 0.0) and np.all(np.asarray(g.C) == 0.0)
     assert np.abs(np.asarray(g.a)).max() > 0
-    g_full = jax.grad(table1._loss)(model, data)
+    g_full = jax.grad(ts.train_loss)(model, data)
     assert np.allclose(g_full.a, g.a) and np.abs(np.asarray(g_full.B)).max() > 0
 
 
@@ -207,7 +207,7 @@ def test_teacher_dim4_L10_near_tie_is_learned_together(teacher_dim4_L10):
     seeds, rec = teacher_dim4_L10
     s = len(seeds)
     cfg = dynamics.PRESETS["teacher_dim4/L10"]
-    assert dynamics.top_init_gap(cfg, 2) < 0.005 < dynamics.STAIRCASE_MIN_GAP
+    assert ts.top_init_gap(cfg, 2) < 0.005 < dynamics.STAIRCASE_MIN_GAP
     steps, abs_a = rec.arrays["log_steps"][s], rec.arrays["log_abs_a"][s]
     third, fourth = np.argsort(-np.abs(rec.arrays["a_final"][s]))[2:4]
     used = steps >= 0
@@ -225,9 +225,9 @@ def test_staircase_seeds_are_the_first_without_a_near_tie():
         for L in (6, 10):
             for suffix in ("", "/special"):
                 cfg = dynamics.PRESETS[f"teacher_dim{d_star}/L{L}{suffix}"]
-                assert cfg.seeds == dynamics.separated_seeds(cfg)
+                assert cfg.seeds == ts.separated_seeds(cfg, dynamics.STAIRCASE_MIN_GAP)
                 for seed in range(max(cfg.seeds) + 1):
-                    assert (dynamics.top_init_gap(cfg, seed) >= dynamics.STAIRCASE_MIN_GAP) == (seed in cfg.seeds)
+                    assert (ts.top_init_gap(cfg, seed) >= dynamics.STAIRCASE_MIN_GAP) == (seed in cfg.seeds)
     assert 2 not in dynamics.PRESETS["teacher_dim4/L10"].seeds  # the rule is not vacuous
 
 
@@ -239,4 +239,4 @@ def test_top_init_gap_is_read_off_the_trained_models_start(teacher_dim4_L10):
     assert np.all(rec.arrays["log_steps"][:, 0] == 0)
     for s, seed in enumerate(seeds + (2,)):
         a = np.sort(rec.arrays["log_abs_a"][s, 0])[::-1][:5]
-        assert dynamics.top_init_gap(cfg, seed) == pytest.approx(np.min(1 - a[1:] / a[:-1]), rel=1e-9)
+        assert ts.top_init_gap(cfg, seed) == pytest.approx(np.min(1 - a[1:] / a[:-1]), rel=1e-9)

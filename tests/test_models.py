@@ -9,11 +9,26 @@ import numpy as np
 import pytest
 
 import implicitbias.models.mamba2 as mamba2_module
-
-from implicitbias.models import (ClassifierConfig, LRUBlock, Mamba2Block, S4DBlock, causal_fft_conv, linear_recurrence,
-                                 make_classifier, segsum, ssd_chunked)
-from implicitbias.train_classifier import (TrainConfig, _decay_mask, classification_loss, evaluate, predict_logits, train_classifier,
-                                          trainer)
+from implicitbias.models import (
+    ClassifierConfig,
+    LRUBlock,
+    Mamba2Block,
+    S4DBlock,
+    causal_fft_conv,
+    linear_recurrence,
+    make_classifier,
+    segsum,
+    ssd_chunked,
+)
+from implicitbias.train_classifier import (
+    TrainConfig,
+    _decay_mask,
+    classification_loss,
+    evaluate,
+    predict_logits,
+    train_classifier,
+    trainer,
+)
 
 F64 = jnp.float64
 

@@ -8,9 +8,22 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from implicitbias.poison import (BrewConfig, allocate_groups, assemble, box_bounds, clean_and_poisoned, craft_poisons,
-                                 end_penalty, end_penalty_weights, energy_share, matching_loss, param_grad, project,
-                                 retrain, target_direction)
+from implicitbias.poison import (
+    BrewConfig,
+    allocate_groups,
+    assemble,
+    box_bounds,
+    clean_and_poisoned,
+    craft_poisons,
+    end_penalty,
+    end_penalty_weights,
+    energy_share,
+    matching_loss,
+    param_grad,
+    project,
+    retrain,
+    target_direction,
+)
 from implicitbias.poison.matching import brew_objective
 from implicitbias.ssm import DiagonalSSM, unit_teacher
 
@@ -236,7 +249,7 @@ def test_same_norm_random_on_channels():
     import jax
     import numpy as np
 
-    from implicitbias.poison.synthetic import same_norm_random
+    from implicitbias.poison.controls import same_norm_random
 
     d = jax.random.normal(jax.random.PRNGKey(1), (5, 8, 3))
     r = np.asarray(same_norm_random(jax.random.PRNGKey(2), d, slice(6, None)))

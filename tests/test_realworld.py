@@ -8,10 +8,13 @@ import jax
 import numpy as np
 import pytest
 
+from conftest import write_fake_cifar
 from implicitbias.experiments import realworld as rw
 from implicitbias.models import make_classifier
+from implicitbias.poison.groups import masked_direction
+from implicitbias.report import realworld as report_rw
+from implicitbias.stats import t_interval
 from implicitbias.store import Store
-from conftest import write_fake_cifar
 
 TINY = replace(rw.PRESETS["s4d/digits/mean"], d_model=8, d_state=4, n_layers=1, epochs=2, n_train=100, n_targets=20,
                poison_frac=0.2, iterations=3, restarts=1, extra_epochs=1, max_rounds=1, seeds=(0, 1))
@@ -113,14 +116,14 @@ def test_record_shape_and_values(record):
 def test_t_interval_against_scipy():
     from scipy import stats
 
-    mean, half = rw.t_interval([1.0, 2.0, 3.0, 4.0, 5.0])
+    mean, half = t_interval([1.0, 2.0, 3.0, 4.0, 5.0])
     assert mean == 3.0
     assert half == pytest.approx(2.7764451051977987 * math.sqrt(2.5) / math.sqrt(5))  # t_{0.975,4} s/sqrt(n)
     vals = [0.91, 0.95, 0.97, 0.93]
     lo, hi = stats.t.interval(0.95, len(vals) - 1, loc=np.mean(vals), scale=stats.sem(vals))
-    m2, h2 = rw.t_interval(vals)
+    m2, h2 = t_interval(vals)
     assert (m2 - h2, m2 + h2) == pytest.approx((lo, hi))
-    assert math.isnan(rw.t_interval([0.5])[1])
+    assert math.isnan(t_interval([0.5])[1])
 
 
 def test_config_validation_names_the_field():
@@ -137,12 +140,12 @@ def test_config_validation_names_the_field():
 def test_report_table_and_png(record, tmp_path):
     store = Store(tmp_path)
     store.save(rw.NAME, TINY, record, preset="s4d/digits/mean", wall_seconds=1.0)
-    rows = rw.report_rows(list(store.runs(rw.NAME)))
+    rows = report_rw.rows(list(store.runs(rw.NAME)))
     assert len(rows) == 1 and rows[0]["experiment"] == rw.NAME and rows[0]["preset"] == "s4d/digits/mean"
     r = rows[0]
     assert r["clean_test_acc_mean"] == pytest.approx(np.mean(record.metrics["clean_test_acc"]))
     assert r["overrides"]  # TINY differs from the preset
-    md = rw.report_markdown(rows, tmp_path)
+    md = report_rw.markdown(rows, tmp_path)
     assert "| preset | variant | test acc |" in md and "| s4d/digits/mean * | poisoned |" in md
     assert "poisoned - clean" in md and ("effect" in md)
     png = tmp_path / "figures" / rw.NAME / "clean_vs_poisoned.png"
@@ -158,12 +161,12 @@ def test_sweep_rows_get_their_own_table(record, tmp_path):
     store.save(rw.NAME, TINY, record, preset="s4d/digits/mean", wall_seconds=1.0)
     swept = replace(TINY, eps=2.0)
     store.save(rw.NAME, swept, record, preset="s4d/digits/mean[eps=2.0]", wall_seconds=1.0)
-    rows = rw.report_rows(list(store.runs(rw.NAME)))
-    row = next(r for r in rows if rw.is_sweep_row(r))
+    rows = report_rw.rows(list(store.runs(rw.NAME)))
+    row = next(r for r in rows if report_rw.is_sweep_row(r))
     assert row["overrides"]["eps"] == 2.0  # compared with the base preset s4d/digits/mean
-    md = rw.report_markdown(rows, tmp_path)
+    md = report_rw.markdown(rows, tmp_path)
     line = next(l for l in md.splitlines() if l.startswith("| s4d/digits/mean | eps=2.0 |"))
-    assert f"{100 * row['clean_test_acc_mean']:.2f}" in line and rw.short_verdict(row) in line
+    assert f"{100 * row['clean_test_acc_mean']:.2f}" in line and report_rw.short_verdict(row) in line
     assert "| s4d/digits/mean * | poisoned |" in md  # the plain run keeps the main tables
     assert "| s4d/digits/mean[eps=2.0]" not in md
 
@@ -180,7 +183,7 @@ def test_compiled_group_direction_equals_the_library_target_direction(seed0):
     g = seed0["groups"][0]
     w = np.zeros(tidx.size, np.float32)
     w[g.targets] = 1.0
-    got = rw.masked_direction(model, x_t, y_t, w)
+    got = masked_direction(model, x_t, y_t, w)
     want = eqx.filter_jit(target_direction)(rw.loss_only, model, x_t[g.targets], y_t[g.targets], "untargeted")
     for a, b in zip(_leaves(got), _leaves(want)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
@@ -221,13 +224,13 @@ def test_verdict_follows_the_intervals_and_flags_underfitting():
     row = {"diff_err_poisoned_clean_mean": 0.013, "diff_err_poisoned_clean_ci": 0.004,
            "diff_err_poisoned_uniform_mean": 0.010, "diff_err_poisoned_uniform_ci": 0.008,
            "poisoned_fits_per_seed": [1.0] * 5}
-    assert rw.short_verdict(row) == "**effect**" and rw.verdict(row).startswith("effect:") and "under-fitting" not in rw.verdict(row)
+    assert report_rw.short_verdict(row) == "**effect**" and report_rw.verdict(row).startswith("effect:") and "under-fitting" not in report_rw.verdict(row)
     row["poisoned_fits_per_seed"] = [1.0, 0.0, 1.0, 1.0, 0.0]
-    assert rw.short_verdict(row) == "effect, not fit" and "only 3/5 seeds" in rw.verdict(row)
+    assert report_rw.short_verdict(row) == "effect, not fit" and "only 3/5 seeds" in report_rw.verdict(row)
     row["diff_err_poisoned_uniform_ci"] = 0.011  # the uniform-control interval now covers 0
-    assert rw.short_verdict(row) == "none" and rw.verdict(row).startswith("no significant effect")
+    assert report_rw.short_verdict(row) == "none" and report_rw.verdict(row).startswith("no significant effect")
     row["diff_err_poisoned_clean_mean"] = -0.013
-    assert rw.short_verdict(row) == "reverse"
+    assert report_rw.short_verdict(row) == "reverse"
 
 
 def test_cli_shows_a_line_per_finished_seed(tmp_path):

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from implicitbias.experiments import table1
-from implicitbias.experiments.base import parse_overrides
+from implicitbias.overrides import parse_overrides
+from implicitbias.tasks import teacher_student as ts
 
 P = table1.PRESETS
 
@@ -15,8 +16,8 @@ P = table1.PRESETS
 @pytest.mark.parametrize("name", ["beyond_theorem/L6/special", "ssm_in_nn/L10/special", "per_theorem/L9/special"])
 def test_special_examples_carry_exactly_the_teachers_labels(name):
     cfg = P[name]
-    X = table1.training_inputs(cfg, cfg.seeds[0])
-    tch = table1.teacher(cfg)
+    X = ts.training_inputs(cfg, cfg.seeds[0])
+    tch = ts.teacher(cfg)
     y = tch(X)
     n_base = 1 if cfg.setting == "per_theorem" else cfg.n_baseline
     special = X[n_base:]
@@ -33,8 +34,8 @@ def test_special_examples_carry_exactly_the_teachers_labels(name):
 
 def test_baseline_rows_shared_between_with_and_without():
     without, with_ = P["beyond_theorem/L10"], P["beyond_theorem/L10/special"]
-    Xa = table1.training_inputs(without, 1200)
-    Xb = table1.training_inputs(with_, 1200)
+    Xa = ts.training_inputs(without, 1200)
+    Xb = ts.training_inputs(with_, 1200)
     assert jnp.array_equal(Xa, Xb[: Xa.shape[0]])
     assert jnp.all(Xa[:, 7:] == 0) and jnp.all(Xa[:, :7] != 0)  # N(0,1) at positions 0:L-3
 
@@ -53,10 +54,10 @@ def test_data_stream_is_the_authors_generate_inputs():
         r = np.zeros(cfg.L)
         r[cfg.L - 2] = np.random.normal(0, 1)
         rows.append(r)
-    np.testing.assert_array_equal(np.asarray(table1.training_inputs(cfg, 1203)), np.array(rows))
-    Xt = table1.held_out_inputs(P["ssm_in_nn/L6"], 4540)
+    np.testing.assert_array_equal(np.asarray(ts.training_inputs(cfg, 1203)), np.array(rows))
+    Xt = ts.held_out_inputs(P["ssm_in_nn/L6"], 4540)
     np.testing.assert_array_equal(np.asarray(Xt), np.random.RandomState(4552).normal(0, 1, (2000, 40)))
-    jax_rows = table1.training_inputs(replace(cfg, data_rng="jax"), 1203)
+    jax_rows = ts.training_inputs(replace(cfg, data_rng="jax"), 1203)
     assert jax_rows.shape == (18, 10) and not np.allclose(jax_rows, np.array(rows))
 
 
@@ -67,7 +68,7 @@ def test_keras_init_structure():
     from implicitbias.keras_init import seeded_normal
 
     cfg = P["ssm_in_nn/L6"]
-    net = table1.keras_init(cfg, 4541)
+    net = ts.keras_init(cfg, 4541)
     z = np.abs(seeded_normal((cfg.d,), 4541, cfg.sd_BC).astype(np.float64))
     f32 = lambda v: np.float32(v).astype(np.float64)
     np.testing.assert_array_equal(np.asarray(net.ssm.C), f32(z[::-1]))
@@ -78,33 +79,34 @@ def test_keras_init_structure():
     np.testing.assert_array_equal(np.asarray(net.ssm.a)[2:], f32(diag[2:] + cfg.warm_init))
     np.testing.assert_array_equal(np.asarray(net.head), np.asarray(net.layers[0])[:, 0])
     np.testing.assert_array_equal(np.asarray(net.layers[1])[:, 0], np.asarray(net.head))  # Keras row 0 = prefix
-    other = table1.keras_init(cfg, 4540)
+    other = ts.keras_init(cfg, 4540)
     assert not np.allclose(other.head, net.head)
 
 
 def test_beyond_theorem_L6_reproduces_the_paper():
     """Issue #2 on the smaller beyond-Theorem cell (the authors' data and init streams): every seed
     fits, with special sequences the mean error is >= 10x the mean without, and each cell is within
-    10x of the paper's number (measured: 0.169 and 14.0 vs the paper's 0.194 and 16.61)."""
+    20% of the paper's number (measured: 0.169 and 14.0 vs the paper's 0.194 and 16.61, 13% and 16%
+    below; the rest is where the error is read, issue #14)."""
     without = table1.run(P["beyond_theorem/L6"]).metrics
     with_ = table1.run(P["beyond_theorem/L6/special"]).metrics
     assert all(without["reached_eps"]) and all(with_["reached_eps"])
     assert with_["error_mean"] >= 10 * without["error_mean"]
     for m, special in [(without, False), (with_, True)]:
         paper = table1.PAPER[("beyond_theorem", special)]
-        assert paper / 10 <= m["error_mean"] <= paper * 10
+        assert m["error_mean"] == pytest.approx(paper, rel=0.2)
 
 
 def test_gd_init_follows_spec():
     cfg = replace(P["beyond_theorem/L6"], init_rng="jax")
-    m = table1.ssm_init(cfg, table1._keys(200)["init"])
+    m = ts.ssm_init(cfg, ts.task_keys(200)["init"])
     a, B = np.asarray(m.a) - cfg.warm_init, np.asarray(m.B) - cfg.warm_init
     assert np.isclose(a[0] - a[1], cfg.diff, rtol=1e-6) and np.isclose(B[0] - B[1], cfg.diff, rtol=1e-6)
     assert np.all(np.diff(a[1:]) <= 0) and np.all(a >= 0) and np.all(np.asarray(m.C) >= 0)
 
 
 def test_per_theorem_init_stream():
-    a = table1.per_theorem_init(P["per_theorem/L7"], 242)
+    a = ts.per_theorem_init(P["per_theorem/L7"], 242)
     raw = np.sort(1e-3 * np.random.RandomState(242).rand(10))[::-1]
     assert a[0] == raw[0] and np.isclose(a[1], raw[0] - P["per_theorem/L7"].diff) and np.array_equal(a[2:], raw[2:])
 
@@ -130,9 +132,9 @@ def test_per_theorem_rejects_gd_only_fields():
 
 def test_jitter_init_is_a_seeded_relative_perturbation():
     """Every parameter moves by a relative N(0, scale) factor; same (seed, index), same draw."""
-    model = table1.keras_init(P["ssm_in_nn/L6"], 4541)
-    j = table1.jitter_init(model, 1e-3, 4541, 0)
-    again, other = table1.jitter_init(model, 1e-3, 4541, 0), table1.jitter_init(model, 1e-3, 4541, 1)
+    model = ts.keras_init(P["ssm_in_nn/L6"], 4541)
+    j = ts.jitter_init(model, 1e-3, 4541, 0)
+    again, other = ts.jitter_init(model, 1e-3, 4541, 0), ts.jitter_init(model, 1e-3, 4541, 1)
     rel = np.concatenate([np.ravel(np.asarray(b) / np.asarray(a) - 1)
                           for a, b in zip(jax.tree_util.tree_leaves(model), jax.tree_util.tree_leaves(j))])
     assert rel.size > 250 and 0.8e-3 < rel.std() < 1.2e-3 and abs(rel.mean()) < 3e-4
@@ -151,18 +153,83 @@ def test_overrides_parse_and_reject():
 def test_extra_sequence_changes_the_fit():
     """A user-given special sequence is labelled by the teacher and enters the training set."""
     cfg = replace(P["per_theorem/L7"], extra_sequences=((0, 0, 0, 0, 0, 1.0, 0),), seeds=(242,))
-    X = table1.training_inputs(cfg, 242)
+    X = ts.training_inputs(cfg, 242)
     assert X.shape == (2, 7) and X[1, 5] == 1.0
 
 
 def test_per_theorem_L7_reproduces_authors_numbers():
-    """SPEC §2a: the authors' procedure gives 1.270e-3 (without) and 5.010e-2 (with); 2% tolerance."""
+    """SPEC §2a: the authors' procedure gives 1.270e-3 (without) and 5.010e-2 (with); measured
+    1.2712e-3 and 5.0105e-2 (0.1% and 0.01% off), so 0.15% tolerance."""
     without = table1.run(P["per_theorem/L7"]).metrics
     with_ = table1.run(P["per_theorem/L7/special"]).metrics
     assert all(without["solved"]) and all(with_["solved"])
-    assert without["error_mean"] == pytest.approx(1.270e-3, rel=0.02)
-    assert with_["error_mean"] == pytest.approx(5.010e-2, rel=0.02)
+    assert all(without["reached_eps"]) and all(with_["reached_eps"])
+    assert without["error_mean"] == pytest.approx(1.270e-3, rel=1.5e-3)
+    assert with_["error_mean"] == pytest.approx(5.010e-2, rel=1.5e-3)
     assert max(without["train_loss"] + with_["train_loss"]) < 1e-20
+
+
+def test_teacher_fields_set_the_labelling_ssm():
+    """A teacher of the user's (SPEC §1): labels, the teacher's impulse response and the network
+    teacher follow the closed form h*_k = sum_i C*_i B*_i a*_i^(k-1); B*, C* default to ones."""
+    cfg = replace(P["beyond_theorem/L6/special"], teacher_a=(0.9, -0.5), teacher_B=(1.0, 2.0), teacher_C=(0.5, 1.0))
+    k = np.arange(1, 41)
+    h = 0.5 * 0.9 ** (k - 1) + 2.0 * (-0.5) ** (k - 1)
+    np.testing.assert_allclose(ts.teacher(cfg).impulse_response(40), h, rtol=1e-13)
+    X = np.asarray(ts.training_inputs(cfg, 200))
+    y = X @ h[: cfg.L][::-1]  # y_L = sum_k h_k u_{L-k}
+    models, datas = ts.gd_batch(replace(cfg, seeds=(200,)))
+    np.testing.assert_allclose(np.asarray(datas["y"][0])[: len(y)], y, rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(datas["h_star"][0]), h, rtol=1e-13)
+    ones = replace(cfg, teacher_B=(), teacher_C=())
+    np.testing.assert_allclose(ts.teacher(ones).impulse_response(5), 0.9 ** k[:5] / 0.9 + (-0.5) ** k[:5] / -0.5)
+    net = replace(P["ssm_in_nn/L6"], teacher_a=(0.8,))
+    Xn = jax.random.normal(jax.random.PRNGKey(0), (7, 6))
+    inner = Xn @ (0.8 ** np.arange(6))[::-1]
+    np.testing.assert_allclose(ts.teacher(net)(Xn), net.m / 2 * np.maximum(inner, 0), rtol=1e-12)
+
+
+def test_explicit_default_teacher_gives_identical_runs():
+    """Spelling out a setting's default teacher (a* = B* = C* = 1; per Theorem (1, 0), (1, sqrt(d-1)))
+    changes no number: the teacher fields feed the same labels and targets."""
+    base = replace(P["beyond_theorem/L6/special"], seeds=(200,), max_steps=300, log_every=100)
+    a, b = table1.run(base).metrics, table1.run(replace(base, teacher_a=(1.0,), teacher_C=(1.0,))).metrics
+    assert a["error"] == b["error"] and a["train_loss"] == b["train_loss"]
+    pt = P["per_theorem/L7"]
+    explicit = replace(pt, teacher_a=(1.0, 0.0), teacher_B=(1.0, 3.0), teacher_C=(1.0, 3.0))
+    np.testing.assert_array_equal(ts.teacher(pt).impulse_response(20), ts.teacher(explicit).impulse_response(20))
+
+
+@pytest.mark.parametrize("fields,match", [
+    (dict(teacher_a=(0.9, 0.5), teacher_B=(1.0,)), "teacher_B must have the length of teacher_a"),
+    (dict(teacher_C=(1.0,)), "teacher_B and teacher_C need teacher_a"),
+    (dict(teacher_a=(1.01,)), "teacher_a must satisfy"),
+    (dict(teacher_a=(0.5,), teacher_B=(float("inf"),)), "teacher_B must hold finite numbers"),
+    (dict(t_final=float("inf")), "t_final must be a finite number"),
+    (dict(seeds=(True,)), "seeds must be non-negative integers"),
+])
+def test_bad_teacher_and_corner_values(fields, match):
+    with pytest.raises(ValueError, match=match):
+        replace(P["per_theorem/L7"], **fields)
+
+
+def test_flow_that_never_leaves_its_plateau_is_not_fitted():
+    """per_theorem/L7 at L=8, d=15 (seed 500): the flow reaches t_final still on its plateau (train
+    loss 1, the error exactly 1/15). It must count as not fitted, and the report must say so."""
+    from implicitbias.report import table1 as section
+    from implicitbias.store import StoredRun
+
+    cfg = replace(P["per_theorem/L7"], L=8, d=15, seeds=(500,))
+    m = table1.run(cfg).metrics
+    assert m["solved"] == [True] and m["train_loss"][0] == pytest.approx(1.0, rel=1e-6)
+    assert m["reached_eps"] == [False] and m["error"][0] == pytest.approx(1 / 15, rel=1e-6)
+    from pathlib import Path
+
+    from implicitbias.record import config_to_dict
+    run = StoredRun(Path("runs/table1/x"), "table1", "per_theorem/L7", config_to_dict(cfg), m, {})
+    rows = section.rows([run])
+    md = section.markdown(rows)
+    assert rows[0]["reached_eps"] == [False] and "**0/1**" in md and "**Not fitted:** per_theorem/L7" in md
 
 
 def test_beyond_theorem_small_run_values():
@@ -185,7 +252,7 @@ def test_per_theorem_reproduction(size):
     for special, target in [(False, table1.AUTHORS_RERUN), (True, table1.AUTHORS_RERUN)]:
         cfg = P[f"per_theorem/{size}" + ("/special" if special else "")]
         m = table1.run(cfg).metrics
-        assert m["error_mean"] == pytest.approx(target[(cfg.L, special)], rel=0.02)
+        assert m["error_mean"] == pytest.approx(target[(cfg.L, special)], rel=1.5e-3)  # measured: <= 0.1% off
 
 
 GD_CELLS = ["beyond_theorem/L6", "beyond_theorem/L10", "ssm_in_nn/L6", "ssm_in_nn/L10"]

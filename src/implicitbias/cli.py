@@ -12,14 +12,16 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from . import experiments, report as report_mod
-from .experiments.base import apply_overrides, parse_overrides, parse_sweeps, sweep_label
+from . import experiments
+from . import report as report_mod
+from .overrides import apply_overrides, parse_overrides, parse_sweeps, select_presets, sweep_label
 from .runner import run_all
 from .store import Store
 
@@ -78,17 +80,17 @@ def list_presets() -> None:
 @app.command()
 def run(
     experiment: Annotated[str, typer.Argument(help="Experiment name, e.g. table1.")],
-    preset: Annotated[Optional[list[str]], typer.Option("--preset", "-p", help="Preset name or prefix (repeatable); default: all.")] = None,
-    seeds: Annotated[Optional[str], typer.Option("--seeds", help="Comma-separated seeds, e.g. 0,1,2.")] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config field: key=value (repeatable).")] = None,
-    sweep: Annotated[Optional[list[str]], typer.Option("--sweep", help="Run every value of a field: key=v1,v2,... (repeatable: the grid over all keys; each point stored as its own run).")] = None,
+    preset: Annotated[list[str] | None, typer.Option("--preset", "-p", help="Preset name or prefix (repeatable); default: all.")] = None,
+    seeds: Annotated[str | None, typer.Option("--seeds", help="Comma-separated seeds, e.g. 0,1,2.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config field: key=value (repeatable).")] = None,
+    sweep: Annotated[list[str] | None, typer.Option("--sweep", help="Run every value of a field: key=v1,v2,... (repeatable: the grid over all keys; each point stored as its own run).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Recompute runs that are already stored.")] = False,
     runs_dir: RunsDir = Path("runs"),
 ) -> None:
     """Run presets of an experiment (stored; complete runs are skipped unless --force)."""
     try:
         exp = experiments.get(experiment)
-        chosen = experiments.select_presets(exp, preset)
+        chosen = select_presets(exp.PRESETS, preset, exp.NAME)
         overrides = parse_overrides(exp.Config, list(set_ or []))
         if seeds is not None:
             overrides.update(parse_overrides(exp.Config, [f"seeds={seeds}"]))
@@ -107,11 +109,11 @@ def run(
         task = progress.add_task(f"{experiment}", total=len(configs))
 
         def start(name):
-            progress.update(task, description=f"{experiment}: {name}")
+            progress.update(task, description=escape(f"{experiment}: {name}"))  # a sweep label is not markup
 
         def done(out):
             note = "stored, skipped" if out.skipped else f"{out.wall_seconds:.1f}s"
-            progress.console.print(f"  {out.preset:28s} {note:>16s}  {out.path}", highlight=False)
+            progress.console.print(f"  {out.preset:28s} {note:>16s}  {out.path}", highlight=False, markup=False)
             progress.advance(task)
 
         try:
@@ -136,16 +138,12 @@ def report(
 ) -> None:
     """Tables (and figures) of every stored run beside the paper's numbers; also written to runs/report.md and a self-contained runs/report.html."""
     store = Store(runs_dir)
-    rows = report_mod.collect(store)
     if as_json:
-        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        sys.stdout.write(json.dumps(report_mod.collect(store), indent=2) + "\n")
         return
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    text = report_mod.markdown(rows, runs_dir)
-    (runs_dir / "report.md").write_text(text)
-    (runs_dir / "report.html").write_text(report_mod.html_report(text, runs_dir))
+    text, paths = report_mod.write(store, runs_dir)
     console.print(text, highlight=False, markup=False, soft_wrap=True)
-    console.print(f"written: {runs_dir / 'report.md'} and {runs_dir / 'report.html'}", highlight=False)
+    console.print(f"written: {paths[0]} and {paths[1]}", highlight=False)
 
 
 @app.command()
@@ -165,11 +163,12 @@ def plot(
             runs = list(store.runs(exp.NAME))
     except ValueError as e:
         _fail(f"{e} (or give a run directory)")
-    if not hasattr(exp, "plot"):
+    if exp.NAME not in report_mod.SECTIONS or not hasattr(report_mod.SECTIONS[exp.NAME], "figures"):
         _fail(f"experiment {exp.NAME!r} has no figures")
     if not runs:
         _fail(f"no stored runs of {exp.NAME!r} under {runs_dir}: run `implicitbias run {exp.NAME}` first")
-    for f in exp.plot(runs, runs_dir / "figures" / exp.NAME):
+    section = report_mod.SECTIONS[exp.NAME]
+    for f in section.figures(runs, section.rows(runs), runs_dir / "figures" / exp.NAME):
         console.print(f"written: {f}", highlight=False)
 
 

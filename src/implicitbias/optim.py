@@ -162,9 +162,8 @@ class StopRule:
     by no more than ``stall_tol`` (relative) over a whole log chunk is *stalled* (e.g. a network
     whose ReLUs are all off: the gradient is exactly zero and GD can never leave). It is recorded as
     not fit; ``0`` (the default) switches the rule off. Use it with care: greedy low-rank learning
-    has long plateaus that look frozen and then escape. Measured: beyond_theorem/L6 with
-    ``warm_init=0``, seed 2, kept its loss equal to 9 digits from step 100 to step 187,300 and then
-    reached eps (its run ended at step 433,686, after the extra steps); ``stall_tol=1e-12`` over 100-step chunks would have stopped it at step 100.
+    has long plateaus that look frozen and then escape (a measured case: docs/findings/table1.md,
+    ``stall_tol``).
     """
 
     eps: float

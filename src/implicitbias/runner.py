@@ -1,6 +1,7 @@
 """Run a set of configs of one experiment through the store: skip complete runs, save new ones.
 
-Generic over experiments: it only uses ``experiment.NAME`` and ``experiment.run``.
+Generic over experiments: it only uses ``experiment.NAME`` and ``experiment.run`` (the
+:class:`~implicitbias.experiments.Experiment` protocol; no import of the registry).
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 
 from .store import Store
 
@@ -23,7 +23,7 @@ class Outcome:
 
 
 def run_all(
-    experiment: ModuleType,
+    experiment,
     configs: dict[str, object],
     store: Store,
     *,

@@ -98,7 +98,7 @@ class FullKernelSSM(eqx.Module):
     train_BC: bool = eqx.field(static=True, default=True)  # False: B, C get gradients but never move
 
     @classmethod
-    def from_diagonal(cls, ssm: DiagonalSSM, train_BC: bool = True) -> "FullKernelSSM":
+    def from_diagonal(cls, ssm: DiagonalSSM, train_BC: bool = True) -> FullKernelSSM:
         return cls(jnp.diag(ssm.a), ssm.B, ssm.C, train_BC)
 
     @property
@@ -116,7 +116,7 @@ class FullKernelSSM(eqx.Module):
     def __call__(self, X: jax.Array) -> jax.Array:
         return output_at_L(self.impulse_response(X.shape[-1]), X)
 
-    def constrained(self) -> "FullKernelSSM":
+    def constrained(self) -> FullKernelSSM:
         """This pytree read as an *update*, after the authors' constraints: ``A``'s update keeps only
         its diagonal, and with ``train_BC=False`` the ``B, C`` updates are zero (their ``fix_B_C``
         resets ``B = C = 1`` after every step, yet their gradients still enter the adaptive rate)."""
@@ -164,18 +164,10 @@ def per_theorem_teacher(d: int, dtype=jnp.float64) -> DiagonalSSM:
     return DiagonalSSM(jnp.array([1.0, 0.0], dtype), bc, bc)
 
 
-def multi_teacher(d_star: int, dtype=jnp.float64) -> DiagonalSSM:
-    """Teacher of SPEC §3 for teacher dimension ``d*``: ``a* = (0.99, 0.8, 0.5, 0.3)[:d*]``, ``B* = C* = 1``."""
-    if not 1 <= d_star <= 4:
-        raise ValueError(f"d_star must be in 1..4, got {d_star}")
-    a = jnp.array([0.99, 0.8, 0.5, 0.3][:d_star], dtype)
-    return DiagonalSSM(a, jnp.ones_like(a), jnp.ones_like(a))
+def network_teacher(m: int, depth: int, dtype=jnp.float64, ssm: DiagonalSSM | None = None) -> SSMNet:
+    """Teacher of SPEC §2c: ``ssm`` (default: the unit SSM), first layer ones, hidden identity, head 0.5.
 
-
-def network_teacher(m: int, depth: int, dtype=jnp.float64) -> SSMNet:
-    """Teacher of SPEC §2c: unit SSM, first layer ones, hidden identity, head 0.5.
-
-    So ``y* = (m/2) relu(sum_t u_t)``.
+    With the unit SSM, ``y* = (m/2) relu(sum_t u_t)``.
     """
     layers = (jnp.ones((m, 1), dtype),) + tuple(jnp.eye(m, dtype=dtype) for _ in range(depth - 1))
-    return SSMNet(unit_teacher(dtype), layers, jnp.full((m,), 0.5, dtype))
+    return SSMNet(unit_teacher(dtype) if ssm is None else ssm, layers, jnp.full((m,), 0.5, dtype))

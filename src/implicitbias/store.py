@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .experiments.base import Record, config_hash, config_to_dict
+from .record import Record, config_hash, config_to_dict
 
 FILES = ("config.json", "metrics.json", "meta.json", "arrays.npz")
 _PACKAGES = ("jax", "jaxlib", "equinox", "optax", "diffrax", "numpy")

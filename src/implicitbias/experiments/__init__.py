@@ -1,31 +1,34 @@
-"""The experiment registry. Adding an experiment = a module here + one line below; no CLI change."""
+"""The experiment registry and the :class:`Experiment` protocol.
+
+An experiment is a module with ``NAME``, ``Config`` (a frozen dataclass validated in
+``__post_init__``), ``PRESETS`` (name -> Config) and ``run(config) -> Record``. Adding one = a module
+here + one entry in ``EXPERIMENTS`` (and, for a report section of its own, a module in
+:mod:`implicitbias.report`); the CLI, runner and store need no change. Experiment modules never
+import the store, the report or matplotlib.
+"""
 
 from __future__ import annotations
 
-from types import ModuleType
+from typing import Any, Protocol, runtime_checkable
 
+from ..record import Record
 from . import chains, dynamics, realworld, table1
 
-EXPERIMENTS: dict[str, ModuleType] = {table1.NAME: table1, dynamics.NAME: dynamics, chains.NAME: chains,
-                                 realworld.NAME: realworld}
+
+@runtime_checkable
+class Experiment(Protocol):
+    NAME: str
+    Config: type
+    PRESETS: dict[str, Any]
+
+    def run(self, config: Any) -> Record: ...
 
 
-def get(name: str) -> ModuleType:
+EXPERIMENTS: dict[str, Experiment] = {m.NAME: m for m in (table1, dynamics, chains, realworld)}
+
+
+def get(name: str) -> Experiment:
+    """The registered experiment ``name``; ``ValueError`` listing the known ones otherwise."""
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; known: {', '.join(EXPERIMENTS)}")
     return EXPERIMENTS[name]
-
-
-def select_presets(experiment: ModuleType, patterns: list[str] | None) -> dict[str, object]:
-    """Presets named exactly by a pattern, or lying under it (``per_theorem`` selects all of its cells)."""
-    presets = experiment.PRESETS
-    if not patterns:
-        return dict(presets)
-    out = {}
-    for pat in patterns:
-        pat = pat.strip().rstrip("/")
-        hits = {k: v for k, v in presets.items() if k == pat or k.startswith(pat + "/")}
-        if not hits:
-            raise ValueError(f"unknown preset {pat!r} for {experiment.NAME}; known: {', '.join(presets)}")
-        out.update(hits)
-    return out

@@ -1,90 +1,26 @@
 """Chain identification: outcome-based RL teaches a one-layer transformer to traverse chains, but
 only with simple examples in the training data (SPEC §5; companion result, Ran-Milo, Alexander,
 Mendel, Cohen 2026). The pieces (task, model, sampling, checkers, REINFORCE) are in
-:mod:`implicitbias.chains`; this module is the experiment: configs, the talk's six rows as presets,
-``run``, and the report section.
+:mod:`implicitbias.tasks.chains`; this module is the experiment: the config, the talk's six rows as
+presets (their numbers in :data:`TALK`) and ``run``; the report section is :mod:`implicitbias.report.chains`.
 
-The talk's table (accuracy / share of chain-traversal trajectories)::
+A row with complexities ``1..c`` uses two chains of ``n = c + 1`` vertices each (``train_chain_len``
+/ ``test_chain_len`` override it). ``Config`` fields (default):
 
-    train 1-3   test 1-3    100% / 100%
-    train 1-7   test 1-7    100% /  99%
-    train 1-11  test 1-11    99% /  94%
-    train 1-3   test 1-11   100% / 100%
-    train 1-3   test 3      100% / 100%
-    train 3     test 3       64% /   1%
+* ``n_vertices`` (24): vertex labels, redrawn per example; ``N + N^2`` tokens (vertices, then edges);
+* ``trace_factor`` (2): at most ``ceil(trace_factor (n-1))`` emitted tokens; the answer is the first
+  emitted vertex with no outgoing edge in the prompt (no answer: reward 0);
+* ``sigma`` (``"softmax"``; ``"identity"`` is linear): ``H = sigma(Mask(X A X^T)) X V``;
+* ``value_kind`` / ``value_scale`` (``"head"``, 10): fixed ``V``, edge ``(u, w)`` -> ``value_scale e_w``
+  (``"endpoints"``: ``value_scale (e_u + e_w)``), vertex tokens -> 0;
+* ``parameterisation`` (``"tied"``): five numbers, one per relation of query vertex to key token;
+  ``"full"`` trains the whole ``(N, D)`` table; only ``A`` is trained;
+* ``forward_bias`` (0.5): relabelling-symmetric init, this value on the "edge leaving the query" entry;
+* ``optimizer`` (``"sgd"``; ``"adam"``), ``lr`` (1.0), ``batch`` (128 episodes), ``baseline``
+  (``"loo"``: leave-one-out mean reward; ``"none"``), ``steps`` (1500), ``dtype`` (``"float32"``);
+* ``n_eval`` (1000): fresh instances per test complexity, traces sampled (not greedy); seeds (0, 1, 2).
 
-Chain lengths: a row with complexities ``1..c`` uses two chains of ``n = c + 1`` vertices each (so
-``train 1-3`` trains on ``n = 4`` and ``test 1-11`` tests on ``n = 12``), as in the paper's
-abstract-level description; ``train_chain_len`` / ``test_chain_len`` override it.
-
-Choices the talk leaves open, each a ``Config`` field (default, and why):
-
-* ``n_vertices = 24`` (vocabulary ``N`` vertex labels, ``N + N^2`` tokens): the smallest that holds
-  the two 12-vertex chains of the longest test; labels are redrawn per example, so with ``n = 4``
-  16 labels are absent from a training graph.
-* Tokens: one token per directed edge ``(u, w)`` and one per vertex; the prompt is the shuffled
-  edge tokens followed by the start vertex, no separators (the theory's edge tokens).
-* Trace format: the model emits vertex tokens; the final answer is the first emitted vertex with no
-  outgoing edge in the prompt (there the walk cannot continue), at most
-  ``T = ceil(trace_factor (n-1))`` tokens, ``trace_factor = 2`` (room for detours; no answer
-  within ``T`` is reward 0). Chain traversal = the emitted tokens are exactly the forward walk.
-* Model: ``H = softmax(Mask(X A X^T)) X V`` (``sigma = "softmax"``; ``"identity"`` is the linear
-  option); ``V`` fixed, edge ``(u, w)`` -> ``value_scale * e_w`` (``value_kind = "head"``), vertex
-  tokens -> 0; ``value_scale = 10``: with ``sigma`` softmax the logits lie in ``[0, value_scale]``,
-  and a forward step must beat ``N - 1 = 23`` other labels with probability > 0.99 for 11-step
-  chains, which needs ``value_scale`` above ``log(23 * 100) = 7.7``. The notes' lead
-  ``V[(u,w)] = e_u + e_w`` is ``value_kind = "endpoints"``: under this trace format it ties the
-  forward step with repeating the current vertex, capping the forward probability at 1/2, so it is
-  not the default.
-* Parameterisation of ``A`` (only ``A`` is trained): ``"tied"`` (default), five numbers, one per
-  relation of the query vertex to the key token (edge leaving it, edge entering it, other edge, the
-  vertex itself, another vertex). Tied matrices are exactly the relabelling-invariant ones; since
-  the task is relabelling-invariant, policy-gradient *flow* on the full table from a tied init stays
-  tied, so this is the theory's full-``A`` dynamics without the sampling noise of ``N D`` entries.
-  ``"full"`` trains the whole ``(N, D)`` table (rows of non-vertex queries are never used).
-* Init: relabelling-symmetric with a weak forward bias, ``forward_bias = 0.5`` on the
-  "edge leaving the query" entry, 0 elsewhere; at init a forward step has probability about 0.19
-  on ``n = 4`` chains (stepping back/staying about 0.08).
-* Optimiser: plain SGD on the REINFORCE estimate (the policy gradient the theory analyses; Adam
-  rescales exponentially small gradients and removes the mechanism), ``lr = 1.0``, batch 128
-  episodes per step, leave-one-out mean-reward baseline (unbiased).
-* Step budget: ``steps = 1500`` for every row (the ``1-3`` rows reach reward 0.99 within about
-  100 steps; the budget leaves room so the ``3``-only row is judged at the same, generous budget).
-* ``float32``: rewards and probabilities need no more, and it halves the cost on a CPU.
-* Evaluation: ``n_eval = 1000`` fresh instances per test complexity, traces sampled from the
-  policy (not greedy), per seed; seeds ``(0, 1, 2)``.
-
-Measured with the defaults (3 seeds, 1500 steps, mean ± std over seeds; 2-core CPU, full table
-201 s with compile while other jobs kept the load average at 5-6):
-
-* every row trained on ``1-c`` reaches >= 99.4% accuracy and >= 98.9% traversal on its test set;
-  ``train 1-3 / test 1-11`` (chains of 4 -> chains of 12): 99.4 ± 0.0% / 98.9 ± 0.0%, worst test
-  complexity (11) 98.9% / 97.9%;
-* ``train 3 / test 3``: 25.6 ± 1.3% / 0.0 ± 0.0% (seeds 25, 24, 27%), against 99.6 ± 0.2% /
-  99.5 ± 0.1% for ``train 1-3 / test 3``: a gap of 74 accuracy and 99.5 traversal points. It is a
-  trap, not a slow start: still 25.7% / 0.0% after 6000 steps. The policy gradient first raises the
-  attention on *all other* edges (their heads are the graph's vertices, so answers outside the
-  graph get rarer) and lowers the forward entry; the forward-walk signal, about ``c p^(c-1)`` for
-  forward probability ``p``, is too weak at ``c = 3`` to compete, and the model settles on jumping
-  to random graph vertices (answer correct about 1 time in 4, never a traversal). The talk's row
-  (64% / 1%) also shows a non-traversing shortcut; its accuracy is higher than ours.
-
-Sensitivity (``--set``; investigated, not tuned into the defaults; 3 seeds, 1500 steps each):
-
-* ``forward_bias``: 0.25 gives the same trap; at 0.75 and 1.0 (forward probability at init about
-  0.3 and 0.4 instead of 0.19) training on complexity 3 only learns the traversal in ~50 steps,
-  as fast as 1-3: **no gap at ``n = 4``**. At ``forward_bias = 1.0`` on longer chains the gap is
-  back: ``train 7 / test 7`` (chains of 8) 72.1 ± 38.8% / 66.2 ± 46.8% (two seeds learn after
-  ~200-300 steps, one is trapped at 17% / 0%) against 99.3% / 99.2% for ``train 1-7``; at the
-  default bias ``train 7`` is trapped on all seeds (17.0 ± 0.9% / 0%). The threshold on the
-  initial forward bias grows with the complexity, as the theory's exponentially small gradient
-  says; the n=4 row of the talk sits close to it, so the row's outcome depends on the init.
-* ``n_vertices = 8`` (no labels outside the training graph): no gap (99.9% on both rows): the
-  labels outside the graph are what make the shortcut attractive at ``n = 4``.
-* ``optimizer = "adam", lr = 0.05``: the same trap (25.7% / 0%) and the same 1-3 result.
-* ``parameterisation = "full"`` at ``lr = 1``: even ``train 1-3`` barely moves in 1000 steps
-  (reward 0.19 -> 0.3): each of the ``N D`` entries sees a gradient about ``N^2`` times smaller
-  than the tied parameters; a learning rate for it was not searched.
+Why each default, the results with them and the sensitivity study: docs/findings/chains.md.
 """
 
 from __future__ import annotations
@@ -93,14 +29,14 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
-import jax
 import numpy as np
 
-from .. import chains as ch
-from .base import Record, base_preset, mean_std, require
+from ..record import Record
+from ..stats import mean_std
+from ..tasks import chains as ch
+from ..validate import require, require_seeds
 
 NAME = "chains"
 
@@ -137,8 +73,8 @@ class Config:
             require(len(cs) > 0, f"{name} must not be empty")
             require(all(isinstance(c, int) and c >= 1 for c in cs), f"{name} must be integers >= 1, got {cs}")
             require(len(set(cs)) == len(cs), f"{name} must not repeat values, got {cs}")
-        require(len(self.seeds) > 0, "seeds must not be empty")
-        require(all(isinstance(s, int) and 0 <= s < 2**32 for s in self.seeds), f"seeds must be integers in 0..2^32-1, got {self.seeds}")
+        require_seeds(self.seeds)
+        require(all(s < 2**32 for s in self.seeds), f"seeds must be integers in 0..2^32-1, got {self.seeds}")
         if self.train_weights:
             require(len(self.train_weights) == len(self.train_complexities),
                     f"train_weights must have one weight per train complexity ({len(self.train_complexities)}), got {self.train_weights}")
@@ -174,13 +110,11 @@ class Config:
         return n or max(cs) + 1
 
     def spec(self) -> ch.Spec:
-        return ch.Spec(
-            n_vertices=self.n_vertices, train_chain_len=self.chain_len("train"),
-            train_complexities=tuple(self.train_complexities),
-            test_chain_len=self.chain_len("test"), test_complexities=tuple(self.test_complexities),
-            trace_factor=self.trace_factor, parameterisation=self.parameterisation, forward_bias=self.forward_bias,
-            value_kind=self.value_kind, value_scale=self.value_scale, sigma=self.sigma, optimizer=self.optimizer,
-            lr=self.lr, baseline=self.baseline, batch=self.batch, steps=self.steps, n_eval=self.n_eval, dtype=self.dtype)
+        """The static part of the run (every field but seeds, weights and report sizes): one
+        compilation per spec, shared by configs that differ only in those."""
+        names = {f.name for f in dataclasses.fields(ch.Spec)} - {"train_chain_len", "test_chain_len"}
+        return ch.Spec(**{n: getattr(self, n) for n in names}, train_chain_len=self.chain_len("train"),
+                       test_chain_len=self.chain_len("test"))
 
 
 def _r(a: int, b: int) -> tuple[int, ...]:
@@ -203,22 +137,6 @@ TALK = {
 }
 
 
-def _smooth(x: np.ndarray, window: int) -> np.ndarray:
-    """Trailing moving average along the last axis (window clipped at the start)."""
-    c = np.cumsum(np.pad(x, [(0, 0)] * (x.ndim - 1) + [(1, 0)]), axis=-1)
-    idx = np.arange(1, x.shape[-1] + 1)
-    lo = np.maximum(idx - window, 0)
-    return (c[..., idx] - c[..., lo]) / (idx - lo)
-
-
-def steps_to_reward(reward: np.ndarray, level: float = 0.9, window: int = 50) -> list[int]:
-    """Per seed, the first step at which the trailing ``window``-step mean training reward reaches
-    ``level``; -1 if never. reward: (seeds, steps)."""
-    sm = _smooth(np.asarray(reward, float), window)
-    hit = sm >= level
-    return [int(np.argmax(h)) if h.any() else -1 for h in hit]
-
-
 def run(config: Config) -> Record:
     """Train every seed (one vmapped, compiled program) and evaluate per test complexity."""
     start = time.perf_counter()
@@ -239,7 +157,7 @@ def run(config: Config) -> Record:
         "accuracy_per_complexity": acc.tolist(), "traversal_per_complexity": trav.tolist(),
         "final_train_reward": reward[:, -100:].mean(axis=1).tolist(),
         "final_train_traversal": traversal_curve[:, -100:].mean(axis=1).tolist(),
-        "steps_to_reward_0.9": steps_to_reward(reward, 0.9),
+        "steps_to_reward_0.9": ch.steps_to_reward(reward, 0.9),
         "steps": config.steps, "train_chain_len": config.chain_len("train"), "test_chain_len": config.chain_len("test"),
     }
     arrays = {"reward": reward, "traversal": traversal_curve, "accuracy": acc, "traversal_rate": trav}
@@ -251,162 +169,3 @@ def run(config: Config) -> Record:
         arrays["A"] = np.asarray(params["A"], float)
     metrics["compute_seconds"] = time.perf_counter() - start
     return Record(metrics, arrays)
-
-
-# --------------------------------------------------------------------------------------------
-# report
-# --------------------------------------------------------------------------------------------
-
-def _tuples(v):
-    if isinstance(v, list):
-        return tuple(_tuples(x) for x in v)
-    return v
-
-
-def _span(cs) -> str:
-    cs = list(cs)
-    if len(cs) > 1 and cs == list(range(cs[0], cs[-1] + 1)):
-        return f"{cs[0]}-{cs[-1]}"
-    return ",".join(str(c) for c in cs)
-
-
-def report_rows(runs) -> list[dict]:
-    """One JSON-able row per stored config (the latest run of it), the talk's numbers beside it,
-    learning curves downsampled to ``curve_points`` points (mean over seeds)."""
-    latest = {}
-    for r in runs:
-        latest[r.path.name] = r
-    rows = []
-    fields = {f.name for f in dataclasses.fields(Config)}
-    for r in latest.values():
-        cfg = Config(**{k: _tuples(v) for k, v in r.config.items() if k in fields})
-        preset = r.preset or "custom"
-        base = PRESETS.get(base_preset(preset))
-        overrides = {} if base is None else {f.name: r.config[f.name] for f in dataclasses.fields(Config)
-                                             if f.name in r.config and _tuples(r.config[f.name]) != getattr(base, f.name)}
-        m = r.metrics
-        arrays = r.arrays()
-        reward, trav = arrays["reward"], arrays["traversal"]
-        window = max(1, reward.shape[1] // 100)
-        idx = np.unique(np.linspace(0, reward.shape[1] - 1, min(cfg.curve_points, reward.shape[1])).astype(int))
-        talk = TALK.get(preset) if not overrides else None
-        rows.append({
-            "experiment": NAME, "preset": preset, "overrides": overrides,
-            "train": _span(cfg.train_complexities), "test": _span(cfg.test_complexities),
-            "train_chain_len": cfg.chain_len("train"), "test_chain_len": cfg.chain_len("test"),
-            "steps": cfg.steps, "batch": cfg.batch, "seeds": m["seeds"],
-            "accuracy_mean": m["accuracy_mean"], "accuracy_std": m["accuracy_std"],
-            "traversal_mean": m["traversal_mean"], "traversal_std": m["traversal_std"],
-            "accuracy_per_seed": m["accuracy"], "traversal_per_seed": m["traversal"],
-            "test_complexities": m["test_complexities"],
-            "accuracy_per_complexity": np.mean(m["accuracy_per_complexity"], axis=0).tolist(),
-            "traversal_per_complexity": np.mean(m["traversal_per_complexity"], axis=0).tolist(),
-            "min_accuracy_over_complexities": float(np.min(np.mean(m["accuracy_per_complexity"], axis=0))),
-            "min_traversal_over_complexities": float(np.min(np.mean(m["traversal_per_complexity"], axis=0))),
-            "steps_to_reward_0.9": m["steps_to_reward_0.9"],
-            "talk_accuracy": None if talk is None else talk[0], "talk_traversal": None if talk is None else talk[1],
-            "curve_step": idx.tolist(),
-            "curve_reward": _smooth(reward, window).mean(axis=0)[idx].tolist(),
-            "curve_traversal": _smooth(trav, window).mean(axis=0)[idx].tolist(),
-            "wall_seconds": r.meta.get("wall_seconds"),
-        })
-    order = {name: i for i, name in enumerate(PRESETS)}
-    rows.sort(key=lambda row: (bool(row["overrides"]), order.get(row["preset"], len(order)), row["preset"]))
-    _add_gap(rows)
-    return rows
-
-
-def _add_gap(rows: list[dict]) -> None:
-    """Beside each row trained on one complexity ``c`` only and tested on ``c``: its gap to the row
-    trained on ``1..c`` tested on ``c`` with everything else equal (same budget, seeds, overrides)."""
-    def rest(row):
-        return {k: v for k, v in row["overrides"].items() if k != "train_complexities"}
-
-    for r in rows:
-        if "-" in r["train"] or "," in r["train"] or r["test"] != r["train"]:
-            continue
-        c = int(r["train"])
-        ref = next((o for o in rows if o["train"] == f"1-{c}" and o["test"] == r["test"] and o["steps"] == r["steps"]
-                    and o["seeds"] == r["seeds"] and o["train_chain_len"] == r["train_chain_len"]
-                    and o["test_chain_len"] == r["test_chain_len"] and rest(o) == rest(r)), None)
-        if ref is not None:
-            r["gap_reference"] = _label(ref)
-            r["gap_accuracy"] = ref["accuracy_mean"] - r["accuracy_mean"]
-            r["gap_traversal"] = ref["traversal_mean"] - r["traversal_mean"]
-
-
-def _label(r: dict) -> str:
-    return r["preset"] + "".join(f" {k}={v}" for k, v in r["overrides"].items())
-
-
-def _pct(x) -> str:
-    return "-" if x is None else f"{100 * x:.1f}%"
-
-
-def _pm(m, s) -> str:
-    return f"{100 * m:.1f} ± {100 * s:.1f}%"
-
-
-def _figure(rows: list[dict], out_dir: Path) -> str | None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:  # pragma: no cover - matplotlib is a dependency of the report
-        return None
-    fig_dir = Path(out_dir) / "figures" / NAME
-    fig_dir.mkdir(parents=True, exist_ok=True)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharex=True)
-    for r in rows:
-        label = f"{r['preset']}" + (" *" if r["overrides"] else "")
-        axes[0].plot(r["curve_step"], r["curve_reward"], label=label)
-        axes[1].plot(r["curve_step"], r["curve_traversal"], label=label)
-    axes[0].set_title("training reward (final-answer accuracy)")
-    axes[1].set_title("training chain-traversal rate")
-    for ax in axes:
-        ax.set_xlabel("policy-gradient step")
-        ax.set_ylim(-0.02, 1.02)
-        ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7, loc="center right")
-    fig.tight_layout()
-    path = fig_dir / "learning_curves.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return f"figures/{NAME}/learning_curves.png"
-
-
-def report_markdown(rows: list[dict], out_dir: Path) -> str:
-    """The chains section: accuracy and traversal (mean ± std over seeds, and per seed) beside the
-    talk's numbers, the gap of the complexity-3-only row, and the learning curves."""
-    out = ["| preset | train | test | n train/test | steps | accuracy | traversal | per seed acc / trav "
-           "| min over test c (acc / trav) | talk acc / trav | steps to reward 0.9 |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        name = _label(r)
-        per_seed = ", ".join(f"{100 * a:.0f}/{100 * t:.0f}" for a, t in zip(r["accuracy_per_seed"], r["traversal_per_seed"]))
-        hits = ", ".join(str(s) if s >= 0 else "never" for s in r["steps_to_reward_0.9"])
-        out.append(
-            f"| {name} | {r['train']} | {r['test']} | {r['train_chain_len']}/{r['test_chain_len']} | {r['steps']} | "
-            f"{_pm(r['accuracy_mean'], r['accuracy_std'])} | {_pm(r['traversal_mean'], r['traversal_std'])} | {per_seed} | "
-            f"{_pct(r['min_accuracy_over_complexities'])} / {_pct(r['min_traversal_over_complexities'])} | "
-            f"{_pct(r['talk_accuracy'])} / {_pct(r['talk_traversal'])} | {hits} |")
-    out.append("")
-    out.append("Accuracy: share of sampled traces whose final answer is the start chain's terminal; traversal: share "
-               "that walk the chain forward one vertex at a time; both averaged over the test complexities, then "
-               "mean ± std over seeds (per seed: accuracy/traversal in %). 'n': vertices per chain. "
-               "'steps to reward 0.9': first step where the 50-step mean training reward reaches 0.9, per seed.")
-    for r in rows:
-        if "gap_accuracy" in r:
-            out.append("")
-            out.append(f"**Gap at the same budget ({r['steps']} steps, seeds {r['seeds']}):** `{_label(r)}` reaches "
-                       f"{_pm(r['accuracy_mean'], r['accuracy_std'])} accuracy and "
-                       f"{_pm(r['traversal_mean'], r['traversal_std'])} traversal on complexity {r['test']}: "
-                       f"{100 * r['gap_accuracy']:.1f} and {100 * r['gap_traversal']:.1f} points below "
-                       f"`{r['gap_reference']}`.")
-    fig = _figure(rows, out_dir)
-    if fig:
-        out.append("")
-        out.append(f"![chains learning curves]({fig})")
-    out.append("")
-    return "\n".join(out)

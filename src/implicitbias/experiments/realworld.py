@@ -1,62 +1,28 @@
 """Real-world clean-label poisoning of S4D, LRU and Mamba2 digit classifiers (SPEC §4, issue #4).
 
-Protocol, per seed ``s`` (everything seeded by ``s``):
+Per seed ``s`` (everything seeded by ``s``):
+1. data: ``n_train`` examples in a stratified split drawn with ``s`` (digits: length-64 row-major
+   sequences), standardised with train-only statistics;
+2. clean run: ``make_classifier(model_config, s)`` (the initialisation, kept), AdamW/cosine for
+   ``epochs``, minibatch order from ``PRNGKey(s)``;
+3. targets: ``n_targets`` test examples drawn with ``s``; they stay in the test set (``rest``: the others);
+4. brew: ``round(poison_frac * n_train)`` random training rows, split among ``target_groups`` groups
+   (:func:`implicitbias.poison.allocate_groups`), each matched separately against the clean model
+   (untargeted, cosine over all parameters, sign-Adam, step decay, ``restarts``, ℓ∞ projection,
+   optional end penalty ``penalty``/``penalty_power``);
+5. variants, retrained from the same initialisation and minibatch key (``mode``: ``duplicate`` =
+   clean set + perturbed copies, ``replace`` = in place; labels kept), plus up to ``max_rounds``
+   rounds of ``extra_epochs`` at ``lr / 10`` while the training loss is above the clean model's:
+   ``poisoned`` (matched), ``uniform`` (``U[-1,1]`` direction at each poison's matched ℓ2 norm),
+   ``end`` (the same on the last ``ceil(last_frac * L)`` positions).
 
-1. **Data**: scikit-learn digits as length-64 sequences (row-major scan), a stratified split with
-   ``n_train`` training examples drawn with seed ``s``, standardised with train-only statistics.
-2. **Clean run**: the classifier ``make_classifier(model_config, s)`` (the *initialisation*, kept)
-   trained with AdamW/cosine for ``epochs`` epochs, minibatch order from ``PRNGKey(s)``.
-3. **Targets**: ``n_targets`` test examples drawn at random (seed ``s``). They stay in the test set;
-   test accuracy is also reported on the test examples that are *not* targets (``rest``).
-4. **Brew**: ``round(poison_frac * n_train)`` training rows drawn at random are the poison pool,
-   split among ``target_groups`` groups (:func:`implicitbias.poison.allocate_groups`: correct high-loss
-   targets get half the poisons); each group is matched separately (untargeted gradient matching,
-   cosine over all parameters, sign-Adam, step decay, ``restarts`` keeping the best, ℓ∞ projection,
-   optional end-of-sequence penalty ``penalty``/``penalty_power``), against the clean-trained model.
-5. **Variants**, each retrained from the **same initialisation** and the same minibatch key on the
-   poisoned set (``mode``: ``duplicate`` = clean set + perturbed copies, ``replace`` = perturbed in
-   place; poisons keep their labels), then, while its training loss is above the clean model's
-   (on the clean set), up to ``max_rounds`` extra rounds of ``extra_epochs`` epochs at ``lr / 10``:
-
-   * ``poisoned``: the matched perturbation;
-   * ``uniform``: per poison, a ``U[-1,1]`` direction over the whole sequence rescaled to that
-     poison's matched ℓ2 norm (same energy; may leave the ℓ∞ box and the pixel range);
-   * ``end``: the same, supported on the last ``ceil(last_frac * L)`` positions (same energy,
-     special-sequence-like placement).
-
-Budget units. ``eps`` is given in **raw pixel units** (digits take values 0..16, so ``eps=4`` is a
-quarter of the range, i.e. 64/255 of an 8-bit image; CIFAR-10 pixels are scaled to 0..1, so the
-paper-style 8/255 is ``eps=0.0314``). The model sees ``(x - mean) / std``; the model-unit budget is
-``eps / max(std)`` (exact for digits with ``standardize="channel"``, one scalar std; with several
-channels or ``standardize="feature"`` the raw budget holds everywhere and is tighter where the std
-is smaller). With ``clip=True`` (needs ``standardize="channel"``) perturbed pixels are kept in the
-valid raw range, per channel (``clip_min = -mean/std``, ``clip_max = (range - mean)/std``).
-
-Data. ``dataset="digits"`` (default; ships with scikit-learn) or ``dataset="cifar10"``: sequential
-CIFAR-10 (1,024 steps x 3 channels, ``scan`` = ``row`` or the paper's ``channel_major``) read from
-``data_dir``, the unpacked python-pickle batches the user provides (nothing is downloaded). For the
-full-size setting use a GPU and e.g. ``--set dataset=cifar10 --set data_dir=/path --set n_train=50000
---set eps=0.0314 --set d_model=128 --set n_layers=4``.
-
-Recorded per seed and variant: train loss/accuracy on the set it was trained on and on the clean
-training set, test loss/accuracy (all, targets, rest), extra rounds and whether it fit, wall time;
-for perturbations: the share of ``sum |delta|^2`` in the last ``last_frac`` of the sequence, mean
-per-poison ℓ2 norm, max |delta| (model units), and the matching loss ``M`` at the clean model;
-the brew's objective/matching loss per group; times of clean training and brewing.
-
-Presets (5 seeds each; width 32, 16 states, 2 layers, norm, 30 epochs, 1,000 training digits,
-``eps = 4`` raw pixel units (64/255 of the range) with the range clip, 500 poisons (50%) in
-duplicate mode, 200 targets in 2 groups, 50 sign-Adam iterations, 1 restart, no end penalty):
-``<model>/digits/<readout>`` for model ``s4d | lru | mamba2`` and readout ``mean`` (pooling) or
-``last`` (last-step readout); ``--preset s4d/digits`` selects both readouts. Measured cost on the
-shared 2-core CPU: ``s4d/digits/mean`` about 5 min (per seed ~8 s clean training, ~19 s brew, ~10 s
-per retraining, 4 trainings), ``s4d/digits/last`` about 4 min; Mamba2 is several times slower.
-The levers of SPEC §4 are swept with ``--sweep`` (``scripts/sweep_realworld.py`` holds the grid).
-
-Report: per preset, mean ± 95% t-interval over seeds of every variant's test accuracy/loss, target
-accuracy and energy share; paired differences (poisoned - clean, poisoned - uniform control) of test
-error with their t-intervals and a verdict; a scatter of clean vs poisoned (and control) test error
-per seed.
+``eps`` is in raw pixel units (digits 0..16: ``eps=4`` is 64/255 of the range; CIFAR-10 0..1:
+8/255 is ``eps=0.0314``); the model-unit budget is ``eps / max(std)`` (exact with one channel and
+``standardize="channel"``). ``clip=True`` keeps perturbed pixels in the raw range per channel.
+``dataset``: ``"digits"`` (scikit-learn) or ``"cifar10"`` (1,024 steps x 3 channels, ``scan`` ``row`` |
+``channel_major``, from ``data_dir``; never downloaded). Presets ``<s4d|lru|mamba2>/digits/<mean|last>``:
+the ``Config`` defaults; ``--sweep`` varies the levers (``scripts/sweep_realworld.py``).
+Cost of the presets and what the sweep found: docs/findings/realworld.md.
 """
 
 from __future__ import annotations
@@ -65,20 +31,29 @@ import logging
 import math
 import time
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from ..datasets import load_cifar10, load_digits
 from ..models import ClassifierConfig, make_classifier
-from ..poison import BrewConfig, allocate_groups, assemble, craft_poisons, energy_share, matching_loss, retrain
-from ..poison import synthetic, target_stats
+from ..poison import (
+    BrewConfig,
+    allocate_groups,
+    assemble,
+    craft_groups,
+    energy_share,
+    matching_loss,
+    retrain,
+    target_stats,
+)
+from ..poison.controls import same_norm_random
+from ..poison.groups import classifier_direction, masked_direction
+from ..record import Record
 from ..train_classifier import TrainConfig, classification_loss, evaluate, predict_logits, trainer
-from .base import Record, base_preset, config_to_dict, require
+from ..validate import require, require_seeds
 
 NAME = "realworld"
 log = logging.getLogger("implicitbias")
@@ -147,12 +122,13 @@ class Config:
         raw = RAW_RANGES.get(self.dataset, RAW_RANGE)
         require(0 < self.eps <= raw, f"eps must be in (0, {raw}] raw pixel units for {self.dataset}, got {self.eps}")
         require(0 < self.poison_frac <= 1, f"poison_frac must be in (0, 1], got {self.poison_frac}")
-        require(round(self.poison_frac * self.n_train) >= 1, f"poison_frac * n_train must give at least one poison")
+        require(round(self.poison_frac * self.n_train) >= 1, "poison_frac * n_train must give at least one poison")
         require(self.penalty >= 0, f"penalty must be >= 0, got {self.penalty}")
         require(self.penalty_power > 0, f"penalty_power must be > 0, got {self.penalty_power}")
         require(self.mode in ("duplicate", "replace"), f"mode must be 'duplicate' or 'replace', got {self.mode!r}")
         require(0 < self.last_frac <= 1, f"last_frac must be in (0, 1], got {self.last_frac}")
-        require(len(self.seeds) >= 1 and len(set(self.seeds)) == len(self.seeds), f"seeds must be non-empty and distinct, got {self.seeds}")
+        require_seeds(self.seeds)
+        require(len(set(self.seeds)) == len(self.seeds), f"seeds must be distinct, got {self.seeds}")
 
     @property
     def model_config(self) -> ClassifierConfig:
@@ -182,33 +158,8 @@ PRESETS: dict[str, Config] = {
 
 
 # --------------------------------------------------------------------------------------------
-# statistics
-# --------------------------------------------------------------------------------------------
-
-def t_interval(values, level: float = 0.95) -> tuple[float, float]:
-    """``(mean, half_width)`` of the two-sided ``level`` Student-t interval over ``values``
-    (``half_width = t_{(1+level)/2, n-1} * s / sqrt(n)``, ``s`` with ``ddof=1``; NaN for one value)."""
-    from scipy import stats
-
-    v = np.asarray(values, float)
-    n = v.size
-    mean = float(np.mean(v)) if n else float("nan")
-    if n < 2:
-        return mean, float("nan")
-    s = float(np.std(v, ddof=1))
-    return mean, float(stats.t.ppf(0.5 + level / 2, n - 1) * s / math.sqrt(n))
-
-
-# --------------------------------------------------------------------------------------------
 # one seed
 # --------------------------------------------------------------------------------------------
-
-def same_norm_random(key, delta, first: int = 0) -> np.ndarray:
-    """Per poison, a ``U[-1,1]`` direction supported on time positions ``first..L-1`` (axis 1),
-    rescaled to that poison's ℓ2 norm in ``delta (P, L, C)`` (``poison.synthetic.same_norm_random``)."""
-    delta = np.asarray(delta)
-    return np.asarray(synthetic.same_norm_random(key, jnp.asarray(delta), slice(first, None)), dtype=delta.dtype)
-
 
 def loss_only(model, x, y):
     """``classification_loss`` without the accuracy: the ``loss_fn(model, x, y)`` of the attack."""
@@ -231,41 +182,7 @@ def budget(cfg: Config, meta: dict) -> tuple[float, float | None, float | None]:
     return eps, None, None
 
 
-@eqx.filter_jit
-def masked_direction(model, x_t, y_t, w):
-    """``-grad_theta`` of the mean cross-entropy over the targets with ``w = 1`` (``w`` 0/1).
-
-    Equal to ``target_direction(loss_only, model, x_t[w], y_t[w], "untargeted")``; the targets are
-    padded to a fixed size so every group and seed shares one compilation (the eager version
-    recompiles every primitive for each new group size)."""
-    params, static = eqx.partition(model, eqx.is_inexact_array)
-
-    def f(p):
-        logits = jax.vmap(eqx.combine(p, static))(x_t)
-        ce = optax.softmax_cross_entropy_with_integer_labels(logits, y_t)
-        return jnp.sum(ce * w) / jnp.sum(w)
-
-    return jax.tree_util.tree_map(jnp.negative, jax.grad(f)(params))
-
-
 _matching_jit = eqx.filter_jit(matching_loss)
-
-
-def craft(model, x_pool, y_pool, x_t, y_t, groups, key, bc: BrewConfig):
-    """Each group matched separately (as :func:`implicitbias.poison.craft_groups`, with the
-    compiled :func:`masked_direction`). Returns the pool's perturbation and one result per group."""
-    delta = np.zeros_like(np.asarray(x_pool))
-    results = []
-    x_t, y_t = jnp.asarray(x_t), jnp.asarray(y_t)
-    for g, k in zip(groups, jax.random.split(key, len(groups))):
-        w = np.zeros(x_t.shape[0], np.float32)
-        w[g.targets] = 1.0
-        direction = masked_direction(model, x_t, y_t, jnp.asarray(w))
-        res = craft_poisons(model, loss_only, jnp.asarray(x_pool[g.poisons]), jnp.asarray(y_pool[g.poisons]),
-                            direction, k, bc)
-        delta[g.poisons] = np.asarray(res.delta)
-        results.append(res)
-    return delta, results
 
 
 def run_seed(cfg: Config, seed: int, keep: bool = False) -> dict:
@@ -310,14 +227,16 @@ def run_seed(cfg: Config, seed: int, keep: bool = False) -> dict:
     t_losses, t_correct = target_stats(clean.model, x_t, y_t, predict)
     groups = allocate_groups(t_losses, t_correct, cfg.n_poisons, seed=seed, n_groups=cfg.target_groups)
     t0 = time.perf_counter()
-    delta, brew_results = craft(clean.model, x_pool, y_pool, x_t, y_t, groups, jax.random.fold_in(key, 1), bc)
+    brew = craft_groups(clean.model, loss_only, x_pool, y_pool, x_t, y_t, groups, jax.random.fold_in(key, 1), bc,
+                        direction_fn=classifier_direction)
+    delta, brew_results = np.asarray(brew.delta), brew.results
     t_brew = time.perf_counter() - t0
 
     n_last = max(1, math.ceil(cfg.last_frac * L - 1e-9))
     ku, ke = jax.random.split(jax.random.fold_in(key, 2))
     deltas = {"poisoned": delta,
-              "uniform": same_norm_random(ku, delta),
-              "end": same_norm_random(ke, delta, L - n_last)}
+              "uniform": np.asarray(same_norm_random(ku, jnp.asarray(delta)), delta.dtype),
+              "end": np.asarray(same_norm_random(ke, jnp.asarray(delta), slice(L - n_last, None)), delta.dtype)}
 
     def measure(model, x_fit, y_fit):
         tr = evaluate(model, x_fit, y_fit)
@@ -369,7 +288,14 @@ def run_seed(cfg: Config, seed: int, keep: bool = False) -> dict:
 
 def run(config: Config) -> Record:
     """Every seed of ``config``: per-seed metrics lists and the stored perturbations. One log line
-    per finished seed (logger ``implicitbias``; the CLI prints it under its progress bar)."""
+    per finished seed (logger ``implicitbias``; the CLI prints it under its progress bar).
+
+    Recorded per seed and variant: train loss/accuracy on the set it was trained on and on the clean
+    training set, test loss/accuracy (all, targets, rest), extra rounds and whether it fit, wall time;
+    for perturbations: the share of ``sum |delta|^2`` in the last ``last_frac`` of the sequence, mean
+    per-poison ℓ2 norm, max |delta| (model units), and the matching loss ``M`` at the clean model;
+    the brew's objective/matching loss per group; times of clean training and brewing.
+    """
     start = time.perf_counter()
     per = []
     for i, s in enumerate(config.seeds):
@@ -396,234 +322,3 @@ def collect(config: Config, per: list[dict], wall_seconds: float | None = None) 
     metrics["wall_seconds"] = wall_seconds
     arrays = {k: np.stack([p["arrays"][k] for p in per]) for k in per[0]["arrays"]}
     return Record(metrics, arrays)
-
-
-# --------------------------------------------------------------------------------------------
-# report
-# --------------------------------------------------------------------------------------------
-
-def _tuples(v):
-    return tuple(_tuples(x) for x in v) if isinstance(v, list) else v
-
-
-def report_rows(runs) -> list[dict]:
-    """One row per stored config (latest run): per-seed lists, mean and 95% t-half-width of each
-    quantity, and the paired differences of test error."""
-    latest = {}
-    for r in runs:
-        latest[r.path.name] = r
-    rows = []
-    for r in latest.values():
-        m = r.metrics
-        cfg = r.config
-        row = {"experiment": NAME, "preset": r.preset or "custom", "model": cfg["model"], "readout": cfg["readout"],
-               "eps": cfg["eps"], "poison_frac": cfg["poison_frac"], "penalty": cfg["penalty"], "mode": cfg["mode"],
-               "epochs": cfg["epochs"], "iterations": cfg["iterations"], "restarts": cfg["restarts"],
-               "seeds": m["seeds"], "wall_seconds": m.get("wall_seconds"),
-               "backend": (r.meta.get("versions") or {}).get("backend", "unknown")}
-        overrides = {}
-        base = PRESETS.get(base_preset(r.preset or ""))
-        if base is not None:
-            overrides = {k: v for k, v in cfg.items() if k in config_to_dict(base) and _tuples(v) != getattr(base, k)}
-        row["overrides"] = overrides
-        for v in VARIANTS:
-            for q in ("test_acc", "test_loss", "target_acc", "rest_acc", "train_loss", "clean_train_acc", "fits", "rounds",
-                      "energy_share", "matching_loss", "l2_mean", "linf"):
-                key = f"{v}_{q}"
-                if key in m:
-                    vals = [float(x) for x in m[key]]
-                    row[f"{key}_per_seed"] = vals
-                    row[f"{key}_mean"], row[f"{key}_ci"] = t_interval(vals)
-        err = {v: 1 - np.asarray(m[f"{v}_test_acc"], float) for v in VARIANTS}
-        for a, b in (("poisoned", "clean"), ("poisoned", "uniform"), ("poisoned", "end")):
-            row[f"diff_err_{a}_{b}_mean"], row[f"diff_err_{a}_{b}_ci"] = t_interval(err[a] - err[b])
-        row["brew_matching_mean"], row["brew_matching_ci"] = t_interval(m["brew_matching_mean"])
-        row["clean_train_s_mean"] = float(np.mean(m["clean_train_s"]))
-        row["brew_s_mean"] = float(np.mean(m["brew_s"]))
-        rows.append(row)
-    rows.sort(key=lambda r: r["preset"])
-    return rows
-
-
-def is_sweep_row(row) -> bool:
-    """Made by ``--sweep`` (its preset name carries the swept values)."""
-    return base_preset(row["preset"]) != row["preset"]
-
-
-def _pm(row, key, scale=1.0, digits=3):
-    mean, ci = row.get(f"{key}_mean"), row.get(f"{key}_ci")
-    if mean is None:
-        return "-"
-    if ci is None or not math.isfinite(ci):
-        return f"{mean * scale:.{digits}f}"
-    return f"{mean * scale:.{digits}f} ± {ci * scale:.{digits}f}"
-
-
-def _compare(row, other: str) -> str:
-    mean, ci = row[f"diff_err_poisoned_{other}_mean"], row[f"diff_err_poisoned_{other}_ci"]
-    if mean - ci > 0:
-        return "above"
-    if mean + ci < 0:
-        return "below"
-    return "not different from"
-
-
-def _decision(row) -> tuple[str, str, str]:
-    """``(kind, vs clean, vs uniform)`` from the paired 95% CIs of test error; ``kind`` is ``n/a``
-    (too few seeds), ``effect`` (significantly above both clean and the uniform control, every
-    poisoned model fitting as well as clean), ``effect_not_fit``, ``reverse`` (significantly below
-    clean) or ``none``."""
-    if not all(math.isfinite(row[f"diff_err_poisoned_{b}_ci"]) for b in ("clean", "uniform")):
-        return "n/a", "", ""
-    c, u = _compare(row, "clean"), _compare(row, "uniform")
-    if c == u == "above":
-        return ("effect" if all(row.get("poisoned_fits_per_seed") or []) else "effect_not_fit"), c, u
-    return ("reverse" if c == "below" else "none"), c, u
-
-
-def verdict(row) -> str:
-    """One line from the paired 95% CIs of test error: an effect needs poisoned error significantly
-    above the clean model's *and* above the same-norm uniform control's."""
-    kind, c, u = _decision(row)
-    if kind == "n/a":
-        return "too few seeds for an interval"
-    if kind.startswith("effect"):
-        fits = row.get("poisoned_fits_per_seed") or []
-        caveat = "" if kind == "effect" else (
-            f"; but the poisoned model fit its data as well as the clean one in only {int(sum(fits))}/{len(fits)} "
-            "seeds, so part of the gap may be under-fitting")
-        return "effect: poisoned test error significantly above both clean and the same-norm uniform control" + caveat
-    return (f"no significant effect: poisoned test error is {c} clean "
-            f"({100 * row['diff_err_poisoned_clean_mean']:+.2f} ± {100 * row['diff_err_poisoned_clean_ci']:.2f} pts) "
-            f"and {u} the uniform control "
-            f"({100 * row['diff_err_poisoned_uniform_mean']:+.2f} ± {100 * row['diff_err_poisoned_uniform_ci']:.2f} pts)")
-
-
-def _figure(rows: list[dict], out_dir: Path) -> Path | None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:  # pragma: no cover
-        return None
-    fig_dir = Path(out_dir) / "figures" / NAME
-    fig_dir.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(5.6, 5.2))
-    markers = {"poisoned": "o", "uniform": "^", "end": "s"}
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    lo, hi = 1.0, 0.0
-    for i, r in enumerate(rows):
-        c = colors[i % len(colors)]
-        ce = 1 - np.asarray(r["clean_test_acc_per_seed"])
-        for v, mk in markers.items():
-            ve = 1 - np.asarray(r[f"{v}_test_acc_per_seed"])
-            lo, hi = min(lo, ce.min(), ve.min()), max(hi, ce.max(), ve.max())
-            ax.scatter(ce, ve, marker=mk, color=c, alpha=0.9 if v == "poisoned" else 0.45,
-                       facecolors=c if v == "poisoned" else "none",
-                       label=f"{r['preset']} {v}" + (" *" if r["overrides"] else ""))
-    pad = 0.1 * max(hi - lo, 1e-3)
-    lim = (max(0.0, lo - pad), hi + pad)
-    ax.plot(lim, lim, "k--", lw=1)
-    ax.set_xlim(lim)
-    ax.set_ylim(lim)
-    ax.set_xlabel("clean test error")
-    ax.set_ylabel("retrained test error (poisoned / control)")
-    ax.set_title("one point per seed; above the diagonal = worse", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=6, loc="upper left")
-    fig.tight_layout()
-    path = fig_dir / "clean_vs_poisoned.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def short_verdict(row) -> str:
-    """``**effect**`` / ``effect, not fit`` / ``none`` / ``reverse`` / ``n/a`` (see :func:`_decision`)."""
-    return {"effect": "**effect**", "effect_not_fit": "effect, not fit"}.get(_decision(row)[0], _decision(row)[0])
-
-
-def _nfit(row, variant: str) -> str:
-    fits = row.get(f"{variant}_fits_per_seed")
-    return "-" if fits is None else f"{int(sum(fits))}/{len(fits)}"
-
-
-def sweep_markdown(rows: list[dict]) -> str:
-    """One line per swept config: accuracies of every variant, paired differences, verdict."""
-    out = ["Lever sweep (`--sweep`; `scripts/sweep_realworld.py`): one line per stored config, 95% t-intervals "
-           "over its seeds. Test accuracy in %; differences of test error in points (poisoned minus clean / "
-           "minus the same-norm uniform control); verdict `effect` needs both significantly above 0 and every "
-           "poisoned model fitting its training set as well as the clean model did (`effect, not fit` otherwise: "
-           "the gap may be under-fitting), `reverse` = poisoned significantly better than clean. Fits: seeds whose "
-           "poisoned / uniform-control model reached the clean model's training loss.\n",
-           "| base preset | swept | seeds | clean | poisoned | uniform | end | poisoned - clean | poisoned - uniform | "
-           "energy share end | brew M | fits | verdict |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in sorted(rows, key=lambda r: (base_preset(r["preset"]), r["preset"])):
-        swept = r["preset"][len(base_preset(r["preset"])):].strip("[]")
-        out.append(f"| {base_preset(r['preset'])} | {swept} | {len(r['seeds'])} ({','.join(map(str, r['seeds']))}) | "
-                   + " | ".join(_pm(r, f"{v}_test_acc", 100, 2) for v in VARIANTS)
-                   + f" | {_pm(r, 'diff_err_poisoned_clean', 100, 2)} | {_pm(r, 'diff_err_poisoned_uniform', 100, 2)} | "
-                   f"{_pm(r, 'poisoned_energy_share', 1, 2)} | {_pm(r, 'brew_matching', 1, 3)} | "
-                   f"{_nfit(r, 'poisoned')} / {_nfit(r, 'uniform')} | {short_verdict(r)} |")
-    return "\n".join(out) + "\n"
-
-
-def report_markdown(rows: list[dict], out_dir: Path) -> str:
-    """Per preset: mean ± 95% t-interval over seeds of test accuracy/loss, target accuracy and energy
-    share for clean, poisoned and the two same-norm controls; paired differences; verdict; per-seed
-    numbers; the clean-vs-poisoned scatter. Runs made by ``--sweep`` get one line each in a sweep
-    table after these."""
-    out_dir = Path(out_dir)
-    swept = [r for r in rows if is_sweep_row(r)]
-    rows = [r for r in rows if not is_sweep_row(r)]
-    if not rows:
-        return sweep_markdown(swept)
-    out = ["Clean-label gradient-matching poisoning on digits (length-64 sequences). Mean ± 95% t-interval "
-           "over seeds. `uniform`/`end`: random perturbations with each poison's matched ℓ2 norm, spread over "
-           "the sequence / on its last quarter. Energy share = share of Σ|δ|² in the last quarter "
-           "(uniform placement ≈ 0.25). Accuracies in %.\n"]
-    out.append("| preset | variant | test acc | test loss | target acc | rest acc | energy share end | fits |")
-    out.append("|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        star = " *" if r["overrides"] else ""
-        for v in VARIANTS:
-            nfit = _nfit(r, v)
-            out.append(f"| {r['preset']}{star} | {v} | {_pm(r, f'{v}_test_acc', 100, 2)} | {_pm(r, f'{v}_test_loss')} | "
-                       f"{_pm(r, f'{v}_target_acc', 100, 2)} | {_pm(r, f'{v}_rest_acc', 100, 2)} | "
-                       f"{_pm(r, f'{v}_energy_share') if v != 'clean' else '-'} | {nfit} |")
-    out.append("")
-    out.append("Paired differences of test error (percentage points, poisoned minus other), brew matching loss "
-               "M = 1 - cos (mean over groups), cost:\n")
-    out.append("| preset | seeds | poisoned - clean | poisoned - uniform | poisoned - end | brew M | clean train s | brew s | wall s | verdict |")
-    out.append("|---|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        star = " *" if r["overrides"] else ""
-        wall = r.get("wall_seconds")
-        out.append(f"| {r['preset']}{star} | {len(r['seeds'])} | {_pm(r, 'diff_err_poisoned_clean', 100, 2)} | "
-                   f"{_pm(r, 'diff_err_poisoned_uniform', 100, 2)} | {_pm(r, 'diff_err_poisoned_end', 100, 2)} | "
-                   f"{_pm(r, 'brew_matching')} | {r['clean_train_s_mean']:.1f} | {r['brew_s_mean']:.1f} | "
-                   f"{'-' if wall is None else f'{wall:.0f}'} | {verdict(r)} |")
-    out.append("")
-    out.append("Per seed (test accuracy %, clean / poisoned / uniform / end; poisoned energy share):\n")
-    out.append("| preset | seed | clean | poisoned | uniform | end | energy share | poisoned extra rounds |")
-    out.append("|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        for i, s in enumerate(r["seeds"]):
-            acc = [100 * r[f"{v}_test_acc_per_seed"][i] for v in VARIANTS]
-            out.append(f"| {r['preset']} | {s} | " + " | ".join(f"{a:.2f}" for a in acc) +
-                       f" | {r['poisoned_energy_share_per_seed'][i]:.3f} | {int(r['poisoned_rounds_per_seed'][i])} |")
-    elsewhere = sorted({r["backend"] for r in rows + swept} - {"cpu: cpu"})
-    if elsewhere:
-        out.append("\nRuns not made on a CPU (float results differ slightly between backends and, on a GPU, between "
-                   "runs; compare variants within a run): " + "; ".join(
-                       f"{b}: " + ", ".join(r["preset"] for r in rows + swept if r["backend"] == b) for b in elsewhere))
-    if any(r["overrides"] for r in rows):
-        out.append("\n\\* overrides of the preset: " + "; ".join(f"{r['preset']}: {r['overrides']}" for r in rows if r["overrides"]))
-    fig = _figure(rows, out_dir)
-    if fig is not None:
-        out.append(f"\n![clean vs poisoned test error per seed]({fig.relative_to(out_dir).as_posix()})\n")
-    if swept:
-        out.append("\n" + sweep_markdown(swept))
-    return "\n".join(out) + "\n"

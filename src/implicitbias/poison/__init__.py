@@ -10,8 +10,20 @@
 
 from .assemble import PoisonedSet, assemble
 from .groups import GroupBrew, TargetGroup, allocate_groups, craft_groups, per_example_cross_entropy, target_stats
-from .matching import (BrewConfig, BrewResult, box_bounds, craft_poisons, end_penalty, end_penalty_weights,
-                       energy_share, matching_loss, param_grad, project, target_direction, tree_cosine)
+from .matching import (
+                       BrewConfig,
+                       BrewResult,
+                       box_bounds,
+                       craft_poisons,
+                       end_penalty,
+                       end_penalty_weights,
+                       energy_share,
+                       matching_loss,
+                       param_grad,
+                       project,
+                       target_direction,
+                       tree_cosine,
+)
 from .retrain import CleanVsPoisoned, TrainOutcome, clean_and_poisoned, retrain
 
 __all__ = [

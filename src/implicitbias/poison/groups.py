@@ -22,9 +22,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from .matching import BrewConfig, BrewResult, LossFn, craft_poisons, target_direction
 
@@ -90,14 +92,46 @@ class GroupBrew(NamedTuple):
     results: list[BrewResult]  # one per group, in the order of ``groups``
 
 
+@eqx.filter_jit
+def masked_direction(model: PyTree, x_t: jax.Array, y_t: jax.Array, w: jax.Array) -> PyTree:
+    """``-grad_theta`` of the mean cross-entropy of a classifier (``vmap(model)(x_t) -> logits``)
+    over the targets with ``w = 1`` (``w``: 0/1 per target).
+
+    Equal to the untargeted :func:`target_direction` on ``x_t[w == 1]``; the targets keep a fixed
+    size, so every group and seed shares one compilation."""
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+
+    def f(p):
+        logits = jax.vmap(eqx.combine(p, static))(x_t)
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits, y_t)
+        return jnp.sum(ce * w) / jnp.sum(w)
+
+    return jax.tree_util.tree_map(jnp.negative, jax.grad(f)(params))
+
+
+def classifier_direction(model: PyTree, x_t, y_t, targets: np.ndarray) -> PyTree:
+    """The untargeted direction of the ``targets`` rows of a classifier's target set, through the
+    compiled :func:`masked_direction` (a ``direction_fn`` for :func:`craft_groups`)."""
+    w = np.zeros(np.shape(x_t)[0], np.float32)
+    w[targets] = 1.0
+    return masked_direction(model, jnp.asarray(x_t), jnp.asarray(y_t), jnp.asarray(w))
+
+
 def craft_groups(model: PyTree, loss_fn: LossFn, x_pool, y_pool, x_t, y_t, groups: list[TargetGroup],
-                 key: jax.Array, cfg: BrewConfig, mode: str = "untargeted", label_fn: Callable | None = None) -> GroupBrew:
-    """Match each group separately: its targets' direction, its poisons; return the pool's perturbation."""
+                 key: jax.Array, cfg: BrewConfig, mode: str = "untargeted", label_fn: Callable | None = None,
+                 direction_fn: Callable | None = None) -> GroupBrew:
+    """Match each group separately: its targets' direction, its poisons; return the pool's perturbation.
+
+    ``direction_fn(model, x_t, y_t, targets) -> direction`` replaces :func:`target_direction` on the
+    group's rows (e.g. :func:`classifier_direction`; ``mode`` then does not apply)."""
     x_pool = jnp.asarray(x_pool)
     delta = jnp.zeros_like(x_pool)
     results = []
     for g, k in zip(groups, jax.random.split(key, len(groups))):
-        direction = target_direction(loss_fn, model, jnp.asarray(x_t)[g.targets], jnp.asarray(y_t)[g.targets], mode)
+        if direction_fn is None:
+            direction = target_direction(loss_fn, model, jnp.asarray(x_t)[g.targets], jnp.asarray(y_t)[g.targets], mode)
+        else:
+            direction = direction_fn(model, x_t, y_t, g.targets)
         res = craft_poisons(model, loss_fn, x_pool[g.poisons], jnp.asarray(y_pool)[g.poisons], direction, k, cfg, label_fn)
         delta = delta.at[g.poisons].set(res.delta)
         results.append(res)

@@ -51,7 +51,7 @@ from __future__ import annotations
 import functools
 import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import equinox as eqx
 import jax
@@ -59,10 +59,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import metrics, sequences
-from ..experiments import table1
 from ..optim import StopRule, make_optimizer
+from ..tasks import teacher_student as table1
 from ..train import train
 from .assemble import assemble
+from .controls import same_norm_random
 from .matching import BrewConfig, craft_poisons, energy_share, matching_loss, target_direction
 from .retrain import retrain
 
@@ -128,7 +129,7 @@ def mse(model, x, y) -> jax.Array:
     return jnp.mean((model(x) - y) ** 2)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _compiled_train(optimizer: str, lr: float, rule: StopRule, log_every: int):
     opt = make_optimizer(optimizer, lr)
     loss = lambda m, d: mse(m, d["X"], d["y"])
@@ -160,18 +161,6 @@ def make_train_fn(tc: table1.Config, rule: StopRule | None = None):
 def extrapolation_targets(L: int, horizon: int, dtype=jnp.float64) -> jax.Array:
     """Length-``horizon`` unit impulses at positions ``0..horizon-L-1``: they read ``h_horizon .. h_{L+1}``."""
     return jnp.eye(horizon, dtype=dtype)[: horizon - L]
-
-
-def same_norm_random(key, delta: jax.Array, support: slice | None = None) -> jax.Array:
-    """Per row, a ``U[-1,1]`` direction (restricted to ``support`` time positions, axis 1) rescaled to
-    the row's ℓ2 norm. ``delta: (P, L)`` or ``(P, L, C)``."""
-    r = jax.random.uniform(key, delta.shape, delta.dtype, -1.0, 1.0)
-    if support is not None:
-        mask = jnp.zeros(delta.shape[1], delta.dtype).at[support].set(1.0)
-        r = r * mask.reshape((1, -1) + (1,) * (delta.ndim - 2))
-    norm = lambda v: jnp.sqrt(jnp.sum(v.reshape(v.shape[0], -1) ** 2, axis=1))
-    scale = norm(delta) / jnp.maximum(norm(r), 1e-300)
-    return r * scale.reshape((-1,) + (1,) * (delta.ndim - 1))
 
 
 def run_seed(cfg: SyntheticConfig, seed: int) -> dict:

@@ -1,47 +1,74 @@
-"""What every experiment shares: records, config hashing, overrides, validation helpers.
+"""Configs from the command line: ``--set`` / ``--sweep`` parsing, preset selection, overrides.
 
-An experiment is a module exporting ``NAME``, ``Config`` (frozen dataclass), ``PRESETS``
-(name -> Config) and ``run(config) -> Record``; optionally ``paper_value(config)`` for reports.
-The CLI, store and report only ever use these names.
+Every error is one ``ValueError`` whose message names the flag and the field.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
+import math
 import typing
-from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
+
+def as_tuples(value):
+    """JSON lists (at any depth) back into the tuples a frozen config holds."""
+    if isinstance(value, list):
+        return tuple(as_tuples(v) for v in value)
+    return value
 
 
-@dataclass
-class Record:
-    """The result of one run: JSON-able ``metrics`` and named NumPy ``arrays``."""
-
-    metrics: dict[str, Any]
-    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+class _Mismatch(Exception):
+    """A parsed value does not have the field's type (reported by :func:`_coerce` for the whole field)."""
 
 
-def config_to_dict(config) -> dict[str, Any]:
-    """Plain JSON-able dict of a config dataclass (tuples become lists)."""
-    return json.loads(json.dumps(dataclasses.asdict(config)))
+def _check(value, typ):
+    """``value`` (parsed JSON) as an instance of ``typ``; :class:`_Mismatch` otherwise."""
+    origin = typing.get_origin(typ)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise _Mismatch
+        args = typing.get_args(typ)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_check(v, args[0]) for v in value)
+        if len(args) != len(value):
+            raise _Mismatch
+        return tuple(_check(v, t) for v, t in zip(value, args))
+    if typ is bool and not isinstance(value, bool):
+        raise _Mismatch
+    if typ is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise _Mismatch
+    if typ is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise _Mismatch
+        return float(value)
+    if typ is str and not isinstance(value, str):
+        raise _Mismatch
+    return value
 
 
-def config_hash(experiment: str, config, version: str) -> str:
-    """Stable 12-hex-digit hash of the experiment name, the config and the library version."""
-    payload = json.dumps({"experiment": experiment, "config": config_to_dict(config), "version": version},
-                         sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+def _describe(typ) -> str:
+    if typing.get_origin(typ) is tuple:
+        args = typing.get_args(typ)
+        inner = _describe(args[0]) if args else "values"
+        return f"a list of {inner.removeprefix('an ').removeprefix('a ')}s such as 1,2,3 or [[0,1],[1,0]]"
+    return {bool: "true or false", int: "an integer", float: "a finite number", str: "a string"}.get(typ, str(typ))
+
+
+def _typed(name: str, raw: str, value, typ, flag: str):
+    try:
+        return _check(value, typ)
+    except _Mismatch:
+        raise ValueError(f"{flag} {name}={raw}: expected {_describe(typ)}") from None
 
 
 def _coerce(name: str, raw: str, typ, flag: str = "--set") -> Any:
     """Parse the text of a ``--set`` value into the field's type."""
     origin = typing.get_origin(typ)
+    text = raw.strip()
     if typ is bool:
-        low = raw.strip().lower()
+        low = text.lower()
         if low in ("true", "1", "yes"):
             return True
         if low in ("false", "0", "no"):
@@ -49,30 +76,28 @@ def _coerce(name: str, raw: str, typ, flag: str = "--set") -> Any:
         raise ValueError(f"{flag} {name}={raw}: expected true or false")
     if typ is int:
         try:
-            return int(raw)
+            return int(text)
         except ValueError:
             raise ValueError(f"{flag} {name}={raw}: expected an integer") from None
     if typ is float:
         try:
-            return float(raw)
+            value = float(text)
         except ValueError:
-            raise ValueError(f"{flag} {name}={raw}: expected a number") from None
-    if typ is str or (origin is typing.Literal):
+            raise ValueError(f"{flag} {name}={raw}: expected a finite number") from None
+        return _typed(name, raw, value, typ, flag)
+    if origin is typing.Literal:
+        if text not in typing.get_args(typ):
+            raise ValueError(f"{flag} {name}={raw}: expected one of {', '.join(map(str, typing.get_args(typ)))}")
+        return text
+    if typ is str:
         return raw
     if origin is tuple:
-        text = raw.strip()
         try:
             value = json.loads(text if text.startswith("[") else f"[{text}]")
         except json.JSONDecodeError:
-            raise ValueError(f"{flag} {name}={raw}: expected a list such as 1,2,3 or [[0,1],[1,0]]") from None
-        return _to_tuple(value)
+            raise ValueError(f"{flag} {name}={raw}: expected {_describe(typ)}") from None
+        return _typed(name, raw, value, typ, flag)
     raise ValueError(f"{flag} {name}: fields of type {typ} cannot be set from the command line")
-
-
-def _to_tuple(value):
-    if isinstance(value, list):
-        return tuple(_to_tuple(v) for v in value)
-    return value
 
 
 def parse_overrides(config_cls, items: list[str], flag: str = "--set") -> dict[str, Any]:
@@ -82,7 +107,7 @@ def parse_overrides(config_cls, items: list[str], flag: str = "--set") -> dict[s
     out: dict[str, Any] = {}
     for item in items:
         if "=" not in item:
-            raise ValueError(f"malformed --set {item!r}: expected key=value")
+            raise ValueError(f"malformed {flag} {item!r}: expected key=value")
         key, raw = item.split("=", 1)
         key = key.strip()
         if key not in hints or key not in names:
@@ -138,13 +163,22 @@ def apply_overrides(config, overrides: dict[str, Any]):
     return dataclasses.replace(config, **overrides)
 
 
-def require(condition: bool, message: str) -> None:
-    """Config validation: raise ``ValueError(message)`` unless ``condition``."""
-    if not condition:
-        raise ValueError(message)
+def overrides_against(config: dict[str, Any], base) -> dict[str, Any]:
+    """The fields of a stored ``config`` (JSON dict) that differ from the preset config ``base``
+    (fields ``base`` lacks, e.g. from an older version, are ignored)."""
+    names = {f.name for f in dataclasses.fields(base)}
+    return {k: v for k, v in config.items() if k in names and as_tuples(v) != getattr(base, k)}
 
 
-def mean_std(values) -> tuple[float, float]:
-    """Mean and population std (``ddof=0``, as over the paper's 4 seeds) of finite-or-not values."""
-    arr = np.asarray(values, dtype=float)
-    return float(np.mean(arr)), float(np.std(arr))
+def select_presets(presets: dict[str, Any], patterns: list[str] | None, experiment: str = "") -> dict[str, Any]:
+    """Presets named exactly by a pattern, or lying under it (``per_theorem`` selects all of its cells)."""
+    if not patterns:
+        return dict(presets)
+    out = {}
+    for pat in patterns:
+        pat = pat.strip().rstrip("/")
+        hits = {k: v for k, v in presets.items() if k == pat or k.startswith(pat + "/")}
+        if not hits:
+            raise ValueError(f"unknown preset {pat!r} for {experiment}; known: {', '.join(presets)}")
+        out.update(hits)
+    return out

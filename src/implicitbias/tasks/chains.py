@@ -39,13 +39,13 @@ tied: the tied model is the theory's full-``A`` flow on its invariant subspace.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import NamedTuple
 
-import functools
-
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 # relation of a query vertex q to a key token k; the tied A has one number per relation
@@ -444,3 +444,23 @@ def train_and_evaluate(spec: Spec, seeds: tuple[int, ...], weights=None):
     with a leading seed axis."""
     w = jnp.ones(len(spec.train_complexities)) if weights is None else jnp.asarray(weights, float)
     return _compiled(spec)(jnp.asarray(seeds, jnp.uint32), w)
+
+
+# --------------------------------------------------------------------------------------------
+# learning curves
+# --------------------------------------------------------------------------------------------
+
+def smooth(x: np.ndarray, window: int) -> np.ndarray:
+    """Trailing moving average along the last axis (window clipped at the start)."""
+    c = np.cumsum(np.pad(x, [(0, 0)] * (x.ndim - 1) + [(1, 0)]), axis=-1)
+    idx = np.arange(1, x.shape[-1] + 1)
+    lo = np.maximum(idx - window, 0)
+    return (c[..., idx] - c[..., lo]) / (idx - lo)
+
+
+def steps_to_reward(reward: np.ndarray, level: float = 0.9, window: int = 50) -> list[int]:
+    """Per seed, the first step at which the trailing ``window``-step mean training reward reaches
+    ``level``; -1 if never. reward: (seeds, steps)."""
+    sm = smooth(np.asarray(reward, float), window)
+    hit = sm >= level
+    return [int(np.argmax(h)) if h.any() else -1 for h in hit]

@@ -1,0 +1,35 @@
+"""What a run produces and how it is named: :class:`Record`, :func:`config_to_dict`, :func:`config_hash`.
+
+The store, the runner and the report know runs only through these (DESIGN.md: "the store knows
+only records").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class Record:
+    """The result of one run: JSON-able ``metrics`` and named NumPy ``arrays``."""
+
+    metrics: dict[str, Any]
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def config_to_dict(config) -> dict[str, Any]:
+    """Plain JSON-able dict of a config dataclass (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def config_hash(experiment: str, config, version: str) -> str:
+    """Stable 12-hex-digit hash of the experiment name, the config and the library version."""
+    payload = json.dumps({"experiment": experiment, "config": config_to_dict(config), "version": version},
+                         sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(payload.encode()).hexdigest()[:12]

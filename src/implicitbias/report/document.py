@@ -1,0 +1,151 @@
+"""The report document: rows of every stored run, figures, Markdown and a self-contained HTML page.
+
+Generic over experiments: each has a section module here (``SECTIONS``) with ``rows(runs)``
+(JSON-ready rows), ``markdown(rows, out_dir)`` and optionally ``figures(runs, rows, fig_dir)``
+(PNG files). An experiment without a section gets a plain table of its stored metrics.
+Drawing and rendering are separate steps: :func:`write_figures` writes PNGs, :func:`markdown` only
+links those that exist.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import os
+import re
+import tempfile
+from pathlib import Path
+from types import ModuleType
+
+from .. import experiments
+from ..store import Store
+from . import chains, dynamics, realworld, table1
+from .common import fmt
+
+SECTIONS: dict[str, ModuleType] = {m.NAME: m for m in (table1, dynamics, chains, realworld)}
+
+
+def _generic_rows(name: str, runs) -> list[dict]:
+    return [{"experiment": name, "preset": r.preset or "custom",
+             **{k: v for k, v in r.metrics.items() if isinstance(v, (int, float, str, bool))}} for r in runs]
+
+
+def collect(store: Store) -> list[dict]:
+    """All report rows of every registered experiment with stored runs, in registry order."""
+    rows: list[dict] = []
+    for name in experiments.EXPERIMENTS:
+        runs = list(store.runs(name))
+        if runs:
+            section = SECTIONS.get(name)
+            rows.extend(section.rows(runs) if section else _generic_rows(name, runs))
+    return rows
+
+
+def figure_dir(out_dir: Path, name: str) -> Path:
+    """Where an experiment's figures go: ``out_dir/figures/<name>``."""
+    return Path(out_dir) / "figures" / name
+
+
+def write_figures(store: Store, out_dir: Path, names: list[str] | None = None) -> list[Path]:
+    """Every figure of the experiments ``names`` (default: all) with stored runs; the paths written."""
+    written: list[Path] = []
+    for name in names or list(experiments.EXPERIMENTS):
+        section = SECTIONS.get(name)
+        runs = list(store.runs(name))
+        if section is not None and hasattr(section, "figures") and runs:
+            written += section.figures(runs, section.rows(runs), figure_dir(out_dir, name))
+    return written
+
+
+def _generic_table(rows: list[dict]) -> str:
+    keys = [k for k in rows[0] if k != "experiment" and not isinstance(rows[0][k], (list, dict))]
+    out = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    for r in rows:
+        out.append("| " + " | ".join(fmt(r.get(k)) if isinstance(r.get(k), float) else str(r.get(k)) for k in keys) + " |")
+    return "\n".join(out) + "\n"
+
+
+def markdown(rows: list[dict], out_dir: Path | None = None) -> str:
+    """One section per experiment with rows, in registry order; figures under ``out_dir`` are linked."""
+    if not rows:
+        return "No stored runs yet: try `implicitbias run table1`.\n"
+    out_dir = Path(out_dir) if out_dir is not None else Path("runs")
+    out = ["# implicitbias report\n"]
+    for name in experiments.EXPERIMENTS:
+        mine = [r for r in rows if r["experiment"] == name]
+        if not mine:
+            continue
+        out.append(f"## {name}\n")
+        section = SECTIONS.get(name)
+        out.append(section.markdown(mine, out_dir) if section else _generic_table(mine))
+    return "\n".join(out)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file renamed into place: a reader (or a full
+    disk) never sees a half-written file, and the previous version survives a failed write."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write(store: Store, out_dir: Path) -> tuple[str, list[Path]]:
+    """Figures, then ``report.md`` and ``report.html`` under ``out_dir``. Returns the Markdown text
+    and the paths of the two documents."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_figures(store, out_dir)
+    text = markdown(collect(store), out_dir)
+    md, page = out_dir / "report.md", out_dir / "report.html"
+    write_atomic(md, text)
+    write_atomic(page, html_report(text, out_dir))
+    return text, [md, page]
+
+
+def html_report(md: str, base: Path) -> str:
+    """A self-contained HTML page: Markdown tables and headings rendered minimally, PNG images
+    linked as ``![alt](path)`` inlined as base64 (paths relative to ``base``)."""
+    body = []
+    lines = md.splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith("|"):
+            table = []
+            while i < len(lines) and lines[i].startswith("|"):
+                table.append(lines[i])
+                i += 1
+            cells = [[c.strip() for c in t.strip("|").split("|")] for t in table]
+            head, rest = cells[0], [c for c in cells[1:] if not all(set(x) <= set("-: ") for x in c)]
+            body.append("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in head) + "</tr>"
+                        + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rest)
+                        + "</table>")
+            continue
+        m = re.match(r"^(#+)\s+(.*)$", line)
+        if m:
+            n = len(m.group(1))
+            body.append(f"<h{n}>{html.escape(m.group(2))}</h{n}>")
+        elif line.strip():
+            body.append("<p>" + _inline_images(html.escape(line), base) + "</p>")
+        i += 1
+    return ("<!doctype html><html><head><meta charset='utf-8'><title>implicitbias report</title><style>"
+            "body{font-family:sans-serif;max-width:1400px;margin:2em auto}table{border-collapse:collapse;font-size:0.85em}"
+            "td,th{border:1px solid #ccc;padding:2px 6px}img{max-width:100%}</style></head><body>\n"
+            + "\n".join(body) + "\n</body></html>\n")
+
+
+def _inline_images(text: str, base: Path) -> str:
+    def repl(m):
+        alt, path = m.group(1), m.group(2)
+        f = base / html.unescape(path)
+        if not f.exists():
+            return f"[missing image {path}]"
+        data = base64.b64encode(f.read_bytes()).decode()
+        return f"<img alt='{alt}' src='data:image/png;base64,{data}'/>"
+    return re.sub(r"!\[([^\]]*)\]\(([^)]+)\)", repl, text)

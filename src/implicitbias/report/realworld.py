@@ -1,0 +1,229 @@
+"""The real-world poisoning report section: every variant's accuracies with 95% t-intervals over
+seeds, paired differences of test error against clean and the same-norm controls, a verdict, per-seed
+numbers, a clean-vs-poisoned scatter, and one line per ``--sweep`` point."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ..experiments.realworld import NAME, PRESETS, VARIANTS
+from ..overrides import base_preset
+from ..stats import t_interval
+from .common import figure_link, latest_runs, preset_overrides, pyplot, save_figure
+
+FIGURE = "clean_vs_poisoned.png"
+
+
+
+def rows(runs) -> list[dict]:
+    """One row per stored config (latest run): per-seed lists, mean and 95% t-half-width of each
+    quantity, and the paired differences of test error."""
+    out = []
+    for r in latest_runs(runs):
+        m = r.metrics
+        cfg = r.config
+        row = {"experiment": NAME, "preset": r.preset or "custom", "model": cfg["model"], "readout": cfg["readout"],
+               "eps": cfg["eps"], "poison_frac": cfg["poison_frac"], "penalty": cfg["penalty"], "mode": cfg["mode"],
+               "epochs": cfg["epochs"], "iterations": cfg["iterations"], "restarts": cfg["restarts"],
+               "seeds": m["seeds"], "wall_seconds": m.get("wall_seconds"),
+               "backend": (r.meta.get("versions") or {}).get("backend", "unknown")}
+        overrides = preset_overrides(r, PRESETS)
+        row["overrides"] = overrides
+        for v in VARIANTS:
+            for q in ("test_acc", "test_loss", "target_acc", "rest_acc", "train_loss", "clean_train_acc", "fits", "rounds",
+                      "energy_share", "matching_loss", "l2_mean", "linf"):
+                key = f"{v}_{q}"
+                if key in m:
+                    vals = [float(x) for x in m[key]]
+                    row[f"{key}_per_seed"] = vals
+                    row[f"{key}_mean"], row[f"{key}_ci"] = t_interval(vals)
+        err = {v: 1 - np.asarray(m[f"{v}_test_acc"], float) for v in VARIANTS}
+        for a, b in (("poisoned", "clean"), ("poisoned", "uniform"), ("poisoned", "end")):
+            row[f"diff_err_{a}_{b}_mean"], row[f"diff_err_{a}_{b}_ci"] = t_interval(err[a] - err[b])
+        row["brew_matching_mean"], row["brew_matching_ci"] = t_interval(m["brew_matching_mean"])
+        row["clean_train_s_mean"] = float(np.mean(m["clean_train_s"]))
+        row["brew_s_mean"] = float(np.mean(m["brew_s"]))
+        out.append(row)
+    out.sort(key=lambda r: r["preset"])
+    return out
+
+
+def is_sweep_row(row) -> bool:
+    """Made by ``--sweep`` (its preset name carries the swept values)."""
+    return base_preset(row["preset"]) != row["preset"]
+
+
+def _pm(row, key, scale=1.0, digits=3):
+    mean, ci = row.get(f"{key}_mean"), row.get(f"{key}_ci")
+    if mean is None:
+        return "-"
+    if ci is None or not math.isfinite(ci):
+        return f"{mean * scale:.{digits}f}"
+    return f"{mean * scale:.{digits}f} ± {ci * scale:.{digits}f}"
+
+
+def _compare(row, other: str) -> str:
+    mean, ci = row[f"diff_err_poisoned_{other}_mean"], row[f"diff_err_poisoned_{other}_ci"]
+    if mean - ci > 0:
+        return "above"
+    if mean + ci < 0:
+        return "below"
+    return "not different from"
+
+
+def _decision(row) -> tuple[str, str, str]:
+    """``(kind, vs clean, vs uniform)`` from the paired 95% CIs of test error; ``kind`` is ``n/a``
+    (too few seeds), ``effect`` (significantly above both clean and the uniform control, every
+    poisoned model fitting as well as clean), ``effect_not_fit``, ``reverse`` (significantly below
+    clean) or ``none``."""
+    if not all(math.isfinite(row[f"diff_err_poisoned_{b}_ci"]) for b in ("clean", "uniform")):
+        return "n/a", "", ""
+    c, u = _compare(row, "clean"), _compare(row, "uniform")
+    if c == u == "above":
+        return ("effect" if all(row.get("poisoned_fits_per_seed") or []) else "effect_not_fit"), c, u
+    return ("reverse" if c == "below" else "none"), c, u
+
+
+def verdict(row) -> str:
+    """One line from the paired 95% CIs of test error: an effect needs poisoned error significantly
+    above the clean model's *and* above the same-norm uniform control's."""
+    kind, c, u = _decision(row)
+    if kind == "n/a":
+        return "too few seeds for an interval"
+    if kind.startswith("effect"):
+        fits = row.get("poisoned_fits_per_seed") or []
+        caveat = "" if kind == "effect" else (
+            f"; but the poisoned model fit its data as well as the clean one in only {int(sum(fits))}/{len(fits)} "
+            "seeds, so part of the gap may be under-fitting")
+        return "effect: poisoned test error significantly above both clean and the same-norm uniform control" + caveat
+    return (f"no significant effect: poisoned test error is {c} clean "
+            f"({100 * row['diff_err_poisoned_clean_mean']:+.2f} ± {100 * row['diff_err_poisoned_clean_ci']:.2f} pts) "
+            f"and {u} the uniform control "
+            f"({100 * row['diff_err_poisoned_uniform_mean']:+.2f} ± {100 * row['diff_err_poisoned_uniform_ci']:.2f} pts)")
+
+
+def figures(runs, rows: list[dict], fig_dir: Path) -> list[Path]:
+    """Clean vs retrained test error, one point per seed and variant (above the diagonal = worse),
+    for the presets' runs (sweep points are left to the sweep table)."""
+    rows = [r for r in rows if not is_sweep_row(r)]
+    if not rows:
+        return []
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5.6, 5.2))
+    markers = {"poisoned": "o", "uniform": "^", "end": "s"}
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    lo, hi = 1.0, 0.0
+    for i, r in enumerate(rows):
+        c = colors[i % len(colors)]
+        ce = 1 - np.asarray(r["clean_test_acc_per_seed"])
+        for v, mk in markers.items():
+            ve = 1 - np.asarray(r[f"{v}_test_acc_per_seed"])
+            lo, hi = min(lo, ce.min(), ve.min()), max(hi, ce.max(), ve.max())
+            ax.scatter(ce, ve, marker=mk, color=c, alpha=0.9 if v == "poisoned" else 0.45,
+                       facecolors=c if v == "poisoned" else "none",
+                       label=f"{r['preset']} {v}" + (" *" if r["overrides"] else ""))
+    pad = 0.1 * max(hi - lo, 1e-3)
+    lim = (max(0.0, lo - pad), hi + pad)
+    ax.plot(lim, lim, "k--", lw=1)
+    ax.set_xlim(lim)
+    ax.set_ylim(lim)
+    ax.set_xlabel("clean test error")
+    ax.set_ylabel("retrained test error (poisoned / control)")
+    ax.set_title("one point per seed; above the diagonal = worse", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, loc="upper left")
+    fig.tight_layout()
+    return [save_figure(fig, Path(fig_dir) / FIGURE)]
+
+
+def short_verdict(row) -> str:
+    """``**effect**`` / ``effect, not fit`` / ``none`` / ``reverse`` / ``n/a`` (see :func:`_decision`)."""
+    return {"effect": "**effect**", "effect_not_fit": "effect, not fit"}.get(_decision(row)[0], _decision(row)[0])
+
+
+def _nfit(row, variant: str) -> str:
+    fits = row.get(f"{variant}_fits_per_seed")
+    return "-" if fits is None else f"{int(sum(fits))}/{len(fits)}"
+
+
+def sweep_markdown(rows: list[dict]) -> str:
+    """One line per swept config: accuracies of every variant, paired differences, verdict."""
+    out = ["Lever sweep (`--sweep`; `scripts/sweep_realworld.py`): one line per stored config, 95% t-intervals "
+           "over its seeds. Test accuracy in %; differences of test error in points (poisoned minus clean / "
+           "minus the same-norm uniform control); verdict `effect` needs both significantly above 0 and every "
+           "poisoned model fitting its training set as well as the clean model did (`effect, not fit` otherwise: "
+           "the gap may be under-fitting), `reverse` = poisoned significantly better than clean. Fits: seeds whose "
+           "poisoned / uniform-control model reached the clean model's training loss.\n",
+           "| base preset | swept | seeds | clean | poisoned | uniform | end | poisoned - clean | poisoned - uniform | "
+           "energy share end | brew M | fits | verdict |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (base_preset(r["preset"]), r["preset"])):
+        swept = r["preset"][len(base_preset(r["preset"])):].strip("[]")
+        out.append(f"| {base_preset(r['preset'])} | {swept} | {len(r['seeds'])} ({','.join(map(str, r['seeds']))}) | "
+                   + " | ".join(_pm(r, f"{v}_test_acc", 100, 2) for v in VARIANTS)
+                   + f" | {_pm(r, 'diff_err_poisoned_clean', 100, 2)} | {_pm(r, 'diff_err_poisoned_uniform', 100, 2)} | "
+                   f"{_pm(r, 'poisoned_energy_share', 1, 2)} | {_pm(r, 'brew_matching', 1, 3)} | "
+                   f"{_nfit(r, 'poisoned')} / {_nfit(r, 'uniform')} | {short_verdict(r)} |")
+    return "\n".join(out) + "\n"
+
+
+def markdown(rows: list[dict], out_dir: Path) -> str:
+    """Per preset: mean ± 95% t-interval over seeds of test accuracy/loss, target accuracy and energy
+    share for clean, poisoned and the two same-norm controls; paired differences; verdict; per-seed
+    numbers; the clean-vs-poisoned scatter. Runs made by ``--sweep`` get one line each in a sweep
+    table after these."""
+    out_dir = Path(out_dir)
+    swept = [r for r in rows if is_sweep_row(r)]
+    rows = [r for r in rows if not is_sweep_row(r)]
+    if not rows:
+        return sweep_markdown(swept)
+    out = ["Clean-label gradient-matching poisoning on digits (length-64 sequences). Mean ± 95% t-interval "
+           "over seeds. `uniform`/`end`: random perturbations with each poison's matched ℓ2 norm, spread over "
+           "the sequence / on its last quarter. Energy share = share of Σ|δ|² in the last quarter "
+           "(uniform placement ≈ 0.25). Accuracies in %.\n"]
+    out.append("| preset | variant | test acc | test loss | target acc | rest acc | energy share end | fits |")
+    out.append("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        star = " *" if r["overrides"] else ""
+        for v in VARIANTS:
+            nfit = _nfit(r, v)
+            out.append(f"| {r['preset']}{star} | {v} | {_pm(r, f'{v}_test_acc', 100, 2)} | {_pm(r, f'{v}_test_loss')} | "
+                       f"{_pm(r, f'{v}_target_acc', 100, 2)} | {_pm(r, f'{v}_rest_acc', 100, 2)} | "
+                       f"{_pm(r, f'{v}_energy_share') if v != 'clean' else '-'} | {nfit} |")
+    out.append("")
+    out.append("Paired differences of test error (percentage points, poisoned minus other), brew matching loss "
+               "M = 1 - cos (mean over groups), cost:\n")
+    out.append("| preset | seeds | poisoned - clean | poisoned - uniform | poisoned - end | brew M | clean train s | brew s | wall s | verdict |")
+    out.append("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        star = " *" if r["overrides"] else ""
+        wall = r.get("wall_seconds")
+        out.append(f"| {r['preset']}{star} | {len(r['seeds'])} | {_pm(r, 'diff_err_poisoned_clean', 100, 2)} | "
+                   f"{_pm(r, 'diff_err_poisoned_uniform', 100, 2)} | {_pm(r, 'diff_err_poisoned_end', 100, 2)} | "
+                   f"{_pm(r, 'brew_matching')} | {r['clean_train_s_mean']:.1f} | {r['brew_s_mean']:.1f} | "
+                   f"{'-' if wall is None else f'{wall:.0f}'} | {verdict(r)} |")
+    out.append("")
+    out.append("Per seed (test accuracy %, clean / poisoned / uniform / end; poisoned energy share):\n")
+    out.append("| preset | seed | clean | poisoned | uniform | end | energy share | poisoned extra rounds |")
+    out.append("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        for i, s in enumerate(r["seeds"]):
+            acc = [100 * r[f"{v}_test_acc_per_seed"][i] for v in VARIANTS]
+            out.append(f"| {r['preset']} | {s} | " + " | ".join(f"{a:.2f}" for a in acc) +
+                       f" | {r['poisoned_energy_share_per_seed'][i]:.3f} | {int(r['poisoned_rounds_per_seed'][i])} |")
+    elsewhere = sorted({r["backend"] for r in rows + swept} - {"cpu: cpu"})
+    if elsewhere:
+        out.append("\nRuns not made on a CPU (float results differ slightly between backends and, on a GPU, between "
+                   "runs; compare variants within a run): " + "; ".join(
+                       f"{b}: " + ", ".join(r["preset"] for r in rows + swept if r["backend"] == b) for b in elsewhere))
+    if any(r["overrides"] for r in rows):
+        out.append("\n\\* overrides of the preset: " + "; ".join(f"{r['preset']}: {r['overrides']}" for r in rows if r["overrides"]))
+    link = figure_link(out_dir, out_dir / "figures" / NAME / FIGURE, "clean vs poisoned test error per seed")
+    if link:
+        out.append(f"\n{link}\n")
+    if swept:
+        out.append("\n" + sweep_markdown(swept))
+    return "\n".join(out) + "\n"

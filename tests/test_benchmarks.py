@@ -1,0 +1,36 @@
+"""Every benchmark script runs (``--smoke``: tiny sizes), so ``make bench`` cannot silently break.
+
+Each prints its figure; the test reads it back and checks it is a positive number.
+"""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+
+# script -> a regular expression for the figure it prints (group 1: a number that must be > 0)
+FIGURES = {
+    "bench_train.py": r"beyond_theorem/L6\s+2\s+([\d,]+)",
+    "bench_table1.py": r"wall time, compile included, no compile cache: ([\d.]+) s",
+    "bench_chains.py": r"wall time, compile included, no compile cache: ([\d.]+) s",
+    "bench_models.py": r"\| s4d \| \d+ \| ([\d.]+) \|",
+    "bench_poison_synthetic.py": r"wall time ([\d.]+) s",
+}
+
+
+def test_every_benchmark_is_smoke_tested():
+    assert sorted(FIGURES) == sorted(p.name for p in BENCH.glob("bench_*.py"))
+
+
+@pytest.mark.parametrize("script", sorted(FIGURES))
+def test_benchmark_smoke(script, tmp_path):
+    out = subprocess.run([sys.executable, str(BENCH / script), "--smoke"], capture_output=True, text=True,
+                         cwd=tmp_path, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    m = re.search(FIGURES[script], out.stdout)
+    assert m, out.stdout[-2000:]
+    assert float(m.group(1).replace(",", "")) > 0
