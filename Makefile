@@ -23,12 +23,14 @@ run: $(STAMP)
 	$(BIN)/implicitbias run dynamics
 	$(BIN)/implicitbias report
 
-## make test: the fast suite (checks real numbers; well under the 20-minute CI budget).
+## make test: the linter, then the fast suite (checks real numbers; under 5 minutes on 2 cores, install included).
 test: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/python -m pytest -q
 
 ## make test-all: the fast suite plus the slow full reproductions.
 test-all: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/python -m pytest -q -m ''
 
 ## make bench: speed figures (steps/s per seed, full Table 1 wall time).

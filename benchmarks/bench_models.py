@@ -8,7 +8,7 @@ steady-state optimiser steps per second, measured on a second, already-compiled 
 Target (issue #4): >= 90% clean test accuracy within a few minutes per model on a 2-core CPU.
 
     python benchmarks/bench_models.py [s4d lru mamba2] [--smoke]
-    (--smoke: 200 training digits, 1 epoch; a test runs it)
+    (--smoke: S4D only unless named, 200 training digits, 1 epoch; a test runs it)
 """
 
 import os
@@ -24,7 +24,7 @@ from implicitbias.train_classifier import TrainConfig, evaluate, train_classifie
 
 if __name__ == "__main__":
     smoke = "--smoke" in sys.argv
-    kinds = [a for a in sys.argv[1:] if a != "--smoke"] or list(KINDS)
+    kinds = [a for a in sys.argv[1:] if a != "--smoke"] or (["s4d"] if smoke else list(KINDS))
     data = load_digits(n_train=200 if smoke else 1000, seed=0, scan="row")
     tc = TrainConfig(epochs=1) if smoke else TrainConfig()
     print(f"digits: train {data.x_train.shape}, test {data.x_test.shape}; {tc}")
@@ -41,11 +41,25 @@ if __name__ == "__main__":
         t0 = time.perf_counter()
         _, h2 = train_classifier(model0, data.x_train, data.y_train, short, key=jax.random.PRNGKey(1))
         steps_per_s = h2["steps"] / (time.perf_counter() - t0)
-        rows.append((kind, n_params, ev["accuracy"], ev["loss"], hist["accuracy"][-1], hist["time_s"], hist["steps"], steps_per_s))
+        rows.append(
+            (
+                kind,
+                n_params,
+                ev["accuracy"],
+                ev["loss"],
+                hist["accuracy"][-1],
+                hist["time_s"],
+                hist["steps"],
+                steps_per_s,
+            )
+        )
         print(f"  {kind}: done ({hist['time_s']:.1f} s)", flush=True)
     print(f"load average at end (1, 5, 15 min): {os.getloadavg()}")
     print()
-    print("| model | params | clean test acc | test loss | final train acc | train time (s, incl. compile) | steps | steps/s (warm) |")
+    print(
+        "| model | params | clean test acc | test loss | final train acc | train time (s, incl. compile) | steps "
+        "| steps/s (warm) |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for kind, n, acc, loss, tr_acc, t, steps, sps in rows:
         print(f"| {kind} | {n} | {acc:.4f} | {loss:.4f} | {tr_acc:.4f} | {t:.1f} | {steps} | {sps:.1f} |")

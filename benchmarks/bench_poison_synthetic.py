@@ -14,6 +14,7 @@ the last positions for matched vs random perturbations.
 import argparse
 import time
 
+from implicitbias.experiments import table1
 from implicitbias.poison import synthetic
 
 if __name__ == "__main__":
@@ -31,7 +32,7 @@ if __name__ == "__main__":
     args = ap.parse_args()
     if args.smoke:
         args.seeds, args.penalties, args.iterations, args.restarts = [200], [0.0], 2, 1
-    cfg = synthetic.SyntheticConfig(base=args.base, eps=args.eps, penalties=tuple(args.penalties),
+    cfg = synthetic.SyntheticConfig(task=table1.PRESETS[args.base], eps=args.eps, penalties=tuple(args.penalties),
                                     seeds=tuple(args.seeds), iterations=args.iterations, restarts=args.restarts,
                                     mode=args.mode, train_optimizer=args.train_optimizer, train_lr=args.train_lr)
     start = time.perf_counter()

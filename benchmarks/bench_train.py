@@ -24,7 +24,13 @@ STEPS = 200 if SMOKE else 20_000
 
 
 def rate(preset: str, n_seeds: int) -> float:
-    cfg = replace(table1.PRESETS[preset], seeds=tuple(range(n_seeds)), eps=1e-300, max_steps=STEPS, log_every=100 if SMOKE else 1000)
+    cfg = replace(
+        table1.PRESETS[preset],
+        seeds=tuple(range(n_seeds)),
+        eps=1e-300,
+        max_steps=STEPS,
+        log_every=100 if SMOKE else 1000,
+    )
     models, datas = ts.gd_batch(cfg)
     rule = StopRule(cfg.eps, 0, cfg.max_steps)
     opt = make_optimizer(cfg.optimizer, cfg.lr)

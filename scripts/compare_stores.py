@@ -44,7 +44,10 @@ def compare(old: Path, new: Path, experiment: str) -> tuple[int, int]:
             print(f"{experiment}/{preset}: DIFFERS in {', '.join(sorted(bad))}")
         else:
             same += 1
-            print(f"{experiment}/{preset}: identical" + (f" (metrics on one side only: {', '.join(extra)})" if extra else ""))
+            print(
+                f"{experiment}/{preset}: identical"
+                + (f" (metrics on one side only: {', '.join(extra)})" if extra else "")
+            )
     return same, differ
 
 

@@ -196,9 +196,17 @@ def test_reinforce_expectation_equals_exact_gradient(parameterisation, sigma):
         by_hand = jax.tree_util.tree_map(lambda g, a=a, b=b: 0.5 * ((R[a] - R[b]) * g[a] + (R[b] - R[a]) * g[b]), score)
         _allclose(batch, by_hand)
     pair = jax.tree_util.tree_map(
-        lambda g: 0.5 * jnp.einsum("i,j,ij...->...", pi, pi,
-                                   (R[:, None] - R[None, :])[..., *([None] * (g.ndim - 1))] * (g[:, None] - g[None, :])),
-        score)
+        lambda g: (
+            0.5
+            * jnp.einsum(
+                "i,j,ij...->...",
+                pi,
+                pi,
+                (R[:, None] - R[None, :])[..., *([None] * (g.ndim - 1))] * (g[:, None] - g[None, :]),
+            )
+        ),
+        score,
+    )
     _allclose(pair, exact)
 
 
@@ -257,13 +265,26 @@ def test_report_rows_and_markdown(tmp_path, small_runs):
     assert len(rows) == 2
     row = next(r for r in rows if "train_weights" not in r["overrides"])
     assert row["experiment"] == "chains" and row["preset"] == "train1-3/test3"
-    assert row["overrides"] == {"test_complexities": [1, 3, 6], "test_chain_len": 7, "steps": 150, "batch": 64,
-                                "n_eval": 200, "seeds": [0, 1], "curve_points": 50}
+    assert row["overrides"] == {
+        "test_complexities": [1, 3, 6],
+        "test_chain_len": 7,
+        "steps": 150,
+        "batch": 64,
+        "n_eval": 200,
+        "seeds": [0, 1],
+        "curve_points": 50,
+    }
     assert row["talk_accuracy"] is None  # overridden rows are not compared with the talk
     assert len(row["curve_reward"]) == 50 and row["curve_reward"][-1] > 0.9 > row["curve_reward"][0]
     assert row["accuracy_mean"] == pytest.approx(np.mean(small_runs[0].metrics["accuracy"]))
+    runs_dir = tmp_path / "runs"
+    written = report_chains.figures(list(store.runs(exp.NAME)), rows, runs_dir / "figures" / "chains")
+    assert written == [runs_dir / "figures" / "chains" / "learning_curves.png"]
     md = report_chains.markdown(rows, tmp_path / "runs")
-    assert "| train1-3/test3 test_complexities=" in md and "![chains learning curves](figures/chains/learning_curves.png)" in md
+    assert (
+        "| train1-3/test3 test_complexities=" in md
+        and "![chains learning curves](figures/chains/learning_curves.png)" in md
+    )
     assert (tmp_path / "runs" / "figures" / "chains" / "learning_curves.png").stat().st_size > 1000
 
 
@@ -275,17 +296,20 @@ def test_presets_are_the_talks_rows():
     assert len({c.steps for c in p.values()}) == 1  # one step budget for every row
 
 
-@pytest.mark.parametrize("field,value,match", [
-    ("train_complexities", (), "train_complexities must not be empty"),
-    ("test_complexities", (0, 1), "test_complexities must be integers >= 1"),
-    ("train_weights", (1.0,), "train_weights must have one weight"),
-    ("n_vertices", 6, "n_vertices must be >= 2"),
-    ("test_chain_len", 3, "test_chain_len must be 0"),
-    ("lr", -1.0, "lr must be > 0"),
-    ("sigma", "relu", "sigma must be"),
-    ("batch", 1, "batch must be >= 2"),
-    ("seeds", (), "seeds must not be empty"),
-])
+@pytest.mark.parametrize(
+    "field,value,match",
+    [
+        ("train_complexities", (), "train_complexities must not be empty"),
+        ("test_complexities", (0, 1), "test_complexities must be integers >= 1"),
+        ("train_weights", (1.0,), "train_weights must have one weight"),
+        ("n_vertices", 6, "n_vertices must be >= 2"),
+        ("test_chain_len", 3, "test_chain_len must be 0"),
+        ("lr", -1.0, "lr must be > 0"),
+        ("sigma", "relu", "sigma must be"),
+        ("batch", 1, "batch must be >= 2"),
+        ("seeds", (), "seeds must not be empty"),
+    ],
+)
 def test_bad_config_values(field, value, match):
     with pytest.raises(ValueError, match=match):
         dataclasses.replace(exp.PRESETS["train1-3/test3"], **{field: value})

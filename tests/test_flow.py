@@ -8,7 +8,9 @@ from implicitbias.sequences import impulses
 
 def _problem(a0, L, positions, T):
     X = impulses(L, positions)
-    return FlowProblem(jnp.asarray(a0), jnp.ones(len(a0)), X, jnp.ones(X.shape[0]), jnp.ones(X.shape[0]), jnp.asarray(T))
+    return FlowProblem(
+        jnp.asarray(a0), jnp.ones(len(a0)), X, jnp.ones(X.shape[0]), jnp.ones(X.shape[0]), jnp.asarray(T)
+    )
 
 
 def _scipy_reference(a0, L, positions, T):

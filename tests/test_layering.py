@@ -39,16 +39,21 @@ GRAPH = {m: {i for i in _imports(p) if i in MODULES and i != m} for m, p in MODU
 
 
 def test_importing_the_store_loads_no_experiment():
-    code = ("import sys, implicitbias.store; "
-            "print(sorted(m for m in sys.modules if m.startswith(('implicitbias.experiments', 'implicitbias.report'))))")
+    code = (
+        "import sys, implicitbias.store; "
+        "print(sorted(m for m in sys.modules if m.startswith(('implicitbias.experiments', 'implicitbias.report'))))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
 
 @pytest.mark.parametrize("module", sorted(m for m in MODULES if m.startswith("implicitbias.experiments")))
 def test_experiments_never_import_store_report_or_matplotlib(module):
-    bad = {i for i in _imports(MODULES[module])
-           if i.split(".")[0] == "matplotlib" or i.startswith(("implicitbias.store", "implicitbias.report"))}
+    bad = {
+        i
+        for i in _imports(MODULES[module])
+        if i.split(".")[0] == "matplotlib" or i.startswith(("implicitbias.store", "implicitbias.report"))
+    }
     assert not bad, f"{module} imports {sorted(bad)}"
 
 
@@ -62,7 +67,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(m)
         for n in sorted(graph.get(m, ())):
             if state.get(n) == 1:
-                return stack[stack.index(n):] + [n]
+                return stack[stack.index(n) :] + [n]
             if n not in state and (cycle := visit(n)):
                 return cycle
         stack.pop()

@@ -16,7 +16,9 @@ def test_effective_rank_one_hot_and_uniform():
 def test_extrapolation_and_l2_errors():
     h_star = jnp.array([10.0, 1.0, 1.0])
     assert jnp.isclose(extrapolation_error(jnp.array([10.0, 1.5, 0.0]), h_star), 0.1)
-    assert jnp.isclose(relative_l2_error(jnp.array([3.0, 4.0]), jnp.array([0.0, 0.0]) + jnp.array([3.0, 0.0])), 4.0 / 3.0)
+    assert jnp.isclose(
+        relative_l2_error(jnp.array([3.0, 4.0]), jnp.array([0.0, 0.0]) + jnp.array([3.0, 0.0])), 4.0 / 3.0
+    )
 
 
 def _mse(a, B, C, X, y):
@@ -38,7 +40,9 @@ def test_gamma_identity_standalone():
 def test_gamma_identity_in_network():
     k = jax.random.split(jax.random.PRNGKey(2), 8)
     d, L, N, m = 4, 6, 12, 5
-    ssm = DiagonalSSM(0.8 * jax.random.uniform(k[0], (d,)), jax.random.normal(k[1], (d,)), jax.random.normal(k[2], (d,)))
+    ssm = DiagonalSSM(
+        0.8 * jax.random.uniform(k[0], (d,)), jax.random.normal(k[1], (d,)), jax.random.normal(k[2], (d,))
+    )
     net = SSMNet(ssm, (jax.random.normal(k[3], (m, 1)), jax.random.normal(k[4], (m, m))), jax.random.normal(k[5], (m,)))
     X, y = jax.random.normal(k[6], (N, L)), jax.random.normal(k[7], (N,))
     loss = lambda a: jnp.mean((SSMNet(DiagonalSSM(a, ssm.B, ssm.C), net.layers, net.head)(X) - y) ** 2)

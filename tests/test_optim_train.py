@@ -114,7 +114,9 @@ def test_stall_rule_stops_frozen_runs_only():
     # slow but moving: lr 1e-9 changes the loss by ~4e-7 relative per 100 steps, far above 1e-12
     res = train(_quadratic, jnp.array([0.0]), target, optax.sgd(1e-9), frozen, 100, _log)
     assert not bool(res.stalled) and int(res.steps) == 5000
-    res = train_batched(_dead_relu, jnp.array([[-0.5], [0.5]]), jnp.array([[1.0], [1.0]]), optax.sgd(0.1), frozen, 100, _log)
+    res = train_batched(
+        _dead_relu, jnp.array([[-0.5], [0.5]]), jnp.array([[1.0], [1.0]]), optax.sgd(0.1), frozen, 100, _log
+    )
     assert np.asarray(res.stalled).tolist() == [True, False]
     assert np.asarray(res.steps)[0] == 100 and np.asarray(res.hit_step)[1] >= 0
 

@@ -146,9 +146,15 @@ def test_report_table_and_png(record, tmp_path):
     assert r["clean_test_acc_mean"] == pytest.approx(np.mean(record.metrics["clean_test_acc"]))
     assert r["overrides"]  # TINY differs from the preset
     md = report_rw.markdown(rows, tmp_path)
-    assert "| preset | variant | test acc |" in md and "| s4d/digits/mean * | poisoned |" in md
-    assert "poisoned - clean" in md and ("effect" in md)
     png = tmp_path / "figures" / rw.NAME / "clean_vs_poisoned.png"
+    assert not png.exists() and "clean_vs_poisoned.png" not in md  # rendering Markdown draws nothing
+    assert "| preset | variant | test acc |" in md and "| s4d/digits/mean * | poisoned |" in md
+    # the paired-difference line carries this row's own verdict, computed from its intervals
+    line = next(x for x in md.splitlines() if x.startswith("| s4d/digits/mean * | 2 |"))
+    assert line.endswith(f"| {report_rw.verdict(r)} |")
+    assert f"{100 * r['diff_err_poisoned_clean_mean']:.2f}" in line
+    assert report_rw.figures(list(store.runs(rw.NAME)), rows, tmp_path / "figures" / rw.NAME) == [png]
+    md = report_rw.markdown(rows, tmp_path)
     assert png.exists() and "figures/realworld/clean_vs_poisoned.png" in md
     import matplotlib.image
 
@@ -224,7 +230,8 @@ def test_verdict_follows_the_intervals_and_flags_underfitting():
     row = {"diff_err_poisoned_clean_mean": 0.013, "diff_err_poisoned_clean_ci": 0.004,
            "diff_err_poisoned_uniform_mean": 0.010, "diff_err_poisoned_uniform_ci": 0.008,
            "poisoned_fits_per_seed": [1.0] * 5}
-    assert report_rw.short_verdict(row) == "**effect**" and report_rw.verdict(row).startswith("effect:") and "under-fitting" not in report_rw.verdict(row)
+    assert report_rw.short_verdict(row) == "**effect**" and report_rw.verdict(row).startswith("effect:")
+    assert "under-fitting" not in report_rw.verdict(row)
     row["poisoned_fits_per_seed"] = [1.0, 0.0, 1.0, 1.0, 0.0]
     assert report_rw.short_verdict(row) == "effect, not fit" and "only 3/5 seeds" in report_rw.verdict(row)
     row["diff_err_poisoned_uniform_ci"] = 0.011  # the uniform-control interval now covers 0
@@ -238,10 +245,25 @@ def test_cli_shows_a_line_per_finished_seed(tmp_path):
 
     from implicitbias import cli
 
-    sets = [f"--set={k}={getattr(TINY, k)}" for k in ("d_model", "d_state", "n_layers", "epochs", "n_train", "n_targets",
-                                                     "poison_frac", "iterations", "extra_epochs", "max_rounds")]
-    res = CliRunner().invoke(cli.app, ["run", "realworld", "--preset", "s4d/digits/mean", "--seeds", "0,1", *sets,
-                                       "--runs-dir", str(tmp_path)])
+    sets = [
+        f"--set={k}={getattr(TINY, k)}"
+        for k in (
+            "d_model",
+            "d_state",
+            "n_layers",
+            "epochs",
+            "n_train",
+            "n_targets",
+            "poison_frac",
+            "iterations",
+            "extra_epochs",
+            "max_rounds",
+        )
+    ]
+    res = CliRunner().invoke(
+        cli.app,
+        ["run", "realworld", "--preset", "s4d/digits/mean", "--seeds", "0,1", *sets, "--runs-dir", str(tmp_path)],
+    )
     assert res.exit_code == 0, res.output
     text = " ".join(res.output.split())
     assert "realworld seed 0 (1/2) done" in text and "realworld seed 1 (2/2) done" in text

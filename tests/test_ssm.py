@@ -17,7 +17,11 @@ from implicitbias.ssm import (
 
 def _random_ssm(seed, d=5):
     k = jax.random.split(jax.random.PRNGKey(seed), 3)
-    return [0.9 * jax.random.uniform(k[0], (d,), minval=-1, maxval=1), jax.random.normal(k[1], (d,)), jax.random.normal(k[2], (d,))]
+    return [
+        0.9 * jax.random.uniform(k[0], (d,), minval=-1, maxval=1),
+        jax.random.normal(k[1], (d,)),
+        jax.random.normal(k[2], (d,)),
+    ]
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -123,12 +123,25 @@ def test_cli_bad_input_is_one_line_on_stderr(tmp_path):
     out = subprocess.run([sys.executable, "-m", "implicitbias.cli", "run", "table1", "--seeds", "true",
                           "--runs-dir", str(tmp_path)], capture_output=True, text=True)
     assert out.returncode == 2 and out.stdout == ""
-    assert out.stderr.splitlines() == ["error: --set seeds=true: expected a list of integers such as 1,2,3 or [[0,1],[1,0]]"]
+    expected = "error: --set seeds=true: expected a list of integers such as 1,2,3 or [[0,1],[1,0]]"
+    assert out.stderr.splitlines() == [expected]
 
 
 def test_cli_smoke_run_and_report(tmp_path):
-    args = ["run", "table1", "--preset", "beyond_theorem/L6", "--seeds", "200", "--set", "max_steps=300",
-            "--set", "log_every=50", "--runs-dir", str(tmp_path)]
+    args = [
+        "run",
+        "table1",
+        "--preset",
+        "beyond_theorem/L6",
+        "--seeds",
+        "200",
+        "--set",
+        "max_steps=300",
+        "--set",
+        "log_every=50",
+        "--runs-dir",
+        str(tmp_path),
+    ]
     res = runner.invoke(cli.app, args)
     assert res.exit_code == 0, res.output
     runs = list(Store(tmp_path).runs("table1"))
@@ -153,9 +166,25 @@ def test_cli_ctrl_c_keeps_completed_runs(tmp_path):
     """A real SIGINT during the second of four runs (the first stops after 200 updates, the second
     would take 2e7): the completed run stays complete, the interrupted one leaves nothing behind."""
     env = dict(os.environ, IMPLICITBIAS_JAX_CACHE="")
-    cmd = [sys.executable, "-m", "implicitbias.cli", "run", "table1", "--preset", "beyond_theorem/L6",
-           "--seeds", "200", "--set", "eps=1e-300", "--set", "log_every=1000", "--sweep", "max_steps=200,20000000",
-           "--runs-dir", str(tmp_path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "implicitbias.cli",
+        "run",
+        "table1",
+        "--preset",
+        "beyond_theorem/L6",
+        "--seeds",
+        "200",
+        "--set",
+        "eps=1e-300",
+        "--set",
+        "log_every=1000",
+        "--sweep",
+        "max_steps=200,20000000",
+        "--runs-dir",
+        str(tmp_path),
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
     deadline = time.time() + 240
     first = None
@@ -181,20 +210,36 @@ def test_parse_sweeps_is_the_typed_grid():
     assert grid[0] == {"lr": 0.1, "sort_C": True, "seeds": (0, 1)}
     assert grid[-1] == {"lr": 0.2, "sort_C": False, "seeds": (2,)}
     assert {(g["lr"], g["sort_C"], g["seeds"]) for g in grid} == {
-        (lr, b, s) for lr in (0.1, 0.2) for b in (True, False) for s in ((0, 1), (2,))}
+        (lr, b, s) for lr in (0.1, 0.2) for b in (True, False) for s in ((0, 1), (2,))
+    }
     assert parse_sweeps(table1.Config, []) == [{}]
     assert sweep_label({}) == "" and sweep_label({"lr": 0.1, "seeds": (0, 1)}) == "[lr=0.1,seeds=[0, 1]]"
 
 
 def test_cli_sweep_stores_one_run_per_point(tmp_path):
-    args = ["run", "table1", "--preset", "beyond_theorem/L6", "--seeds", "200", "--set", "max_steps=100",
-            "--set", "log_every=50", "--sweep", "lr=0.01,0.005", "--runs-dir", str(tmp_path)]
+    args = [
+        "run",
+        "table1",
+        "--preset",
+        "beyond_theorem/L6",
+        "--seeds",
+        "200",
+        "--set",
+        "max_steps=100",
+        "--set",
+        "log_every=50",
+        "--sweep",
+        "lr=0.01,0.005",
+        "--runs-dir",
+        str(tmp_path),
+    ]
     res = runner.invoke(cli.app, args)
     assert res.exit_code == 0, res.output
     runs = list(Store(tmp_path).runs("table1"))
     got = {(r.preset, r.config["lr"], r.config["special"]) for r in runs}
-    assert got == {(f"beyond_theorem/L6{sp}[lr={lr}]", lr, sp == "/special")
-                   for lr in (0.01, 0.005) for sp in ("", "/special")}
+    assert got == {
+        (f"beyond_theorem/L6{sp}[lr={lr}]", lr, sp == "/special") for lr in (0.01, 0.005) for sp in ("", "/special")
+    }
     res = runner.invoke(cli.app, ["report", "--json", "--runs-dir", str(tmp_path)])
     rows = json.loads(res.output)
     # overrides are taken against the base preset (before: {} for every swept run); lr 0.01 is the preset's
@@ -203,10 +248,30 @@ def test_cli_sweep_stores_one_run_per_point(tmp_path):
     assert "beyond_theorem/L6[lr=0.005]" in res.output  # the label is printed, not read as markup
     # each sweep point is paired with its special-sequence partner
     for r in rows:
-        partner = next(o for o in rows if o["special"] != r["special"] and o["overrides"].get("lr") == r["overrides"].get("lr"))
+        partner = next(
+            o for o in rows if o["special"] != r["special"] and o["overrides"].get("lr") == r["overrides"].get("lr")
+        )
         with_, without = (r, partner) if r["special"] else (partner, r)
         assert r["ratio_with_over_without"] == pytest.approx(with_["mean"] / without["mean"])
     res = runner.invoke(cli.app, args + ["--sweep", "max_steps=100,200"], catch_exceptions=False)
     assert res.exit_code == 2  # max_steps is already --set
     res = runner.invoke(cli.app, args)
     assert res.output.count("skipped") == 4
+
+
+def test_cli_sets_another_teacher(tmp_path):
+    """``--set 'teacher_a=[0.9]'`` reaches the stored config, and the run's targets are that teacher's
+    impulse response h*_k = 0.9^(k-1) (the error is measured against it)."""
+    from implicitbias.tasks import teacher_student as ts
+
+    args = ["run", "table1", "--preset", "beyond_theorem/L6", "--seeds", "200", "--set", "max_steps=50",
+            "--set", "teacher_a=[0.9]", "--runs-dir", str(tmp_path)]
+    res = runner.invoke(cli.app, args)
+    assert res.exit_code == 0, res.output
+    runs = list(Store(tmp_path).runs("table1"))
+    assert len(runs) == 2 and all(r.config["teacher_a"] == [0.9] for r in runs)
+    cfg = replace(table1.PRESETS["beyond_theorem/L6"], seeds=(200,), max_steps=50, teacher_a=(0.9,))
+    _, datas = ts.gd_batch(cfg)
+    np.testing.assert_allclose(np.asarray(datas["h_star"][0]), 0.9 ** np.arange(40), rtol=1e-14)
+    plain = next(r for r in runs if not r.config["special"])
+    assert plain.metrics["error"] == table1.run(cfg).metrics["error"]

@@ -80,10 +80,21 @@ def list_presets() -> None:
 @app.command()
 def run(
     experiment: Annotated[str, typer.Argument(help="Experiment name, e.g. table1.")],
-    preset: Annotated[list[str] | None, typer.Option("--preset", "-p", help="Preset name or prefix (repeatable); default: all.")] = None,
+    preset: Annotated[
+        list[str] | None, typer.Option("--preset", "-p", help="Preset name or prefix (repeatable); default: all.")
+    ] = None,
     seeds: Annotated[str | None, typer.Option("--seeds", help="Comma-separated seeds, e.g. 0,1,2.")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config field: key=value (repeatable).")] = None,
-    sweep: Annotated[list[str] | None, typer.Option("--sweep", help="Run every value of a field: key=v1,v2,... (repeatable: the grid over all keys; each point stored as its own run).")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a config field: key=value (repeatable).")
+    ] = None,
+    sweep: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--sweep",
+            help="Run every value of a field: key=v1,v2,... (repeatable: the grid over all keys; "
+            "each point stored as its own run).",
+        ),
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Recompute runs that are already stored.")] = False,
     runs_dir: RunsDir = Path("runs"),
 ) -> None:
@@ -98,14 +109,27 @@ def run(
         clash = sorted(set(overrides) & set(grid[0]))
         if clash:
             raise ValueError(f"{', '.join(clash)} given in both --set and --sweep")
-        configs = {name + sweep_label(point): apply_overrides(cfg, {**overrides, **point})
-                   for name, cfg in chosen.items() for point in grid}
+        configs = {
+            name + sweep_label(point): apply_overrides(cfg, {**overrides, **point})
+            for name, cfg in chosen.items()
+            for point in grid
+        }
     except (ValueError, TypeError) as e:
         _fail(str(e))
     _enable_compile_cache()
     store = Store(runs_dir)
-    with _progress_log(), Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), console=console, transient=False) as progress:
+    with (
+        _progress_log(),
+        Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        ) as progress,
+    ):
         task = progress.add_task(f"{experiment}", total=len(configs))
 
         def start(name):
@@ -136,7 +160,8 @@ def report(
     as_json: Annotated[bool, typer.Option("--json", help="Print the table as JSON instead of Markdown.")] = False,
     runs_dir: RunsDir = Path("runs"),
 ) -> None:
-    """Tables (and figures) of every stored run beside the paper's numbers; also written to runs/report.md and a self-contained runs/report.html."""
+    """Tables (and figures) of every stored run beside the paper's numbers; also written to
+    runs/report.md and a self-contained runs/report.html."""
     store = Store(runs_dir)
     if as_json:
         sys.stdout.write(json.dumps(report_mod.collect(store), indent=2) + "\n")

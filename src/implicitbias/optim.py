@@ -88,12 +88,12 @@ OPTIMIZERS = ("gd", "adaptive_gd", "adam", "keras_adam")
 
 
 def keep_diagonal() -> optax.GradientTransformation:
-    """Project the update of every :class:`~implicitbias.ssm.FullKernelSSM`'s ``A`` onto its
-    diagonal (Keras's diagonal constraint, applied after the update: ``A`` stays diagonal); with
-    its ``train_BC=False`` also zero its ``B, C`` updates (see ``FullKernelSSM.constrained``)."""
-    from .ssm import FullKernelSSM
-
-    is_full = lambda x: isinstance(x, FullKernelSSM)
+    """Replace the update of every parameter node with a ``constrained()`` method by
+    ``node.constrained()``: for :class:`~implicitbias.ssm.FullKernelSSM`, ``A``'s update projected
+    onto its diagonal (Keras's diagonal constraint, applied after the update: ``A`` stays diagonal)
+    and, with its ``train_BC=False``, zero ``B, C`` updates. Duck-typed, so the optimiser needs no
+    model class."""
+    is_full = lambda x: callable(getattr(x, "constrained", None))
 
     def update(updates, state, params=None):
         del params

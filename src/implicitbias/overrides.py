@@ -164,10 +164,10 @@ def apply_overrides(config, overrides: dict[str, Any]):
 
 
 def overrides_against(config: dict[str, Any], base) -> dict[str, Any]:
-    """The fields of a stored ``config`` (JSON dict) that differ from the preset config ``base``
-    (fields ``base`` lacks, e.g. from an older version, are ignored)."""
-    names = {f.name for f in dataclasses.fields(base)}
-    return {k: v for k, v in config.items() if k in names and as_tuples(v) != getattr(base, k)}
+    """The fields of a stored ``config`` (JSON dict) that differ from the preset config ``base``, in
+    the order of ``base``'s fields (fields ``base`` lacks, e.g. from an older version, are ignored)."""
+    return {f.name: config[f.name] for f in dataclasses.fields(base)
+            if f.name in config and as_tuples(config[f.name]) != getattr(base, f.name)}
 
 
 def select_presets(presets: dict[str, Any], patterns: list[str] | None, experiment: str = "") -> dict[str, Any]:

@@ -79,11 +79,20 @@ class Store:
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
         try:
-            _write_json(tmp / "config.json", {"experiment": experiment, "preset": preset, "config": config_to_dict(config)})
+            _write_json(
+                tmp / "config.json", {"experiment": experiment, "preset": preset, "config": config_to_dict(config)}
+            )
             _write_json(tmp / "metrics.json", record.metrics)
-            _write_json(tmp / "meta.json", {"versions": library_versions(), "wall_seconds": wall_seconds,
-                                            "seeds": list(getattr(config, "seeds", ())), "hash": final.name,
-                                            "platform": platform.platform()})
+            _write_json(
+                tmp / "meta.json",
+                {
+                    "versions": library_versions(),
+                    "wall_seconds": wall_seconds,
+                    "seeds": list(getattr(config, "seeds", ())),
+                    "hash": final.name,
+                    "platform": platform.platform(),
+                },
+            )
             np.savez_compressed(tmp / "arrays.npz", **record.arrays)
             if final.exists():
                 old = final.with_name(f".old-{final.name}-{os.getpid()}")
@@ -99,16 +108,27 @@ class Store:
 
     def load(self, path: Path) -> StoredRun:
         cfg = json.loads((path / "config.json").read_text())
-        return StoredRun(path, cfg["experiment"], cfg.get("preset"), cfg["config"],
-                         json.loads((path / "metrics.json").read_text()), json.loads((path / "meta.json").read_text()))
+        return StoredRun(
+            path,
+            cfg["experiment"],
+            cfg.get("preset"),
+            cfg["config"],
+            json.loads((path / "metrics.json").read_text()),
+            json.loads((path / "meta.json").read_text()),
+        )
 
     def runs(self, experiment: str | None = None) -> Iterator[StoredRun]:
         """Every complete run (hidden temporary directories are skipped), oldest first."""
         if not self.root.is_dir():
             return
         exps = [self.root / experiment] if experiment else sorted(p for p in self.root.iterdir() if p.is_dir())
-        dirs = [d for e in exps if e.is_dir() for d in e.iterdir()
-                if d.is_dir() and not d.name.startswith(".") and all((d / f).exists() for f in FILES)]
+        dirs = [
+            d
+            for e in exps
+            if e.is_dir()
+            for d in e.iterdir()
+            if d.is_dir() and not d.name.startswith(".") and all((d / f).exists() for f in FILES)
+        ]
         for d in sorted(dirs, key=lambda p: (p / "meta.json").stat().st_mtime):
             yield self.load(d)
 

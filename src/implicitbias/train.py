@@ -38,11 +38,6 @@ class TrainResult(NamedTuple):
     n_logs: jax.Array  # number of rows written
 
 
-def max_log_rows(max_steps: int, log_every: int) -> int:
-    """Rows needed to log every ``log_every`` updates up to ``max_steps``, plus the final state."""
-    return math.ceil(max_steps / log_every) + 1
-
-
 class _Inner(NamedTuple):
     params: PyTree
     opt_state: PyTree
@@ -90,13 +85,22 @@ def _loop(loss_fn, optimizer, rule: StopRule, log_every: int) -> _Loop:
         if rule.stall_tol > 0:
             # a whole chunk of updates that left the loss (above eps) unchanged to stall_tol: frozen
             after = loss_fn(c.params, data)
-            frozen = (c.hit < 0) & (c.t == t0 + log_every) & (jnp.abs(after - before) <= rule.stall_tol * jnp.abs(before))
+            frozen = (
+                (c.hit < 0) & (c.t == t0 + log_every) & (jnp.abs(after - before) <= rule.stall_tol * jnp.abs(before))
+            )
             c = c._replace(stalled=c.stalled | (~stopped(c) & frozen))
         return c
 
     def init(params) -> _Inner:
-        return _Inner(params, optimizer.init(params), jnp.zeros((), int_), jnp.full((), -1, int_),
-                      jnp.zeros((), bool), jnp.full((), -1, int_), jnp.zeros((), bool))
+        return _Inner(
+            params,
+            optimizer.init(params),
+            jnp.zeros((), int_),
+            jnp.full((), -1, int_),
+            jnp.zeros((), bool),
+            jnp.full((), -1, int_),
+            jnp.zeros((), bool),
+        )
 
     return _Loop(stopped, chunk, init)
 
@@ -140,10 +144,22 @@ def train(
         logs, log_steps = write_log(logs, log_steps, i, inner.params, inner.t)
         return (logs, log_steps), loop.chunk(inner, data), i + 1
 
-    (logs, log_steps), inner, i = jax.lax.while_loop(cond, body, ((logs0, log_steps0), loop.init(params), jnp.zeros((), jnp.int32)))
+    (logs, log_steps), inner, i = jax.lax.while_loop(
+        cond, body, ((logs0, log_steps0), loop.init(params), jnp.zeros((), jnp.int32))
+    )
     logs, log_steps = write_log(logs, log_steps, i, inner.params, inner.t)
-    return TrainResult(inner.params, inner.t, inner.hit, inner.div, inner.div_step, inner.stalled,
-                       loss_fn(inner.params, data), log_steps, logs, i + 1)
+    return TrainResult(
+        inner.params,
+        inner.t,
+        inner.hit,
+        inner.div,
+        inner.div_step,
+        inner.stalled,
+        loss_fn(inner.params, data),
+        log_steps,
+        logs,
+        i + 1,
+    )
 
 
 def train_batched(
@@ -206,6 +222,15 @@ def _train_vmapped(loss_fn, params, data, optimizer, rule, log_every, log_fn) ->
     logs = jax.tree_util.tree_map(lambda buf, r: buf.at[rows_done, cols].set(r), logs, final)
     log_steps = log_steps.at[rows_done, cols].set(inner.t)
     to_batch_major = lambda x: jnp.moveaxis(x, 0, 1)
-    return TrainResult(inner.params, inner.t, inner.hit, inner.div, inner.div_step, inner.stalled,
-                       jax.vmap(loss_fn)(inner.params, data), to_batch_major(log_steps),
-                       jax.tree_util.tree_map(to_batch_major, logs), rows_done + 1)
+    return TrainResult(
+        inner.params,
+        inner.t,
+        inner.hit,
+        inner.div,
+        inner.div_step,
+        inner.stalled,
+        jax.vmap(loss_fn)(inner.params, data),
+        to_batch_major(log_steps),
+        jax.tree_util.tree_map(to_batch_major, logs),
+        rows_done + 1,
+    )

@@ -16,7 +16,7 @@ cross-entropy used for training (the poisoning attack matches its gradients).
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import equinox as eqx
 import jax
@@ -53,9 +53,6 @@ class TrainConfig:
             raise ValueError(f"warmup_frac must be in [0, 1), got {self.warmup_frac}")
         if self.grad_clip is not None and self.grad_clip < 0:
             raise ValueError(f"grad_clip must be >= 0 or None, got {self.grad_clip}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def _check_data(x, y=None, n_classes: int | None = None):
@@ -152,7 +149,8 @@ def train_classifier(model, x, y, cfg: TrainConfig = TrainConfig(), key: jax.Arr
     batch_size = min(cfg.batch_size, x.shape[0])
     steps_per_epoch = x.shape[0] // batch_size
     start = time.perf_counter()
-    model, losses, accs = _fit(model, jnp.asarray(x, F32), jnp.asarray(y, jnp.int32), key, cfg, steps_per_epoch, batch_size)
+    x, y = jnp.asarray(x, F32), jnp.asarray(y, jnp.int32)
+    model, losses, accs = _fit(model, x, y, key, cfg, steps_per_epoch, batch_size)
     losses, accs = np.asarray(losses), np.asarray(accs)
     history = {
         "loss": losses,

@@ -36,7 +36,9 @@ class SequenceDataset:
                 raise ValueError(f"y_{split} must have shape ({x.shape[0]},), got {y.shape}")
             check_finite(x, f"x_{split}")
         if self.x_train.shape[1:] != self.x_test.shape[1:]:
-            raise ValueError(f"train and test sequences differ in shape: {self.x_train.shape[1:]} vs {self.x_test.shape[1:]}")
+            raise ValueError(
+                f"train and test sequences differ in shape: {self.x_train.shape[1:]} vs {self.x_test.shape[1:]}"
+            )
 
     @property
     def seq_len(self) -> int:
@@ -85,4 +87,6 @@ def make_dataset(x_train, y_train, x_test, y_test, standardize: str, meta: dict)
     mean, std = fit_standardizer(x_train, standardize)
     norm = lambda x: ((np.asarray(x, np.float64) - mean) / std).astype(np.float32)
     meta = dict(meta, standardize=standardize, mean=mean, std=std)
-    return SequenceDataset(norm(x_train), np.asarray(y_train, np.int32), norm(x_test), np.asarray(y_test, np.int32), meta)
+    return SequenceDataset(
+        norm(x_train), np.asarray(y_train, np.int32), norm(x_test), np.asarray(y_test, np.int32), meta
+    )

@@ -85,9 +85,19 @@ def load_ucr(name: str = "ItalyPowerDemand", split_seed: int | None = None, n_tr
         x_all, c_all = np.concatenate([x_tr, x_te]), codes
         n_train = len(y_tr) if n_train is None else n_train
         if not isinstance(n_train, int) or not len(classes) <= n_train <= len(c_all) - len(classes):
-            raise ValueError(f"n_train must be an integer in [{len(classes)}, {len(c_all) - len(classes)}], got {n_train!r}")
-        i_tr, i_te = train_test_split(np.arange(len(c_all)), train_size=n_train, stratify=c_all, random_state=split_seed)
+            raise ValueError(
+                f"n_train must be an integer in [{len(classes)}, {len(c_all) - len(classes)}], got {n_train!r}"
+            )
+        i_tr, i_te = train_test_split(
+            np.arange(len(c_all)), train_size=n_train, stratify=c_all, random_state=split_seed
+        )
         x_tr, c_tr, x_te, c_te = x_all[i_tr], c_all[i_tr], x_all[i_te], c_all[i_te]
-    meta = {"name": name, "n_classes": len(classes), "classes": classes, "scan": "time", "seed": split_seed,
-            "raw_range": float(np.ptp(x_tr))}
+    meta = {
+        "name": name,
+        "n_classes": len(classes),
+        "classes": classes,
+        "scan": "time",
+        "seed": split_seed,
+        "raw_range": float(np.ptp(x_tr)),
+    }
     return make_dataset(x_tr, c_tr, x_te, c_te, standardize, meta)

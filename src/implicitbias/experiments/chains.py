@@ -76,23 +76,46 @@ class Config:
         require_seeds(self.seeds)
         require(all(s < 2**32 for s in self.seeds), f"seeds must be integers in 0..2^32-1, got {self.seeds}")
         if self.train_weights:
-            require(len(self.train_weights) == len(self.train_complexities),
-                    f"train_weights must have one weight per train complexity ({len(self.train_complexities)}), got {self.train_weights}")
-            require(all(math.isfinite(w) and w >= 0 for w in self.train_weights) and sum(self.train_weights) > 0,
-                    f"train_weights must be finite, >= 0 and not all 0, got {self.train_weights}")
-        require(self.train_chain_len == 0 or self.train_chain_len > max(self.train_complexities),
-                f"train_chain_len must be 0 (auto) or > max(train_complexities) = {max(self.train_complexities)}, got {self.train_chain_len}")
-        require(self.test_chain_len == 0 or self.test_chain_len > max(self.test_complexities),
-                f"test_chain_len must be 0 (auto) or > max(test_complexities) = {max(self.test_complexities)}, got {self.test_chain_len}")
+            require(
+                len(self.train_weights) == len(self.train_complexities),
+                f"train_weights must have one weight per train complexity ({len(self.train_complexities)}), "
+                f"got {self.train_weights}",
+            )
+            require(
+                all(math.isfinite(w) and w >= 0 for w in self.train_weights) and sum(self.train_weights) > 0,
+                f"train_weights must be finite, >= 0 and not all 0, got {self.train_weights}",
+            )
+        require(
+            self.train_chain_len == 0 or self.train_chain_len > max(self.train_complexities),
+            f"train_chain_len must be 0 (auto) or > max(train_complexities) = {max(self.train_complexities)}, "
+            f"got {self.train_chain_len}",
+        )
+        require(
+            self.test_chain_len == 0 or self.test_chain_len > max(self.test_complexities),
+            f"test_chain_len must be 0 (auto) or > max(test_complexities) = {max(self.test_complexities)}, "
+            f"got {self.test_chain_len}",
+        )
         n_max = max(self.chain_len("train"), self.chain_len("test"))
-        require(self.n_vertices >= 2 * n_max, f"n_vertices must be >= 2 * chain length = {2 * n_max}, got {self.n_vertices}")
+        require(
+            self.n_vertices >= 2 * n_max, f"n_vertices must be >= 2 * chain length = {2 * n_max}, got {self.n_vertices}"
+        )
         require(self.n_vertices <= 64, f"n_vertices must be <= 64 (the vocabulary grows as N^2), got {self.n_vertices}")
-        require(math.isfinite(self.trace_factor) and self.trace_factor >= 1,
-                f"trace_factor must be >= 1 (room for the forward walk), got {self.trace_factor}")
-        require(self.parameterisation in ("tied", "full"), f"parameterisation must be 'tied' or 'full', got {self.parameterisation!r}")
+        require(
+            math.isfinite(self.trace_factor) and self.trace_factor >= 1,
+            f"trace_factor must be >= 1 (room for the forward walk), got {self.trace_factor}",
+        )
+        require(
+            self.parameterisation in ("tied", "full"),
+            f"parameterisation must be 'tied' or 'full', got {self.parameterisation!r}",
+        )
         require(math.isfinite(self.forward_bias), f"forward_bias must be finite, got {self.forward_bias}")
-        require(self.value_kind in ("head", "endpoints"), f"value_kind must be 'head' or 'endpoints', got {self.value_kind!r}")
-        require(math.isfinite(self.value_scale) and self.value_scale > 0, f"value_scale must be > 0, got {self.value_scale}")
+        require(
+            self.value_kind in ("head", "endpoints"),
+            f"value_kind must be 'head' or 'endpoints', got {self.value_kind!r}",
+        )
+        require(
+            math.isfinite(self.value_scale) and self.value_scale > 0, f"value_scale must be > 0, got {self.value_scale}"
+        )
         require(self.sigma in ("softmax", "identity"), f"sigma must be 'softmax' or 'identity', got {self.sigma!r}")
         require(self.optimizer in ("sgd", "adam"), f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
         require(math.isfinite(self.lr) and self.lr > 0, f"lr must be > 0, got {self.lr}")
@@ -113,8 +136,11 @@ class Config:
         """The static part of the run (every field but seeds, weights and report sizes): one
         compilation per spec, shared by configs that differ only in those."""
         names = {f.name for f in dataclasses.fields(ch.Spec)} - {"train_chain_len", "test_chain_len"}
-        return ch.Spec(**{n: getattr(self, n) for n in names}, train_chain_len=self.chain_len("train"),
-                       test_chain_len=self.chain_len("test"))
+        return ch.Spec(
+            **{n: getattr(self, n) for n in names},
+            train_chain_len=self.chain_len("train"),
+            test_chain_len=self.chain_len("test"),
+        )
 
 
 def _r(a: int, b: int) -> tuple[int, ...]:
@@ -132,8 +158,12 @@ PRESETS: dict[str, Config] = {
 
 # The talk's numbers per row: (accuracy, share of chain-traversal trajectories).
 TALK = {
-    "train1-3/test1-3": (1.00, 1.00), "train1-7/test1-7": (1.00, 0.99), "train1-11/test1-11": (0.99, 0.94),
-    "train1-3/test1-11": (1.00, 1.00), "train1-3/test3": (1.00, 1.00), "train3/test3": (0.64, 0.01),
+    "train1-3/test1-3": (1.00, 1.00),
+    "train1-7/test1-7": (1.00, 0.99),
+    "train1-11/test1-11": (0.99, 0.94),
+    "train1-3/test1-11": (1.00, 1.00),
+    "train1-3/test3": (1.00, 1.00),
+    "train3/test3": (0.64, 0.01),
 }
 
 
@@ -150,15 +180,22 @@ def run(config: Config) -> Record:
     am, asd = mean_std(acc_seed)
     tm, tsd = mean_std(trav_seed)
     metrics = {
-        "accuracy_mean": am, "accuracy_std": asd, "traversal_mean": tm, "traversal_std": tsd,
+        "accuracy_mean": am,
+        "accuracy_std": asd,
+        "traversal_mean": tm,
+        "traversal_std": tsd,
         "seeds": list(config.seeds),
-        "accuracy": acc_seed.tolist(), "traversal": trav_seed.tolist(),
+        "accuracy": acc_seed.tolist(),
+        "traversal": trav_seed.tolist(),
         "test_complexities": list(config.test_complexities),
-        "accuracy_per_complexity": acc.tolist(), "traversal_per_complexity": trav.tolist(),
+        "accuracy_per_complexity": acc.tolist(),
+        "traversal_per_complexity": trav.tolist(),
         "final_train_reward": reward[:, -100:].mean(axis=1).tolist(),
         "final_train_traversal": traversal_curve[:, -100:].mean(axis=1).tolist(),
         "steps_to_reward_0.9": ch.steps_to_reward(reward, 0.9),
-        "steps": config.steps, "train_chain_len": config.chain_len("train"), "test_chain_len": config.chain_len("test"),
+        "steps": config.steps,
+        "train_chain_len": config.chain_len("train"),
+        "test_chain_len": config.chain_len("test"),
     }
     arrays = {"reward": reward, "traversal": traversal_curve, "accuracy": acc, "traversal_rate": trav}
     if "theta" in params:

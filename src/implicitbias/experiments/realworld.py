@@ -103,22 +103,52 @@ class Config:
         for name in ("d_model", "d_state", "n_layers", "epochs", "batch_size", "iterations", "restarts",
                      "target_groups", "n_targets", "extra_epochs"):
             v = getattr(self, name)
-            require(isinstance(v, int) and not isinstance(v, bool) and v > 0, f"{name} must be a positive integer, got {v!r}")
-        require(isinstance(self.max_rounds, int) and self.max_rounds >= 0, f"max_rounds must be an integer >= 0, got {self.max_rounds!r}")
+            require(
+                isinstance(v, int) and not isinstance(v, bool) and v > 0,
+                f"{name} must be a positive integer, got {v!r}",
+            )
+        require(
+            isinstance(self.max_rounds, int) and self.max_rounds >= 0,
+            f"max_rounds must be an integer >= 0, got {self.max_rounds!r}",
+        )
         require(self.lr > 0, f"lr must be > 0, got {self.lr}")
         require(self.brew_lr > 0, f"brew_lr must be > 0, got {self.brew_lr}")
         require(self.dataset in RAW_RANGES, f"dataset must be one of {', '.join(RAW_RANGES)}, got {self.dataset!r}")
         if self.dataset == "digits":
-            require(isinstance(self.n_train, int) and 20 <= self.n_train <= 1700, f"n_train must be an integer in [20, 1700], got {self.n_train!r}")
-            require(self.n_targets <= 1797 - self.n_train, f"n_targets must be <= the test set size {1797 - self.n_train}, got {self.n_targets}")
+            require(
+                isinstance(self.n_train, int) and 20 <= self.n_train <= 1700,
+                f"n_train must be an integer in [20, 1700], got {self.n_train!r}",
+            )
+            require(
+                self.n_targets <= 1797 - self.n_train,
+                f"n_targets must be <= the test set size {1797 - self.n_train}, got {self.n_targets}",
+            )
         else:
-            require(bool(self.data_dir), "dataset=cifar10 needs data_dir (the unpacked CIFAR-10 python batches; never downloaded)")
+            require(
+                bool(self.data_dir),
+                "dataset=cifar10 needs data_dir (the unpacked CIFAR-10 python batches; never downloaded)",
+            )
             require(self.scan in ("row", "channel_major"), f"scan must be 'row' or 'channel_major', got {self.scan!r}")
-            require(isinstance(self.n_train, int) and 20 <= self.n_train <= 50_000, f"n_train must be an integer in [20, 50000], got {self.n_train!r}")
-            require(isinstance(self.n_test, int) and 0 <= self.n_test <= 10_000, f"n_test must be an integer in [0, 10000], got {self.n_test!r}")
-            require(self.n_targets <= (self.n_test or 10_000), f"n_targets must be <= the test set size, got {self.n_targets}")
-        require(self.standardize in ("channel", "feature"), f"standardize must be 'channel' or 'feature', got {self.standardize!r}")
-        require(not (self.clip and self.standardize != "channel"), "clip=True needs standardize='channel' (a per-channel pixel range)")
+            require(
+                isinstance(self.n_train, int) and 20 <= self.n_train <= 50_000,
+                f"n_train must be an integer in [20, 50000], got {self.n_train!r}",
+            )
+            require(
+                isinstance(self.n_test, int) and 0 <= self.n_test <= 10_000,
+                f"n_test must be an integer in [0, 10000], got {self.n_test!r}",
+            )
+            require(
+                self.n_targets <= (self.n_test or 10_000),
+                f"n_targets must be <= the test set size, got {self.n_targets}",
+            )
+        require(
+            self.standardize in ("channel", "feature"),
+            f"standardize must be 'channel' or 'feature', got {self.standardize!r}",
+        )
+        require(
+            not (self.clip and self.standardize != "channel"),
+            "clip=True needs standardize='channel' (a per-channel pixel range)",
+        )
         raw = RAW_RANGES.get(self.dataset, RAW_RANGE)
         require(0 < self.eps <= raw, f"eps must be in (0, {raw}] raw pixel units for {self.dataset}, got {self.eps}")
         require(0 < self.poison_frac <= 1, f"poison_frac must be in (0, 1], got {self.poison_frac}")
@@ -132,9 +162,16 @@ class Config:
 
     @property
     def model_config(self) -> ClassifierConfig:
-        return ClassifierConfig(kind=self.model, d_input=3 if self.dataset == "cifar10" else 1, n_classes=10,
-                                d_model=self.d_model, d_state=self.d_state, n_layers=self.n_layers,
-                                readout=self.readout, norm=self.norm)
+        return ClassifierConfig(
+            kind=self.model,
+            d_input=3 if self.dataset == "cifar10" else 1,
+            n_classes=10,
+            d_model=self.d_model,
+            d_state=self.d_state,
+            n_layers=self.n_layers,
+            readout=self.readout,
+            norm=self.norm,
+        )
 
     def load(self, seed: int):
         """The data set of one seed: digits with a stratified split drawn with ``seed``; CIFAR-10 from
@@ -142,8 +179,13 @@ class Config:
         for every seed: the seed then draws the initialisation, targets, poisons and batches)."""
         if self.dataset == "digits":
             return load_digits(n_train=self.n_train, seed=seed, scan="row", standardize=self.standardize)
-        return load_cifar10(self.data_dir, scan=self.scan, standardize=self.standardize, n_train=self.n_train,
-                            n_test=self.n_test or None)
+        return load_cifar10(
+            self.data_dir,
+            scan=self.scan,
+            standardize=self.standardize,
+            n_train=self.n_train,
+            n_test=self.n_test or None,
+        )
 
     @property
     def n_poisons(self) -> int:
@@ -153,13 +195,15 @@ class Config:
 _SMALL = Config()
 PRESETS: dict[str, Config] = {
     f"{model}/digits/{readout}": replace(_SMALL, model=model, readout=readout)
-    for model in ("s4d", "lru", "mamba2") for readout in ("mean", "last")
+    for model in ("s4d", "lru", "mamba2")
+    for readout in ("mean", "last")
 }
 
 
 # --------------------------------------------------------------------------------------------
 # one seed
 # --------------------------------------------------------------------------------------------
+
 
 def loss_only(model, x, y):
     """``classification_loss`` without the accuracy: the ``loss_fn(model, x, y)`` of the attack."""
@@ -221,22 +265,42 @@ def run_seed(cfg: Config, seed: int, keep: bool = False) -> dict:
     x_pool, y_pool = x[pool], y[pool]
 
     eps_m, cmin, cmax = budget(cfg, ds.meta)
-    bc = BrewConfig(eps=eps_m, iterations=cfg.iterations, restarts=cfg.restarts, lr=cfg.brew_lr, penalty=cfg.penalty,
-                    penalty_power=cfg.penalty_power, clip_min=cmin, clip_max=cmax)
+    bc = BrewConfig(
+        eps=eps_m,
+        iterations=cfg.iterations,
+        restarts=cfg.restarts,
+        lr=cfg.brew_lr,
+        penalty=cfg.penalty,
+        penalty_power=cfg.penalty_power,
+        clip_min=cmin,
+        clip_max=cmax,
+    )
     predict = lambda m, xx: jnp.asarray(predict_logits(m, np.asarray(xx)))
     t_losses, t_correct = target_stats(clean.model, x_t, y_t, predict)
     groups = allocate_groups(t_losses, t_correct, cfg.n_poisons, seed=seed, n_groups=cfg.target_groups)
     t0 = time.perf_counter()
-    brew = craft_groups(clean.model, loss_only, x_pool, y_pool, x_t, y_t, groups, jax.random.fold_in(key, 1), bc,
-                        direction_fn=classifier_direction)
+    brew = craft_groups(
+        clean.model,
+        loss_only,
+        x_pool,
+        y_pool,
+        x_t,
+        y_t,
+        groups,
+        jax.random.fold_in(key, 1),
+        bc,
+        direction_fn=classifier_direction,
+    )
     delta, brew_results = np.asarray(brew.delta), brew.results
     t_brew = time.perf_counter() - t0
 
     n_last = max(1, math.ceil(cfg.last_frac * L - 1e-9))
     ku, ke = jax.random.split(jax.random.fold_in(key, 2))
-    deltas = {"poisoned": delta,
-              "uniform": np.asarray(same_norm_random(ku, jnp.asarray(delta)), delta.dtype),
-              "end": np.asarray(same_norm_random(ke, jnp.asarray(delta), slice(L - n_last, None)), delta.dtype)}
+    deltas = {
+        "poisoned": delta,
+        "uniform": np.asarray(same_norm_random(ku, jnp.asarray(delta)), delta.dtype),
+        "end": np.asarray(same_norm_random(ke, jnp.asarray(delta), slice(L - n_last, None)), delta.dtype),
+    }
 
     def measure(model, x_fit, y_fit):
         tr = evaluate(model, x_fit, y_fit)
@@ -244,10 +308,18 @@ def run_seed(cfg: Config, seed: int, keep: bool = False) -> dict:
         te = evaluate(model, xt, yt)
         tg = evaluate(model, x_t, y_t)
         rs = evaluate(model, xt[rest_mask], yt[rest_mask])
-        return {"train_loss": tr["loss"], "train_acc": tr["accuracy"], "clean_train_loss": trc["loss"],
-                "clean_train_acc": trc["accuracy"], "test_loss": te["loss"], "test_acc": te["accuracy"],
-                "target_loss": tg["loss"], "target_acc": tg["accuracy"], "rest_loss": rs["loss"],
-                "rest_acc": rs["accuracy"]}
+        return {
+            "train_loss": tr["loss"],
+            "train_acc": tr["accuracy"],
+            "clean_train_loss": trc["loss"],
+            "clean_train_acc": trc["accuracy"],
+            "test_loss": te["loss"],
+            "test_acc": te["accuracy"],
+            "target_loss": tg["loss"],
+            "target_acc": tg["accuracy"],
+            "rest_loss": rs["loss"],
+            "rest_acc": rs["accuracy"],
+        }
 
     out = {"clean": {**measure(clean.model, x, y), "rounds": 0, "fits": True, "time_s": t_clean}}
     models = {"clean": clean.model}
@@ -259,21 +331,42 @@ def run_seed(cfg: Config, seed: int, keep: bool = False) -> dict:
         sets[name] = ps
         current[0] = name
         t0 = time.perf_counter()
-        r = retrain(init, np.asarray(ps.x), np.asarray(ps.y), train_fn, key, full_loss, target_loss=clean.train_loss,
-                    continue_fn=trainer(cc), max_rounds=cfg.max_rounds)
+        r = retrain(
+            init,
+            np.asarray(ps.x),
+            np.asarray(ps.y),
+            train_fn,
+            key,
+            full_loss,
+            target_loss=clean.train_loss,
+            continue_fn=trainer(cc),
+            max_rounds=cfg.max_rounds,
+        )
         norms = np.sqrt((d.reshape(d.shape[0], -1) ** 2).sum(1))
-        out[name] = {**measure(r.model, np.asarray(ps.x), np.asarray(ps.y)), "rounds": r.rounds, "fits": r.fits,
-                     "time_s": time.perf_counter() - t0, "energy_share": energy_share(d, cfg.last_frac),
-                     "l2_mean": float(norms.mean()), "linf": float(np.abs(d).max()),
-                     "matching_loss": float(_matching_jit(jnp.asarray(d), clean.model, loss_only, jnp.asarray(x_pool),
-                                                          jnp.asarray(y_pool), direction))}
+        out[name] = {
+            **measure(r.model, np.asarray(ps.x), np.asarray(ps.y)),
+            "rounds": r.rounds,
+            "fits": r.fits,
+            "time_s": time.perf_counter() - t0,
+            "energy_share": energy_share(d, cfg.last_frac),
+            "l2_mean": float(norms.mean()),
+            "linf": float(np.abs(d).max()),
+            "matching_loss": float(
+                _matching_jit(
+                    jnp.asarray(d), clean.model, loss_only, jnp.asarray(x_pool), jnp.asarray(y_pool), direction
+                )
+            ),
+        }
         models[name] = r.model
-    out["brew"] = {"objective": [float(res.objective) for res in brew_results],
-                   "matching": [float(res.matching) for res in brew_results],
-                   "penalty": [float(res.penalty) for res in brew_results],
-                   "groups": [g.name for g in groups], "group_sizes": [[int(g.targets.size), int(g.poisons.size)] for g in groups],
-                   "objective_mean": float(np.mean([float(res.objective) for res in brew_results])),
-                   "matching_mean": float(np.mean([float(res.matching) for res in brew_results]))}
+    out["brew"] = {
+        "objective": [float(res.objective) for res in brew_results],
+        "matching": [float(res.matching) for res in brew_results],
+        "penalty": [float(res.penalty) for res in brew_results],
+        "groups": [g.name for g in groups],
+        "group_sizes": [[int(g.targets.size), int(g.poisons.size)] for g in groups],
+        "objective_mean": float(np.mean([float(res.objective) for res in brew_results])),
+        "matching_mean": float(np.mean([float(res.matching) for res in brew_results])),
+    }
     out["times"] = {"clean_train_s": t_clean, "brew_s": t_brew}
     out["budget"] = {"eps_model": eps_m, "clip_min": cmin, "clip_max": cmax}
     out["arrays"] = {"target_idx": target_idx, "poison_idx": pool, **{f"delta_{k}": v for k, v in deltas.items()}}
@@ -302,15 +395,25 @@ def run(config: Config) -> Record:
         t0 = time.perf_counter()
         per.append(run_seed(config, s))
         acc = "  ".join(f"{v} {100 * per[-1][v]['test_acc']:.2f}%" for v in VARIANTS)
-        log.info("realworld seed %d (%d/%d) done in %.0f s: test accuracy %s", s, i + 1, len(config.seeds),
-                 time.perf_counter() - t0, acc)
+        log.info(
+            "realworld seed %d (%d/%d) done in %.0f s: test accuracy %s",
+            s,
+            i + 1,
+            len(config.seeds),
+            time.perf_counter() - t0,
+            acc,
+        )
     return collect(config, per, time.perf_counter() - start)
 
 
 def collect(config: Config, per: list[dict], wall_seconds: float | None = None) -> Record:
     """The ``Record`` of a run from the per-seed dicts of :func:`run_seed` (in ``config.seeds`` order)."""
-    metrics = {"seeds": list(config.seeds), "variants": list(VARIANTS), "n_poisons": config.n_poisons,
-               "eps_model": [p["budget"]["eps_model"] for p in per]}
+    metrics = {
+        "seeds": list(config.seeds),
+        "variants": list(VARIANTS),
+        "n_poisons": config.n_poisons,
+        "eps_model": [p["budget"]["eps_model"] for p in per],
+    }
     for v in VARIANTS:
         for k in per[0][v]:
             metrics[f"{v}_{k}"] = [p[v][k] for p in per]

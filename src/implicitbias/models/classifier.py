@@ -63,7 +63,17 @@ class ClassifierConfig:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
         if self.readout not in READOUTS:
             raise ValueError(f"readout must be one of {READOUTS}, got {self.readout!r}")
-        for name in ("d_input", "n_classes", "d_model", "d_state", "n_layers", "expand", "headdim", "d_conv", "chunk_size"):
+        for name in (
+            "d_input",
+            "n_classes",
+            "d_model",
+            "d_state",
+            "n_layers",
+            "expand",
+            "headdim",
+            "d_conv",
+            "chunk_size",
+        ):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
@@ -76,7 +86,9 @@ class ClassifierConfig:
         if not self.max_phase > 0:
             raise ValueError(f"max_phase must be > 0, got {self.max_phase}")
         if self.kind == "mamba2" and (self.expand * self.d_model) % self.headdim:
-            raise ValueError(f"expand * d_model = {self.expand * self.d_model} must be a multiple of headdim = {self.headdim}")
+            raise ValueError(
+                f"expand * d_model = {self.expand * self.d_model} must be a multiple of headdim = {self.headdim}"
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -89,8 +101,17 @@ def make_block(config: ClassifierConfig, key: jax.Array) -> eqx.Module:
         return S4DBlock(c.d_model, c.d_state, dt_min=c.dt_min, dt_max=c.dt_max, key=key)
     if c.kind == "lru":
         return LRUBlock(c.d_model, c.d_state, r_min=c.r_min, r_max=c.r_max, max_phase=c.max_phase, key=key)
-    return Mamba2Block(c.d_model, c.d_state, expand=c.expand, headdim=c.headdim, d_conv=c.d_conv,
-                       chunk_size=c.chunk_size, dt_min=c.dt_min, dt_max=c.dt_max, key=key)
+    return Mamba2Block(
+        c.d_model,
+        c.d_state,
+        expand=c.expand,
+        headdim=c.headdim,
+        d_conv=c.d_conv,
+        chunk_size=c.chunk_size,
+        dt_min=c.dt_min,
+        dt_max=c.dt_max,
+        key=key,
+    )
 
 
 class SequenceClassifier(eqx.Module):

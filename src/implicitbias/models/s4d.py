@@ -18,7 +18,8 @@ followed by a GLU, as in the reference S4D code.
 
 Parameters are created float32 (complex64 inside; the package runs with x64 enabled, so every
 array gets an explicit dtype); the computation follows the parameters' dtype, so a copy cast to
-float64 computes in float64 (the tests use this for tight comparisons). Shapes are for a single sequence; batch with ``jax.vmap``.
+float64 computes in float64 (the tests use this for tight comparisons). Shapes are for a single sequence;
+batch with ``jax.vmap``.
 """
 
 from __future__ import annotations

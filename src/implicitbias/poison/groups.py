@@ -132,7 +132,8 @@ def craft_groups(model: PyTree, loss_fn: LossFn, x_pool, y_pool, x_t, y_t, group
             direction = target_direction(loss_fn, model, jnp.asarray(x_t)[g.targets], jnp.asarray(y_t)[g.targets], mode)
         else:
             direction = direction_fn(model, x_t, y_t, g.targets)
-        res = craft_poisons(model, loss_fn, x_pool[g.poisons], jnp.asarray(y_pool)[g.poisons], direction, k, cfg, label_fn)
+        res = craft_poisons(model, loss_fn, x_pool[g.poisons], jnp.asarray(y_pool)[g.poisons], direction, k, cfg,
+                            label_fn)
         delta = delta.at[g.poisons].set(res.delta)
         results.append(res)
     poison_idx = np.sort(np.concatenate([g.poisons for g in groups]))

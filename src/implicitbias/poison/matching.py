@@ -161,7 +161,8 @@ def energy_share(delta, last_frac: float = 0.25, time_axis: int = 1) -> float:
 # --------------------------------------------------------------------------------------------
 
 def box_bounds(x_p: jax.Array, eps, clip_min=None, clip_max=None) -> tuple[jax.Array, jax.Array]:
-    """Per-entry bounds ``lo <= delta <= hi``: ``|delta| <= eps`` and, if given, ``clip_min <= x_p + delta <= clip_max``."""
+    """Per-entry bounds ``lo <= delta <= hi``: ``|delta| <= eps`` and, if given,
+    ``clip_min <= x_p + delta <= clip_max``."""
     eps = jnp.asarray(eps, x_p.dtype)
     lo = jnp.broadcast_to(-eps, x_p.shape)
     hi = jnp.broadcast_to(eps, x_p.shape)
@@ -180,6 +181,7 @@ def project(delta: jax.Array, lo: jax.Array, hi: jax.Array) -> jax.Array:
 # --------------------------------------------------------------------------------------------
 # crafting
 # --------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class BrewConfig:
@@ -217,8 +219,11 @@ class BrewConfig:
             raise ValueError(f"penalty must be >= 0, got {self.penalty}")
         if self.init not in ("uniform", "randn", "zeros"):
             raise ValueError(f"init must be 'uniform', 'randn' or 'zeros', got {self.init!r}")
-        if (self.clip_min is not None and self.clip_max is not None
-                and np.any(np.asarray(self.clip_min) > np.asarray(self.clip_max))):
+        if (
+            self.clip_min is not None
+            and self.clip_max is not None
+            and np.any(np.asarray(self.clip_min) > np.asarray(self.clip_max))
+        ):
             raise ValueError(f"clip_min ({self.clip_min}) must be <= clip_max ({self.clip_max})")
 
 
@@ -251,11 +256,13 @@ def _init_delta(key, shape, dtype, init: str, eps):
     return eps * jax.random.normal(key, shape, dtype)
 
 
-def brew_objective(delta, model, loss_fn, x_p, y_p, direction, cfg: BrewConfig, label_fn=None,
-                   filter_spec=eqx.is_inexact_array):
+def brew_objective(
+    delta, model, loss_fn, x_p, y_p, direction, cfg: BrewConfig, label_fn=None, filter_spec=eqx.is_inexact_array
+):
     """``(M + R, (M, R))`` at ``delta``."""
-    return _objective(delta, model, loss_fn, x_p, y_p, direction, cfg.eps, cfg.penalty, cfg.penalty_power,
-                      label_fn, filter_spec)
+    return _objective(
+        delta, model, loss_fn, x_p, y_p, direction, cfg.eps, cfg.penalty, cfg.penalty_power, label_fn, filter_spec
+    )
 
 
 def _objective(delta, model, loss_fn, x_p, y_p, direction, eps, penalty, power, label_fn, filter_spec):
@@ -264,9 +271,17 @@ def _objective(delta, model, loss_fn, x_p, y_p, direction, eps, penalty, power, 
     return m + r, (m, r)
 
 
-def craft_poisons(model: PyTree, loss_fn: LossFn, x_p: jax.Array, y_p: jax.Array, direction: PyTree,
-                  key: jax.Array, cfg: BrewConfig, label_fn: Callable | None = None,
-                  filter_spec=eqx.is_inexact_array) -> BrewResult:
+def craft_poisons(
+    model: PyTree,
+    loss_fn: LossFn,
+    x_p: jax.Array,
+    y_p: jax.Array,
+    direction: PyTree,
+    key: jax.Array,
+    cfg: BrewConfig,
+    label_fn: Callable | None = None,
+    filter_spec=eqx.is_inexact_array,
+) -> BrewResult:
     """Find ``delta`` in the box minimising ``M(delta) + R(delta)`` (module docstring).
 
     ``model`` is the (clean-trained) victim, ``x_p, y_p`` the poisons' clean inputs and labels,
@@ -290,8 +305,9 @@ def _craft(model, loss_fn, x_p, y_p, direction, key, hyper, cfg, label_fn, filte
     eps = hyper["eps"]
     lo, hi = box_bounds(x_p, eps, hyper.get("clip_min"), hyper.get("clip_max"))
     opt = optax.adam(lr_schedule(hyper["lr"] * eps, cfg.iterations))
-    objective = lambda d: _objective(d, model, loss_fn, x_p, y_p, direction, eps, hyper["penalty"],
-                                     cfg.penalty_power, label_fn, filter_spec)
+    objective = lambda d: _objective(
+        d, model, loss_fn, x_p, y_p, direction, eps, hyper["penalty"], cfg.penalty_power, label_fn, filter_spec
+    )
     value_and_grad = jax.value_and_grad(objective, has_aux=True)
 
     def one_restart(k):

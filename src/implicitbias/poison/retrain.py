@@ -46,18 +46,3 @@ def retrain(init_model: PyTree, x, y, train_fn: TrainFn, key: jax.Array, loss_fn
         loss = float(loss_fn(model, x, y))
     fits = target_loss is None or loss <= target_loss
     return TrainOutcome(model, loss, rounds, bool(fits), histories)
-
-
-class CleanVsPoisoned(NamedTuple):
-    clean: TrainOutcome
-    poisoned: TrainOutcome
-
-
-def clean_and_poisoned(init_model: PyTree, clean_xy, poisoned_xy, train_fn: TrainFn, key: jax.Array,
-                       loss_fn: Callable, continue_fn: TrainFn | None = None, max_rounds: int = 3) -> CleanVsPoisoned:
-    """The clean run, then the poisoned run from the **same** ``init_model`` and the same ``key``,
-    trained until its train loss is at most the clean run's (or ``max_rounds`` extra rounds)."""
-    clean = retrain(init_model, *clean_xy, train_fn, key, loss_fn)
-    poisoned = retrain(init_model, *poisoned_xy, train_fn, key, loss_fn, target_loss=clean.train_loss,
-                       continue_fn=continue_fn, max_rounds=max_rounds)
-    return CleanVsPoisoned(clean, poisoned)

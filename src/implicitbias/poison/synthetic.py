@@ -4,7 +4,7 @@ The same gradient-matching attack used on real classifiers (:mod:`.matching`, :m
 :mod:`.retrain`) is run against the *beyond-Theorem* setting of SPEC §2b, where the theory says what
 a successful clean-label poison looks like (a *special* sequence: mass on the last positions).
 
-Setting (from ``table1.PRESETS[base]``, default ``beyond_theorem/L6``): teacher ``d* = 1``,
+Setting (``SyntheticConfig.task``, e.g. Table 1's ``beyond_theorem/L6``): teacher ``d* = 1``,
 ``a* = B* = C* = 1`` (``h*_k = 1``); student ``DiagonalSSM`` with ``d = 10``; 8 baseline sequences
 with N(0,1) entries at positions ``0:2``, labelled by the teacher; regression loss
 ``mean((y_L(u) - y*)^2)``; training = full-batch GD with the adaptive learning rate until
@@ -60,7 +60,7 @@ import numpy as np
 
 from .. import metrics, sequences
 from ..optim import StopRule, make_optimizer
-from ..tasks import teacher_student as table1
+from ..tasks import teacher_student as ts
 from ..train import train
 from .assemble import assemble
 from .controls import same_norm_random
@@ -74,8 +74,8 @@ VARIANTS_FIXED = ("random_uniform", "random_end", "special")
 class SyntheticConfig:
     """The synthetic validation of the attack; see the module docstring."""
 
-    base: str = "beyond_theorem/L6"
-    seeds: tuple[int, ...] = ()  # default: the preset's seeds
+    task: ts.Config  # the victim's cell: beyond_theorem, no special sequences (e.g. table1's beyond_theorem/L6)
+    seeds: tuple[int, ...] = ()  # default: the task's seeds
     eps: float = 1.0  # ℓ∞ budget; baseline entries are N(0,1), so 1.0 is "one standard deviation"
     n_poisons: int = 8
     iterations: int = 250
@@ -94,25 +94,25 @@ class SyntheticConfig:
     fit_floor: float = 1e-6  # a poisoned run "fits" at train loss <= max(clean train loss, fit_floor)
 
     def __post_init__(self):
-        if self.base not in table1.PRESETS or table1.PRESETS[self.base].setting != "beyond_theorem":
-            raise ValueError(f"base must be a beyond_theorem preset of table1, got {self.base!r}")
-        if table1.PRESETS[self.base].special:
-            raise ValueError(f"base must be a preset without special sequences, got {self.base!r}")
+        if self.task.setting != "beyond_theorem" or self.task.special:
+            raise ValueError("task must be a beyond_theorem config without special sequences, got "
+                             f"{self.task.setting} with special={self.task.special}")
         if not self.eps > 0:
             raise ValueError(f"eps must be > 0, got {self.eps}")
-        n_base = table1.PRESETS[self.base].n_baseline
+        n_base = self.task.n_baseline
         if not 1 <= self.n_poisons <= n_base:
             raise ValueError(f"n_poisons must be in 1..{n_base}, got {self.n_poisons}")
         if any(p < 0 for p in self.penalties) or not self.penalties:
             raise ValueError(f"penalties must be non-empty and >= 0, got {self.penalties}")
-        if self.horizon <= table1.PRESETS[self.base].L:
+        if self.horizon <= self.task.L:
             raise ValueError(f"horizon must exceed L, got {self.horizon}")
         if not 0 < self.last_frac <= 1:
             raise ValueError(f"last_frac must be in (0, 1], got {self.last_frac}")
 
     @property
-    def table1_config(self) -> table1.Config:
-        base = table1.PRESETS[self.base]
+    def task_config(self) -> ts.Config:
+        """The victim's config: ``task`` with this validation's seeds, horizon, logging and optimizer."""
+        base = self.task
         return replace(base, seeds=self.seeds or base.seeds, horizon=self.horizon, log_every=self.log_every,
                        optimizer=self.train_optimizer or base.optimizer, lr=self.train_lr or base.lr)
 
@@ -142,7 +142,7 @@ def _compiled_train(optimizer: str, lr: float, rule: StopRule, log_every: int):
     return run
 
 
-def make_train_fn(tc: table1.Config, rule: StopRule | None = None):
+def make_train_fn(tc: ts.Config, rule: StopRule | None = None):
     """``train_fn(model, x, y, key) -> (model, history)`` running Table 1's training (``key`` unused:
     full-batch GD is deterministic)."""
     rule = rule or StopRule(tc.eps, tc.extra_steps, tc.max_steps)
@@ -165,12 +165,12 @@ def extrapolation_targets(L: int, horizon: int, dtype=jnp.float64) -> jax.Array:
 
 def run_seed(cfg: SyntheticConfig, seed: int) -> dict:
     """Clean run, brew(s), controls and retraining for one seed. Returns a dict of floats and arrays."""
-    tc = cfg.table1_config
-    keys = table1._keys(seed)
-    tch = table1.teacher(tc)
-    X = table1.training_inputs(tc, seed)
+    tc = cfg.task_config
+    keys = ts.task_keys(seed)
+    tch = ts.teacher(tc)
+    X = ts.training_inputs(tc, seed)
     y = tch(X)
-    init = table1.ssm_init(tc, keys["init"])
+    init = ts.ssm_init(tc, keys["init"])
     train_fn = make_train_fn(tc)
     train_key = jax.random.PRNGKey(seed)
     h_star = tch.impulse_response(cfg.horizon)
@@ -236,34 +236,43 @@ def run_seed(cfg: SyntheticConfig, seed: int) -> dict:
 def run(cfg: SyntheticConfig) -> dict:
     """Every seed of ``cfg``: ``{'seeds': [...], 'per_seed': [run_seed(...)], 'wall_seconds': ...}``."""
     start = time.perf_counter()
-    seeds = list(cfg.table1_config.seeds)
+    seeds = list(cfg.task_config.seeds)
     per_seed = [run_seed(cfg, s) for s in seeds]
     return {"seeds": seeds, "per_seed": per_seed, "wall_seconds": time.perf_counter() - start,
-            "uniform_share": math.ceil(cfg.last_frac * cfg.table1_config.L - 1e-9) / cfg.table1_config.L}
+            "uniform_share": math.ceil(cfg.last_frac * cfg.task_config.L - 1e-9) / cfg.task_config.L}
 
 
 def table(result: dict, cfg: SyntheticConfig) -> str:
     """A Markdown table: per seed and variant, extrapolation error, target loss, fit, energy share, M."""
-    tc = cfg.table1_config
-    lines = [f"Synthetic validation ({cfg.base}, victim {tc.optimizer} lr={tc.lr:g}, eps={cfg.eps:g}, "
-             f"{cfg.n_poisons} poisons, mode={cfg.mode}, "
-             f"horizon={cfg.horizon}, energy share = last {math.ceil(cfg.last_frac * cfg.table1_config.L - 1e-9)} "
-             f"of {cfg.table1_config.L} positions; uniform = {result['uniform_share']:.3f})", "",
-             "| seed | variant | extrap. error | target loss | train loss | fits (rounds) | energy share end | M at clean |",
-             "|---|---|---|---|---|---|---|---|"]
+    tc = cfg.task_config
+    lines = [
+        f"Synthetic validation (beyond_theorem/L{tc.L}, victim {tc.optimizer} lr={tc.lr:g}, eps={cfg.eps:g}, "
+        f"{cfg.n_poisons} poisons, mode={cfg.mode}, "
+        f"horizon={cfg.horizon}, energy share = last {math.ceil(cfg.last_frac * cfg.task_config.L - 1e-9)} "
+        f"of {cfg.task_config.L} positions; uniform = {result['uniform_share']:.3f})",
+        "",
+        "| seed | variant | extrap. error | target loss | train loss | fits (rounds) | energy share end | M at clean |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for seed, rec in zip(result["seeds"], result["per_seed"]):
         for name in ("clean",) + cfg.variant_names():
             v = rec[name]
             share = v.get("energy_share")
             mm = v.get("matching_loss")
-            lines.append(f"| {seed} | {name} | {v['error']:.4g} | {v['target_loss']:.4g} | {v['train_loss']:.3g} | "
-                         f"{'yes' if v['fits'] else 'NO'} ({v['rounds']}) | {'-' if share is None else f'{share:.3f}'} | "
-                         f"{'-' if mm is None else f'{mm:.3f}'} |")
-    lines += ["", "Summary over seeds. Errors of runs that did not fit their training set (train loss above the "
-              "clean run's after the capped extra rounds) are not comparable; 'fitting' columns use only runs that fit.", "",
-              "| variant | runs that fit | mean extrap. error (all) | geo-mean ratio to clean (fitting) | "
-              "fitting seeds above clean | mean energy share end | mean M at clean |",
-              "|---|---|---|---|---|---|---|"]
+            lines.append(
+                f"| {seed} | {name} | {v['error']:.4g} | {v['target_loss']:.4g} | {v['train_loss']:.3g} | "
+                f"{'yes' if v['fits'] else 'NO'} ({v['rounds']}) | {'-' if share is None else f'{share:.3f}'} | "
+                f"{'-' if mm is None else f'{mm:.3f}'} |"
+            )
+    lines += [
+        "",
+        "Summary over seeds. Errors of runs that did not fit their training set (train loss above the "
+        "clean run's after the capped extra rounds) are not comparable; 'fitting' columns use only runs that fit.",
+        "",
+        "| variant | runs that fit | mean extrap. error (all) | geo-mean ratio to clean (fitting) | "
+        "fitting seeds above clean | mean energy share end | mean M at clean |",
+        "|---|---|---|---|---|---|---|",
+    ]
     clean = np.array([r["clean"]["error"] for r in result["per_seed"]])
     for name in ("clean",) + cfg.variant_names():
         errs = np.array([r[name]["error"] for r in result["per_seed"]])
@@ -273,6 +282,8 @@ def table(result: dict, cfg: SyntheticConfig) -> str:
         share = "-" if shares[0] is None else f"{np.mean(shares):.3f}"
         mm = "-" if ms[0] is None else f"{np.mean(ms):.3f}"
         ratio = f"{float(np.exp(np.mean(np.log(errs[fits] / clean[fits])))):.3g}" if fits.any() else "-"
-        lines.append(f"| {name} | {int(fits.sum())}/{fits.size} | {errs.mean():.4g} | {ratio} | "
-                     f"{int((errs[fits] > clean[fits]).sum())}/{int(fits.sum())} | {share} | {mm} |")
+        lines.append(
+            f"| {name} | {int(fits.sum())}/{fits.size} | {errs.mean():.4g} | {ratio} | "
+            f"{int((errs[fits] > clean[fits]).sum())}/{int(fits.sum())} | {share} | {mm} |"
+        )
     return "\n".join(lines)

@@ -124,26 +124,33 @@ def markdown(rows: list[dict], out_dir: Path) -> str:
            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         name = _label(r)
-        per_seed = ", ".join(f"{100 * a:.0f}/{100 * t:.0f}" for a, t in zip(r["accuracy_per_seed"], r["traversal_per_seed"]))
+        pairs = zip(r["accuracy_per_seed"], r["traversal_per_seed"])
+        per_seed = ", ".join(f"{100 * a:.0f}/{100 * t:.0f}" for a, t in pairs)
         hits = ", ".join(str(s) if s >= 0 else "never" for s in r["steps_to_reward_0.9"])
         out.append(
             f"| {name} | {r['train']} | {r['test']} | {r['train_chain_len']}/{r['test_chain_len']} | {r['steps']} | "
-            f"{_pm(r['accuracy_mean'], r['accuracy_std'])} | {_pm(r['traversal_mean'], r['traversal_std'])} | {per_seed} | "
+            f"{_pm(r['accuracy_mean'], r['accuracy_std'])} | {_pm(r['traversal_mean'], r['traversal_std'])} | "
+            f"{per_seed} | "
             f"{_pct(r['min_accuracy_over_complexities'])} / {_pct(r['min_traversal_over_complexities'])} | "
-            f"{_pct(r['talk_accuracy'])} / {_pct(r['talk_traversal'])} | {hits} |")
+            f"{_pct(r['talk_accuracy'])} / {_pct(r['talk_traversal'])} | {hits} |"
+        )
     out.append("")
-    out.append("Accuracy: share of sampled traces whose final answer is the start chain's terminal; traversal: share "
-               "that walk the chain forward one vertex at a time; both averaged over the test complexities, then "
-               "mean ± std over seeds (per seed: accuracy/traversal in %). 'n': vertices per chain. "
-               "'steps to reward 0.9': first step where the 50-step mean training reward reaches 0.9, per seed.")
+    out.append(
+        "Accuracy: share of sampled traces whose final answer is the start chain's terminal; traversal: share "
+        "that walk the chain forward one vertex at a time; both averaged over the test complexities, then "
+        "mean ± std over seeds (per seed: accuracy/traversal in %). 'n': vertices per chain. "
+        "'steps to reward 0.9': first step where the 50-step mean training reward reaches 0.9, per seed."
+    )
     for r in rows:
         if "gap_accuracy" in r:
             out.append("")
-            out.append(f"**Gap at the same budget ({r['steps']} steps, seeds {r['seeds']}):** `{_label(r)}` reaches "
-                       f"{_pm(r['accuracy_mean'], r['accuracy_std'])} accuracy and "
-                       f"{_pm(r['traversal_mean'], r['traversal_std'])} traversal on complexity {r['test']}: "
-                       f"{100 * r['gap_accuracy']:.1f} and {100 * r['gap_traversal']:.1f} points below "
-                       f"`{r['gap_reference']}`.")
+            out.append(
+                f"**Gap at the same budget ({r['steps']} steps, seeds {r['seeds']}):** `{_label(r)}` reaches "
+                f"{_pm(r['accuracy_mean'], r['accuracy_std'])} accuracy and "
+                f"{_pm(r['traversal_mean'], r['traversal_std'])} traversal on complexity {r['test']}: "
+                f"{100 * r['gap_accuracy']:.1f} and {100 * r['gap_traversal']:.1f} points below "
+                f"`{r['gap_reference']}`."
+            )
     link = figure_link(Path(out_dir), Path(out_dir) / "figures" / NAME / FIGURE, "chains learning curves")
     if link:
         out.append("")

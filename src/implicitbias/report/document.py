@@ -61,7 +61,9 @@ def _generic_table(rows: list[dict]) -> str:
     keys = [k for k in rows[0] if k != "experiment" and not isinstance(rows[0][k], (list, dict))]
     out = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     for r in rows:
-        out.append("| " + " | ".join(fmt(r.get(k)) if isinstance(r.get(k), float) else str(r.get(k)) for k in keys) + " |")
+        out.append(
+            "| " + " | ".join(fmt(r.get(k)) if isinstance(r.get(k), float) else str(r.get(k)) for k in keys) + " |"
+        )
     return "\n".join(out) + "\n"
 
 
@@ -123,9 +125,13 @@ def html_report(md: str, base: Path) -> str:
                 i += 1
             cells = [[c.strip() for c in t.strip("|").split("|")] for t in table]
             head, rest = cells[0], [c for c in cells[1:] if not all(set(x) <= set("-: ") for x in c)]
-            body.append("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in head) + "</tr>"
-                        + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rest)
-                        + "</table>")
+            body.append(
+                "<table><tr>"
+                + "".join(f"<th>{html.escape(c)}</th>" for c in head)
+                + "</tr>"
+                + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rest)
+                + "</table>"
+            )
             continue
         m = re.match(r"^(#+)\s+(.*)$", line)
         if m:
@@ -134,10 +140,13 @@ def html_report(md: str, base: Path) -> str:
         elif line.strip():
             body.append("<p>" + _inline_images(html.escape(line), base) + "</p>")
         i += 1
-    return ("<!doctype html><html><head><meta charset='utf-8'><title>implicitbias report</title><style>"
-            "body{font-family:sans-serif;max-width:1400px;margin:2em auto}table{border-collapse:collapse;font-size:0.85em}"
-            "td,th{border:1px solid #ccc;padding:2px 6px}img{max-width:100%}</style></head><body>\n"
-            + "\n".join(body) + "\n</body></html>\n")
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>implicitbias report</title><style>"
+        "body{font-family:sans-serif;max-width:1400px;margin:2em auto}table{border-collapse:collapse;font-size:0.85em}"
+        "td,th{border:1px solid #ccc;padding:2px 6px}img{max-width:100%}</style></head><body>\n"
+        + "\n".join(body)
+        + "\n</body></html>\n"
+    )
 
 
 def _inline_images(text: str, base: Path) -> str:
@@ -148,4 +157,5 @@ def _inline_images(text: str, base: Path) -> str:
             return f"[missing image {path}]"
         data = base64.b64encode(f.read_bytes()).decode()
         return f"<img alt='{alt}' src='data:image/png;base64,{data}'/>"
+
     return re.sub(r"!\[([^\]]*)\]\(([^)]+)\)", repl, text)

@@ -105,16 +105,21 @@ def markdown(rows: list[dict], out_dir: Path) -> str:
     under ``out_dir/figures/dynamics``)."""
     fig_dir = Path(out_dir) / "figures" / NAME
     lst = lambda xs, f="{}": ", ".join(f.format(x) for x in xs)
-    out = ["Per seed: final effective rank; entries of |a| above 0.1 / 0.5; update of the jump (largest entry "
-           "reaches 0.5); max |gamma^(0)|; top entries at the end; update at which each reached half its final value.\n",
-           "| preset | eff. rank | > 0.1 | > 0.5 | jump | max abs gamma0 | top entries (first seed) | half-crossings (first seed) | fit |",
-           "|---|---|---|---|---|---|---|---|---|"]
+    out = [
+        "Per seed: final effective rank; entries of |a| above 0.1 / 0.5; update of the jump (largest entry "
+        "reaches 0.5); max |gamma^(0)|; top entries at the end; update at which each reached half its final value.\n",
+        "| preset | eff. rank | > 0.1 | > 0.5 | jump | max abs gamma0 | top entries (first seed) "
+        "| half-crossings (first seed) | fit |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         fit = r["reached_eps"]
         out.append(
-            f"| {r['preset']} | {lst(r['final_effective_rank'], '{:.2f}')} | {lst(r['n_above_0.1'])} | {lst(r['n_above_0.5'])} | "
+            f"| {r['preset']} | {lst(r['final_effective_rank'], '{:.2f}')} | {lst(r['n_above_0.1'])} | "
+            f"{lst(r['n_above_0.5'])} | "
             f"{lst(r['jump_step'])} | {lst(r['max_abs_gamma0'], '{:.2g}')} | {lst(r['top_final'][0], '{:.3f}')} | "
-            f"{lst(r['half_crossing'][0])} | {'yes' if all(fit) else f'{sum(fit)}/{len(fit)}'} |")
+            f"{lst(r['half_crossing'][0])} | {'yes' if all(fit) else f'{sum(fit)}/{len(fit)}'} |"
+        )
     out.append("")
     for r in rows:
         pair = fig_dir / f"{_file(r['preset'])}__pair.png"

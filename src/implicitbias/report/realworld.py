@@ -33,8 +33,20 @@ def rows(runs) -> list[dict]:
         overrides = preset_overrides(r, PRESETS)
         row["overrides"] = overrides
         for v in VARIANTS:
-            for q in ("test_acc", "test_loss", "target_acc", "rest_acc", "train_loss", "clean_train_acc", "fits", "rounds",
-                      "energy_share", "matching_loss", "l2_mean", "linf"):
+            for q in (
+                "test_acc",
+                "test_loss",
+                "target_acc",
+                "rest_acc",
+                "train_loss",
+                "clean_train_acc",
+                "fits",
+                "rounds",
+                "energy_share",
+                "matching_loss",
+                "l2_mean",
+                "linf",
+            ):
                 key = f"{v}_{q}"
                 if key in m:
                     vals = [float(x) for x in m[key]]
@@ -95,14 +107,21 @@ def verdict(row) -> str:
         return "too few seeds for an interval"
     if kind.startswith("effect"):
         fits = row.get("poisoned_fits_per_seed") or []
-        caveat = "" if kind == "effect" else (
-            f"; but the poisoned model fit its data as well as the clean one in only {int(sum(fits))}/{len(fits)} "
-            "seeds, so part of the gap may be under-fitting")
+        caveat = (
+            ""
+            if kind == "effect"
+            else (
+                f"; but the poisoned model fit its data as well as the clean one in only {int(sum(fits))}/{len(fits)} "
+                "seeds, so part of the gap may be under-fitting"
+            )
+        )
         return "effect: poisoned test error significantly above both clean and the same-norm uniform control" + caveat
-    return (f"no significant effect: poisoned test error is {c} clean "
-            f"({100 * row['diff_err_poisoned_clean_mean']:+.2f} ± {100 * row['diff_err_poisoned_clean_ci']:.2f} pts) "
-            f"and {u} the uniform control "
-            f"({100 * row['diff_err_poisoned_uniform_mean']:+.2f} ± {100 * row['diff_err_poisoned_uniform_ci']:.2f} pts)")
+    return (
+        f"no significant effect: poisoned test error is {c} clean "
+        f"({100 * row['diff_err_poisoned_clean_mean']:+.2f} ± {100 * row['diff_err_poisoned_clean_ci']:.2f} pts) "
+        f"and {u} the uniform control "
+        f"({100 * row['diff_err_poisoned_uniform_mean']:+.2f} ± {100 * row['diff_err_poisoned_uniform_ci']:.2f} pts)"
+    )
 
 
 def figures(runs, rows: list[dict], fig_dir: Path) -> list[Path]:
@@ -122,9 +141,15 @@ def figures(runs, rows: list[dict], fig_dir: Path) -> list[Path]:
         for v, mk in markers.items():
             ve = 1 - np.asarray(r[f"{v}_test_acc_per_seed"])
             lo, hi = min(lo, ce.min(), ve.min()), max(hi, ce.max(), ve.max())
-            ax.scatter(ce, ve, marker=mk, color=c, alpha=0.9 if v == "poisoned" else 0.45,
-                       facecolors=c if v == "poisoned" else "none",
-                       label=f"{r['preset']} {v}" + (" *" if r["overrides"] else ""))
+            ax.scatter(
+                ce,
+                ve,
+                marker=mk,
+                color=c,
+                alpha=0.9 if v == "poisoned" else 0.45,
+                facecolors=c if v == "poisoned" else "none",
+                label=f"{r['preset']} {v}" + (" *" if r["overrides"] else ""),
+            )
     pad = 0.1 * max(hi - lo, 1e-3)
     lim = (max(0.0, lo - pad), hi + pad)
     ax.plot(lim, lim, "k--", lw=1)
@@ -151,22 +176,26 @@ def _nfit(row, variant: str) -> str:
 
 def sweep_markdown(rows: list[dict]) -> str:
     """One line per swept config: accuracies of every variant, paired differences, verdict."""
-    out = ["Lever sweep (`--sweep`; `scripts/sweep_realworld.py`): one line per stored config, 95% t-intervals "
-           "over its seeds. Test accuracy in %; differences of test error in points (poisoned minus clean / "
-           "minus the same-norm uniform control); verdict `effect` needs both significantly above 0 and every "
-           "poisoned model fitting its training set as well as the clean model did (`effect, not fit` otherwise: "
-           "the gap may be under-fitting), `reverse` = poisoned significantly better than clean. Fits: seeds whose "
-           "poisoned / uniform-control model reached the clean model's training loss.\n",
-           "| base preset | swept | seeds | clean | poisoned | uniform | end | poisoned - clean | poisoned - uniform | "
-           "energy share end | brew M | fits | verdict |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    out = [
+        "Lever sweep (`--sweep`; `scripts/sweep_realworld.py`): one line per stored config, 95% t-intervals "
+        "over its seeds. Test accuracy in %; differences of test error in points (poisoned minus clean / "
+        "minus the same-norm uniform control); verdict `effect` needs both significantly above 0 and every "
+        "poisoned model fitting its training set as well as the clean model did (`effect, not fit` otherwise: "
+        "the gap may be under-fitting), `reverse` = poisoned significantly better than clean. Fits: seeds whose "
+        "poisoned / uniform-control model reached the clean model's training loss.\n",
+        "| base preset | swept | seeds | clean | poisoned | uniform | end | poisoned - clean | poisoned - uniform | "
+        "energy share end | brew M | fits | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in sorted(rows, key=lambda r: (base_preset(r["preset"]), r["preset"])):
-        swept = r["preset"][len(base_preset(r["preset"])):].strip("[]")
-        out.append(f"| {base_preset(r['preset'])} | {swept} | {len(r['seeds'])} ({','.join(map(str, r['seeds']))}) | "
-                   + " | ".join(_pm(r, f"{v}_test_acc", 100, 2) for v in VARIANTS)
-                   + f" | {_pm(r, 'diff_err_poisoned_clean', 100, 2)} | {_pm(r, 'diff_err_poisoned_uniform', 100, 2)} | "
-                   f"{_pm(r, 'poisoned_energy_share', 1, 2)} | {_pm(r, 'brew_matching', 1, 3)} | "
-                   f"{_nfit(r, 'poisoned')} / {_nfit(r, 'uniform')} | {short_verdict(r)} |")
+        swept = r["preset"][len(base_preset(r["preset"])) :].strip("[]")
+        out.append(
+            f"| {base_preset(r['preset'])} | {swept} | {len(r['seeds'])} ({','.join(map(str, r['seeds']))}) | "
+            + " | ".join(_pm(r, f"{v}_test_acc", 100, 2) for v in VARIANTS)
+            + f" | {_pm(r, 'diff_err_poisoned_clean', 100, 2)} | {_pm(r, 'diff_err_poisoned_uniform', 100, 2)} | "
+            f"{_pm(r, 'poisoned_energy_share', 1, 2)} | {_pm(r, 'brew_matching', 1, 3)} | "
+            f"{_nfit(r, 'poisoned')} / {_nfit(r, 'uniform')} | {short_verdict(r)} |"
+        )
     return "\n".join(out) + "\n"
 
 
@@ -180,31 +209,42 @@ def markdown(rows: list[dict], out_dir: Path) -> str:
     rows = [r for r in rows if not is_sweep_row(r)]
     if not rows:
         return sweep_markdown(swept)
-    out = ["Clean-label gradient-matching poisoning on digits (length-64 sequences). Mean ± 95% t-interval "
-           "over seeds. `uniform`/`end`: random perturbations with each poison's matched ℓ2 norm, spread over "
-           "the sequence / on its last quarter. Energy share = share of Σ|δ|² in the last quarter "
-           "(uniform placement ≈ 0.25). Accuracies in %.\n"]
+    out = [
+        "Clean-label gradient-matching poisoning on digits (length-64 sequences). Mean ± 95% t-interval "
+        "over seeds. `uniform`/`end`: random perturbations with each poison's matched ℓ2 norm, spread over "
+        "the sequence / on its last quarter. Energy share = share of Σ|δ|² in the last quarter "
+        "(uniform placement ≈ 0.25). Accuracies in %.\n"
+    ]
     out.append("| preset | variant | test acc | test loss | target acc | rest acc | energy share end | fits |")
     out.append("|---|---|---|---|---|---|---|---|")
     for r in rows:
         star = " *" if r["overrides"] else ""
         for v in VARIANTS:
             nfit = _nfit(r, v)
-            out.append(f"| {r['preset']}{star} | {v} | {_pm(r, f'{v}_test_acc', 100, 2)} | {_pm(r, f'{v}_test_loss')} | "
-                       f"{_pm(r, f'{v}_target_acc', 100, 2)} | {_pm(r, f'{v}_rest_acc', 100, 2)} | "
-                       f"{_pm(r, f'{v}_energy_share') if v != 'clean' else '-'} | {nfit} |")
+            out.append(
+                f"| {r['preset']}{star} | {v} | {_pm(r, f'{v}_test_acc', 100, 2)} | {_pm(r, f'{v}_test_loss')} | "
+                f"{_pm(r, f'{v}_target_acc', 100, 2)} | {_pm(r, f'{v}_rest_acc', 100, 2)} | "
+                f"{_pm(r, f'{v}_energy_share') if v != 'clean' else '-'} | {nfit} |"
+            )
     out.append("")
-    out.append("Paired differences of test error (percentage points, poisoned minus other), brew matching loss "
-               "M = 1 - cos (mean over groups), cost:\n")
-    out.append("| preset | seeds | poisoned - clean | poisoned - uniform | poisoned - end | brew M | clean train s | brew s | wall s | verdict |")
+    out.append(
+        "Paired differences of test error (percentage points, poisoned minus other), brew matching loss "
+        "M = 1 - cos (mean over groups), cost:\n"
+    )
+    out.append(
+        "| preset | seeds | poisoned - clean | poisoned - uniform | poisoned - end | brew M | clean train s | brew s "
+        "| wall s | verdict |"
+    )
     out.append("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         star = " *" if r["overrides"] else ""
         wall = r.get("wall_seconds")
-        out.append(f"| {r['preset']}{star} | {len(r['seeds'])} | {_pm(r, 'diff_err_poisoned_clean', 100, 2)} | "
-                   f"{_pm(r, 'diff_err_poisoned_uniform', 100, 2)} | {_pm(r, 'diff_err_poisoned_end', 100, 2)} | "
-                   f"{_pm(r, 'brew_matching')} | {r['clean_train_s_mean']:.1f} | {r['brew_s_mean']:.1f} | "
-                   f"{'-' if wall is None else f'{wall:.0f}'} | {verdict(r)} |")
+        out.append(
+            f"| {r['preset']}{star} | {len(r['seeds'])} | {_pm(r, 'diff_err_poisoned_clean', 100, 2)} | "
+            f"{_pm(r, 'diff_err_poisoned_uniform', 100, 2)} | {_pm(r, 'diff_err_poisoned_end', 100, 2)} | "
+            f"{_pm(r, 'brew_matching')} | {r['clean_train_s_mean']:.1f} | {r['brew_s_mean']:.1f} | "
+            f"{'-' if wall is None else f'{wall:.0f}'} | {verdict(r)} |"
+        )
     out.append("")
     out.append("Per seed (test accuracy %, clean / poisoned / uniform / end; poisoned energy share):\n")
     out.append("| preset | seed | clean | poisoned | uniform | end | energy share | poisoned extra rounds |")
@@ -212,15 +252,23 @@ def markdown(rows: list[dict], out_dir: Path) -> str:
     for r in rows:
         for i, s in enumerate(r["seeds"]):
             acc = [100 * r[f"{v}_test_acc_per_seed"][i] for v in VARIANTS]
-            out.append(f"| {r['preset']} | {s} | " + " | ".join(f"{a:.2f}" for a in acc) +
-                       f" | {r['poisoned_energy_share_per_seed'][i]:.3f} | {int(r['poisoned_rounds_per_seed'][i])} |")
+            out.append(
+                f"| {r['preset']} | {s} | "
+                + " | ".join(f"{a:.2f}" for a in acc)
+                + f" | {r['poisoned_energy_share_per_seed'][i]:.3f} | {int(r['poisoned_rounds_per_seed'][i])} |"
+            )
     elsewhere = sorted({r["backend"] for r in rows + swept} - {"cpu: cpu"})
     if elsewhere:
-        out.append("\nRuns not made on a CPU (float results differ slightly between backends and, on a GPU, between "
-                   "runs; compare variants within a run): " + "; ".join(
-                       f"{b}: " + ", ".join(r["preset"] for r in rows + swept if r["backend"] == b) for b in elsewhere))
+        out.append(
+            "\nRuns not made on a CPU (float results differ slightly between backends and, on a GPU, between "
+            "runs; compare variants within a run): "
+            + "; ".join(f"{b}: " + ", ".join(r["preset"] for r in rows + swept if r["backend"] == b) for b in elsewhere)
+        )
     if any(r["overrides"] for r in rows):
-        out.append("\n\\* overrides of the preset: " + "; ".join(f"{r['preset']}: {r['overrides']}" for r in rows if r["overrides"]))
+        out.append(
+            "\n\\* overrides of the preset: "
+            + "; ".join(f"{r['preset']}: {r['overrides']}" for r in rows if r["overrides"])
+        )
     link = figure_link(out_dir, out_dir / "figures" / NAME / FIGURE, "clean vs poisoned test error per seed")
     if link:
         out.append(f"\n{link}\n")

@@ -66,17 +66,23 @@ def markdown(rows: list[dict], out_dir=None) -> str:
         out.append(
             f"| {name} | {'yes' if r['special'] else 'no'} | {fmt(r['mean'])} ± {fmt(r['std'])} | "
             f"{', '.join(fmt(v) for v in r['per_seed'])} | {fmt(r.get('paper'))} | {fmt(r.get('authors_rerun'))} | "
-            f"{'-' if ratio is None else f'{ratio:.1f}x'} | {'-' if order is None else ('holds' if order else 'FAILS')} | "
-            f"{_fit(r)} |")
+            f"{'-' if ratio is None else f'{ratio:.1f}x'} | "
+            f"{'-' if order is None else ('holds' if order else 'FAILS')} | "
+            f"{_fit(r)} |"
+        )
     out.append("")
-    out.append("'paper': the paper's headline number for the setting (mean over 4 seeds); 'authors' re-run': the "
-               "authors' procedure re-run per size (SPEC §2a). 'fit': seeds whose train loss reached the cell's "
-               "eps (for gradient flow: at t_final).\n")
+    out.append(
+        "'paper': the paper's headline number for the setting (mean over 4 seeds); 'authors' re-run': the "
+        "authors' procedure re-run per size (SPEC §2a). 'fit': seeds whose train loss reached the cell's "
+        "eps (for gradient flow: at t_final).\n"
+    )
     unfit = [r for r in rows if r.get("reached_eps") is not None and not all(r["reached_eps"])]
     for r in unfit:
         losses = r.get("train_loss") or []
-        out.append(f"**Not fitted:** {r['preset']} {r['overrides'] or ''}: {len(r['reached_eps']) - sum(r['reached_eps'])} "
-                   f"of {len(r['reached_eps'])} seeds ended with train loss above eps (final losses "
-                   f"{', '.join(fmt(v) for v in losses)}); their errors measure a model that never left its "
-                   "plateau, not the implicit bias of a fitted one.\n")
+        out.append(
+            f"**Not fitted:** {r['preset']} {r['overrides'] or ''}: {len(r['reached_eps']) - sum(r['reached_eps'])} "
+            f"of {len(r['reached_eps'])} seeds ended with train loss above eps (final losses "
+            f"{', '.join(fmt(v) for v in losses)}); their errors measure a model that never left its "
+            "plateau, not the implicit bias of a fitted one.\n"
+        )
     return "\n".join(out)

@@ -81,7 +81,9 @@ def vocab_size(n_vertices: int) -> int:
 def tokenize(edges, start, n_vertices: int) -> jax.Array:
     """Prompt ``(2(n-1) + 1,)``: edge tokens of ``edges: (E, 2)`` in the given order, then ``start``."""
     edges = jnp.asarray(edges)
-    return jnp.concatenate([edge_token(edges[:, 0], edges[:, 1], n_vertices), jnp.asarray(start)[None]]).astype(jnp.int32)
+    return jnp.concatenate([edge_token(edges[:, 0], edges[:, 1], n_vertices), jnp.asarray(start)[None]]).astype(
+        jnp.int32
+    )
 
 
 def detokenize(prompt, n_vertices: int) -> str:
@@ -100,6 +102,7 @@ def detokenize(prompt, n_vertices: int) -> str:
 # --------------------------------------------------------------------------------------------
 # task generator
 # --------------------------------------------------------------------------------------------
+
 
 class Instance(NamedTuple):
     """One two-chain instance (shapes for chain length ``n``; batched instances add a leading axis).
@@ -145,12 +148,15 @@ def sample_instance(key, n_vertices: int, chain_len: int, complexity) -> Instanc
     idx = jnp.arange(n - 1)
     path = jnp.where(idx < complexity, chains[0, jnp.clip(n - complexity + idx, 0, n - 1)], -1)
     has_out = jnp.zeros((n_vertices,), bool).at[src].set(True)
-    return Instance(tokenize(edges, start, n_vertices), chains, start, chains[0, n - 1], complexity,
-                    path.astype(jnp.int32), has_out)
+    return Instance(
+        tokenize(edges, start, n_vertices), chains, start, chains[0, n - 1], complexity, path.astype(jnp.int32), has_out
+    )
 
 
 @functools.partial(jax.jit, static_argnames=("batch", "n_vertices", "chain_len", "complexities"))
-def sample_batch(key, batch: int, n_vertices: int, chain_len: int, complexities: tuple[int, ...], weights=None) -> Instance:
+def sample_batch(
+    key, batch: int, n_vertices: int, chain_len: int, complexities: tuple[int, ...], weights=None
+) -> Instance:
     """``batch`` independent instances, complexities drawn from ``complexities`` / ``weights``."""
     kc, ki = jax.random.split(key)
     cs = jax.vmap(lambda k: sample_complexity(k, complexities, weights))(jax.random.split(kc, batch))
@@ -160,6 +166,7 @@ def sample_batch(key, batch: int, n_vertices: int, chain_len: int, complexities:
 # --------------------------------------------------------------------------------------------
 # the one-layer model
 # --------------------------------------------------------------------------------------------
+
 
 def relation_table(n_vertices: int) -> jax.Array:
     """``(N, D)`` int: the relation (index into :data:`RELATIONS`) of query vertex q to key token k."""
@@ -197,7 +204,7 @@ def value_matrix(n_vertices: int, scale: float, kind: str = "head", dtype=jnp.fl
     u, w = edge_endpoints(k, N)
     v = jnp.arange(N)
     edge = k[:, None] >= N
-    rows = (w[:, None] == v[None, :])
+    rows = w[:, None] == v[None, :]
     if kind == "endpoints":
         rows = rows | (u[:, None] == v[None, :])
     elif kind != "head":
@@ -227,6 +234,7 @@ def attention_logits(A, V, seq, query_pos, sigma: str = "softmax"):
 # --------------------------------------------------------------------------------------------
 # sampling and checkers
 # --------------------------------------------------------------------------------------------
+
 
 def sample_trace(key, A, V, prompt, n_steps: int, sigma: str = "softmax") -> jax.Array:
     """Emit ``n_steps`` vertex tokens autoregressively, ``s_{t+1} ~ softmax(H_t)``.
@@ -291,6 +299,7 @@ def trace_log_prob(A, V, prompt, trace, length, sigma: str = "softmax"):
 # REINFORCE
 # --------------------------------------------------------------------------------------------
 
+
 def leave_one_out_baseline(rewards):
     """``b_i = mean_{j != i} R_j``: independent of episode i, so the estimator stays unbiased."""
     B = rewards.shape[0]
@@ -313,6 +322,7 @@ def policy_gradient(params, V, n_vertices, prompts, traces, lengths, advantages,
 # --------------------------------------------------------------------------------------------
 # rollouts, training and evaluation (compiled)
 # --------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Spec:
@@ -449,6 +459,7 @@ def train_and_evaluate(spec: Spec, seeds: tuple[int, ...], weights=None):
 # --------------------------------------------------------------------------------------------
 # learning curves
 # --------------------------------------------------------------------------------------------
+
 
 def smooth(x: np.ndarray, window: int) -> np.ndarray:
     """Trailing moving average along the last axis (window clipped at the start)."""

@@ -77,7 +77,7 @@ class Config:
     init_rng: Literal["keras", "jax"] = "keras"  # GD-setting init: the authors' Keras stream, or jax.random keys
     full_kernel: bool = True  # adaptive_gd: A held as a full (d,d) matrix projected onto its diagonal (Keras)
     dtype: Literal["float64", "float32"] = "float64"  # GD settings: float32 is the authors' (TensorFlow's) precision
-    init_jitter: float = 0.0  # sensitivity studies: every initial parameter times (1 + init_jitter * N(0,1)); see jitter_init
+    init_jitter: float = 0.0
     n_baseline: int = 8
     baseline_stop: int = 2  # baseline sequences have N(0,1) entries at positions 0:baseline_stop
     n_special: int = 10
@@ -89,7 +89,9 @@ class Config:
     teacher_B: tuple[float, ...] = ()
     teacher_C: tuple[float, ...] = ()
     # standalone-SSM variants of SPEC §3 (defaults give Table 1)
-    train_BC: bool = True  # False: student B = C = 1, held fixed (only a moves; with full_kernel their gradients still enter the adaptive rate, as the authors' fix_B_C)
+    # False: student B = C = 1, held fixed (only a moves; with full_kernel their gradients still enter
+    # the adaptive rate, as the authors' fix_B_C)
+    train_BC: bool = True
     tie_init: bool = True  # the init's near tie a[1] = a[0] - diff (and B[1] = B[0] - diff); False: no tie
     # SSM inside a network (§2c)
     m: int = 0
@@ -111,7 +113,10 @@ class Config:
         require(self.data_rng in DATA_RNGS, f"data_rng must be one of {DATA_RNGS}, got {self.data_rng!r}")
         require(self.init_rng in INIT_RNGS, f"init_rng must be one of {INIT_RNGS}, got {self.init_rng!r}")
         require(self.dtype in DTYPES, f"dtype must be one of {DTYPES}, got {self.dtype!r}")
-        require(math.isfinite(self.init_jitter) and self.init_jitter >= 0, f"init_jitter must be >= 0, got {self.init_jitter}")
+        require(
+            math.isfinite(self.init_jitter) and self.init_jitter >= 0,
+            f"init_jitter must be >= 0, got {self.init_jitter}",
+        )
         require(self.L >= 3, f"L must be >= 3, got {self.L}")
         require(self.d >= 2, f"d must be >= 2 (the init ties entries 0 and 1), got {self.d}")
         require_seeds(self.seeds)
@@ -128,8 +133,10 @@ class Config:
             require(len(seq) == self.L, f"extra_sequences[{i}] has length {len(seq)}, expected L={self.L}")
             require(all(math.isfinite(v) for v in seq), f"extra_sequences[{i}] contains NaN or inf")
         if self.setting == "per_theorem":
-            require(self.dtype == "float64" and self.init_jitter == 0,
-                    "dtype and init_jitter apply to the GD settings; per_theorem is gradient flow in float64")
+            require(
+                self.dtype == "float64" and self.init_jitter == 0,
+                "dtype and init_jitter apply to the GD settings; per_theorem is gradient flow in float64",
+            )
             require(self.t_final > 0, f"t_final must be > 0, got {self.t_final}")
             require(self.eps > 0, f"eps must be > 0 (the train loss that counts as fitted), got {self.eps}")
             require(self.rtol > 0 and self.atol > 0, "rtol and atol must be > 0")
@@ -139,7 +146,9 @@ class Config:
             require(self.lr > 0, f"lr must be > 0, got {self.lr}")
             require(self.n_baseline > 0, f"n_baseline must be > 0, got {self.n_baseline}")
             require(self.n_special > 0, f"n_special must be > 0, got {self.n_special}")
-            require(1 <= self.baseline_stop <= self.L, f"baseline_stop must be in 1..{self.L}, got {self.baseline_stop}")
+            require(
+                1 <= self.baseline_stop <= self.L, f"baseline_stop must be in 1..{self.L}, got {self.baseline_stop}"
+            )
             self.stop_rule()  # validates eps, extra_steps, max_steps, stall_tol
         self._validate_teacher()
         require(self.train_BC or self.setting == "beyond_theorem", "train_BC=False applies to beyond_theorem only")
@@ -156,11 +165,14 @@ class Config:
         a, B, C = self.teacher_a, self.teacher_B, self.teacher_C
         require(bool(a) or not (B or C), "teacher_B and teacher_C need teacher_a (the teacher's diagonal)")
         for name, v in (("teacher_B", B), ("teacher_C", C)):
-            require(not v or len(v) == len(a),
-                    f"{name} must have the length of teacher_a ({len(a)}), got {len(v)} values")
+            require(
+                not v or len(v) == len(a), f"{name} must have the length of teacher_a ({len(a)}), got {len(v)} values"
+            )
         for name, v in (("teacher_a", a), ("teacher_B", B), ("teacher_C", C)):
-            require(all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v),
-                    f"{name} must hold finite numbers, got {v}")
+            require(
+                all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v),
+                f"{name} must hold finite numbers, got {v}",
+            )
         require(all(abs(x) <= 1 for x in a), f"teacher_a must satisfy |a*_i| <= 1 (a stable teacher), got {a}")
 
     @property
@@ -198,6 +210,7 @@ def special_pair(name: str, without: Config) -> dict[str, Config]:
 # data and initialisation
 # --------------------------------------------------------------------------------------------
 
+
 def task_keys(seed: int) -> dict[str, jax.Array]:
     k = jax.random.split(jax.random.PRNGKey(seed), 5)
     return dict(baseline=k[0], special=k[1], init=k[2], mlp=k[3], test=k[4])
@@ -221,9 +234,14 @@ def _training_rows(config: Config, seed: int) -> jax.Array:
         if config.special:
             rows.append(sequences.impulses(config.L, config.positions))  # e.g. L-2: constrains h_2
     elif config.data_rng == "numpy":
-        rows = list(sequences.numpy_gaussian_rows(
-            seed, [(config.n_baseline, range(config.baseline_stop))]
-            + ([(config.n_special, config.positions)] if config.special else []), config.L))
+        rows = list(
+            sequences.numpy_gaussian_rows(
+                seed,
+                [(config.n_baseline, range(config.baseline_stop))]
+                + ([(config.n_special, config.positions)] if config.special else []),
+                config.L,
+            )
+        )
     else:
         keys = task_keys(seed)
         rows = [sequences.baseline_sequences(keys["baseline"], config.n_baseline, config.L, config.baseline_stop)]
@@ -334,6 +352,7 @@ def mlp_init(config: Config, key: jax.Array, ssm: DiagonalSSM) -> SSMNet:
 # GD settings: loss, logging, measurement
 # --------------------------------------------------------------------------------------------
 
+
 def train_loss(model, data) -> jax.Array:
     """``L_train``: mean squared error over the ``data['n']`` real rows (padding rows add 0)."""
     return jnp.sum((model(data["X"]) - data["y"]) ** 2) / data["n"]
@@ -367,7 +386,7 @@ def generalization_error(model, data, horizon: int, error_from: int) -> jax.Arra
     if isinstance(model, SSMNet):
         return metrics.relative_l2_error(model(data["X_test"]), data["y_test"])
     ssm = ssm_of(model)
-    return metrics.extrapolation_error(ssm.impulse_response(horizon)[error_from - 1:], data["h_star"])
+    return metrics.extrapolation_error(ssm.impulse_response(horizon)[error_from - 1 :], data["h_star"])
 
 
 @functools.cache
@@ -412,19 +431,23 @@ def gd_batch(config: Config):
         if config.init_jitter:
             model = jitter_init(model, config.init_jitter, seed, len(models))
         if config.uses_full_kernel:
-            model = (FullKernelSSM.from_diagonal(model, config.train_BC) if isinstance(model, DiagonalSSM)
-                     else replace(model, ssm=FullKernelSSM.from_diagonal(model.ssm, config.train_BC)))
+            model = (
+                FullKernelSSM.from_diagonal(model, config.train_BC)
+                if isinstance(model, DiagonalSSM)
+                else replace(model, ssm=FullKernelSSM.from_diagonal(model.ssm, config.train_BC))
+            )
         data = {"X": X, "y": tch(X), "n": jnp.asarray(float(n))}
         if config.setting == "ssm_in_nn":
             X_test = held_out_inputs(config, seed)
             data.update(X_test=X_test, y_test=tch(X_test))
         else:
-            data["h_star"] = tch.impulse_response(config.horizon)[config.error_from - 1:]
+            data["h_star"] = tch.impulse_response(config.horizon)[config.error_from - 1 :]
         models.append(model)
         datas.append(data)
     dtype = jnp.dtype(config.dtype)
     stack = lambda xs: jax.tree_util.tree_map(
-        lambda *v: jnp.stack(v).astype(dtype) if jnp.issubdtype(v[0].dtype, jnp.floating) else jnp.stack(v), *xs)
+        lambda *v: jnp.stack(v).astype(dtype) if jnp.issubdtype(v[0].dtype, jnp.floating) else jnp.stack(v), *xs
+    )
     return stack(models), stack(datas)
 
 
@@ -439,22 +462,35 @@ def jitter_init(model, scale: float, seed: int, index: int):
     leaves, tree = jax.tree_util.tree_flatten(model)
     # fold_in(seed key, 7919 + index): a stream of its own, apart from the data/init keys of task_keys(seed)
     keys = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), 7919 + index), len(leaves))
-    return jax.tree_util.tree_unflatten(tree, [
-        w * (1 + scale * jax.random.normal(k, w.shape, w.dtype)) if jnp.issubdtype(w.dtype, jnp.floating) else w
-        for w, k in zip(leaves, keys)])
+    return jax.tree_util.tree_unflatten(
+        tree,
+        [
+            w * (1 + scale * jax.random.normal(k, w.shape, w.dtype)) if jnp.issubdtype(w.dtype, jnp.floating) else w
+            for w, k in zip(leaves, keys)
+        ],
+    )
 
 
 @functools.partial(jax.jit, static_argnums=(2, 3))
 def _final_measures(models, datas, horizon: int, error_from: int):
     ssm = ssm_of(models)
-    return (jax.vmap(lambda m, d: generalization_error(m, d, horizon, error_from))(models, datas),
-            jax.vmap(metrics.effective_rank)(ssm.a))
+    return (
+        jax.vmap(lambda m, d: generalization_error(m, d, horizon, error_from))(models, datas),
+        jax.vmap(metrics.effective_rank)(ssm.a),
+    )
 
 
 def run_gd(config: Config) -> Record:
     models, datas = gd_batch(config)
-    res = train_batched(train_loss if config.train_BC or config.uses_full_kernel else train_loss_a_only, models, datas, runtime_lr_optimizer(config.optimizer, config.lr, config.uses_full_kernel), config.stop_rule(),
-                        config.log_every, trajectory_log(config.horizon, config.error_from))
+    res = train_batched(
+        train_loss if config.train_BC or config.uses_full_kernel else train_loss_a_only,
+        models,
+        datas,
+        runtime_lr_optimizer(config.optimizer, config.lr, config.uses_full_kernel),
+        config.stop_rule(),
+        config.log_every,
+        trajectory_log(config.horizon, config.error_from),
+    )
     final, rank = _final_measures(res.params, datas, config.horizon, config.error_from)
     n_logs = int(np.max(np.asarray(res.n_logs)))
     a_final = np.asarray(ssm_of(res.params).a)
@@ -478,6 +514,7 @@ def run_gd(config: Config) -> Record:
 # per Theorem: gradient flow
 # --------------------------------------------------------------------------------------------
 
+
 def _bucket(n: int, size: int) -> int:
     return size * math.ceil(n / size)
 
@@ -487,18 +524,28 @@ def run_flow(config: Config) -> Record:
     problems = []
     for seed in config.seeds:
         X = training_inputs(config, seed)
-        problems.append(flow.FlowProblem(
-            a0=jnp.asarray(per_theorem_init(config, seed)), w=jnp.ones((config.d,)), X=X, y=tch(X),
-            row_weight=jnp.ones((X.shape[0],)), t_final=jnp.asarray(float(config.t_final))))
+        problems.append(
+            flow.FlowProblem(
+                a0=jnp.asarray(per_theorem_init(config, seed)),
+                w=jnp.ones((config.d,)),
+                X=X,
+                y=tch(X),
+                row_weight=jnp.ones((X.shape[0],)),
+                t_final=jnp.asarray(float(config.t_final)),
+            )
+        )
     # Pad to bucketed sizes so cells of different d, L, N share one compiled solver; padding
     # does not change the flow (see flow.pad_problems).
     n_rows = max(p.X.shape[0] for p in problems)
     batch = flow.pad_problems(problems, d=_bucket(config.d, 32), L=_bucket(config.L, 16), N=_bucket(n_rows, 4))
     res = flow.solve_flow(batch, config.rtol, config.atol)
     a = np.asarray(res.a)[:, : config.d]
-    data = {"h_star": tch.impulse_response(config.horizon)[config.error_from - 1:]}
-    errors = jax.vmap(lambda ai: generalization_error(
-        DiagonalSSM(ai, jnp.ones_like(ai), jnp.ones_like(ai)), data, config.horizon, config.error_from))(jnp.asarray(a))
+    data = {"h_star": tch.impulse_response(config.horizon)[config.error_from - 1 :]}
+    errors = jax.vmap(
+        lambda ai: generalization_error(
+            DiagonalSSM(ai, jnp.ones_like(ai), jnp.ones_like(ai)), data, config.horizon, config.error_from
+        )
+    )(jnp.asarray(a))
     losses = jax.vmap(flow.flow_loss)(jnp.asarray(res.a), batch)
     seeds_metrics = {
         "error": np.asarray(errors).tolist(),
@@ -519,14 +566,20 @@ def run(config: Config) -> Record:
     start = time.perf_counter()
     record = run_flow(config) if config.setting == "per_theorem" else run_gd(config)
     mean, std = mean_std(record.metrics["error"])
-    record.metrics = {"error_mean": mean, "error_std": std, "seeds": list(config.seeds),
-                      **record.metrics, "compute_seconds": time.perf_counter() - start}
+    record.metrics = {
+        "error_mean": mean,
+        "error_std": std,
+        "seeds": list(config.seeds),
+        **record.metrics,
+        "compute_seconds": time.perf_counter() - start,
+    }
     return record
 
 
 # --------------------------------------------------------------------------------------------
 # dynamics (SPEC §3): seed rule on the initialisation, summary numbers of a trajectory
 # --------------------------------------------------------------------------------------------
+
 
 def top_init_gap(config: Config, seed: int) -> float:
     """The smallest relative gap ``1 - |a|_(i+1) / |a|_(i)``, ``i = 1..d*``, among the ``d* + 1``
@@ -563,8 +616,14 @@ def summarize(arrays: dict[str, np.ndarray], n_top: int = 4) -> dict[str, list]:
     ``log_steps: (S, T)``, ``log_gamma0: (S, T)``, ``a_final: (S, d)``)."""
     a_final = np.abs(arrays["a_final"])
     steps, abs_a, gamma0 = arrays["log_steps"], arrays["log_abs_a"], arrays["log_gamma0"]
-    out: dict[str, list] = {"n_above_0.1": [], "n_above_0.5": [], "jump_step": [], "max_abs_gamma0": [],
-                            "top_final": [], "half_crossing": []}
+    out: dict[str, list] = {
+        "n_above_0.1": [],
+        "n_above_0.5": [],
+        "jump_step": [],
+        "max_abs_gamma0": [],
+        "top_final": [],
+        "half_crossing": [],
+    }
     for s in range(a_final.shape[0]):
         used = steps[s] >= 0
         order = np.argsort(-a_final[s])
