@@ -247,3 +247,30 @@ def test_top_init_gap_is_read_off_the_trained_models_start():
     for s, seed in enumerate(seeds + (2,)):
         a = np.sort(rec.arrays["log_abs_a"][s, 0])[::-1][:5]
         assert ts.top_init_gap(cfg, seed) == pytest.approx(np.min(1 - a[1:] / a[:-1]), rel=1e-9)
+
+
+def test_report_document_draws_links_and_inlines_the_figures(standalone_L6, tmp_path):
+    """The whole report over a store: figures are written first (one per run, one pair per preset),
+    the Markdown links the pair, the HTML inlines it, and `plot` writes the same files."""
+    from typer.testing import CliRunner
+
+    from implicitbias import cli, report
+    from implicitbias.store import Store
+
+    store = Store(tmp_path)
+    for sp, rec in standalone_L6.items():
+        name = f"standalone/L6{sp}"
+        store.save("dynamics", dynamics.PRESETS[name], rec, preset=name, wall_seconds=1.0)
+    text, (md, page) = report.write(store, tmp_path)
+    fig_dir = tmp_path / "figures" / "dynamics"
+    assert sorted(p.name for p in fig_dir.iterdir()) == [
+        "standalone_L6.png", "standalone_L6__pair.png", "standalone_L6_special.png"]
+    assert "![standalone/L6: without vs with special sequences](figures/dynamics/standalone_L6__pair.png)" in text
+    assert md.read_text() == text
+    html = page.read_text()
+    assert html.count("data:image/png;base64,") == 1 and "missing image" not in html
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left
+    res = CliRunner().invoke(cli.app, ["plot", "dynamics", "--runs-dir", str(tmp_path)])
+    assert res.exit_code == 0 and res.output.count("written:") == 3
+    res = CliRunner().invoke(cli.app, ["plot", "table1", "--runs-dir", str(tmp_path)])
+    assert res.exit_code == 2 and "no stored runs of 'table1'" in res.output

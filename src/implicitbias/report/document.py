@@ -1,8 +1,9 @@
 """The report document: rows of every stored run, figures, Markdown and a self-contained HTML page.
 
-Generic over experiments: each has a section module here (``SECTIONS``) with ``rows(runs)``
-(JSON-ready rows), ``markdown(rows, out_dir)`` and optionally ``figures(runs, rows, fig_dir)``
-(PNG files). An experiment without a section gets a plain table of its stored metrics.
+Generic over experiments: each has a section module here (``SECTIONS``, the :class:`Section`
+protocol) with ``rows(runs)`` (JSON-ready rows), ``figures(runs, rows, fig_dir)`` (the PNG files it
+wrote, possibly none) and ``markdown(rows, out_dir)``. An experiment without a section gets a plain
+table of its stored metrics.
 Drawing and rendering are separate steps: :func:`write_figures` writes PNGs, :func:`markdown` only
 links those that exist.
 """
@@ -15,14 +16,26 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from types import ModuleType
+from typing import Protocol, runtime_checkable
 
 from .. import experiments
 from ..store import Store
 from . import chains, dynamics, realworld, table1
 from .common import fmt
 
-SECTIONS: dict[str, ModuleType] = {m.NAME: m for m in (table1, dynamics, chains, realworld)}
+
+@runtime_checkable
+class Section(Protocol):
+    NAME: str
+
+    def rows(self, runs) -> list[dict]: ...
+
+    def figures(self, runs, rows: list[dict], fig_dir: Path) -> list[Path]: ...
+
+    def markdown(self, rows: list[dict], out_dir: Path) -> str: ...
+
+
+SECTIONS: dict[str, Section] = {m.NAME: m for m in (table1, dynamics, chains, realworld)}
 
 
 def _generic_rows(name: str, runs) -> list[dict]:
@@ -52,7 +65,7 @@ def write_figures(store: Store, out_dir: Path, names: list[str] | None = None) -
     for name in names or list(experiments.EXPERIMENTS):
         section = SECTIONS.get(name)
         runs = list(store.runs(name))
-        if section is not None and hasattr(section, "figures") and runs:
+        if section is not None and runs:
             written += section.figures(runs, section.rows(runs), figure_dir(out_dir, name))
     return written
 

@@ -47,6 +47,11 @@ def rows(runs) -> list[dict]:
     return out
 
 
+def figures(runs, rows: list[dict], fig_dir) -> list:
+    """Table 1 is a table: no figures."""
+    return []
+
+
 def _fit(row) -> str:
     fit = row.get("reached_eps")
     if fit is None:
