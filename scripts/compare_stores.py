@@ -2,7 +2,7 @@
 
 Used to check that a refactor changes no number: run the same presets into two stores (before and
 after), then ``python scripts/compare_stores.py OLD NEW [experiment ...]``. Timing fields
-(``compute_seconds``, ``wall_seconds``) are skipped; metrics only one side has are listed.
+(``*_seconds``, ``*_s``: wall times) are skipped; metrics only one side has are listed.
 Exit 1 if any shared number differs.
 """
 
@@ -14,7 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-SKIP = {"compute_seconds", "wall_seconds"}
+
+
+def _is_timing(key: str) -> bool:
+    return key.endswith(("seconds", "_s"))
 
 
 def _by_preset(root: Path, experiment: str) -> dict[str, Path]:
@@ -34,11 +37,11 @@ def compare(old: Path, new: Path, experiment: str) -> tuple[int, int]:
             differ += 1
             continue
         ma, mb = (json.loads((s[preset] / "metrics.json").read_text()) for s in (a, b))
-        bad = [k for k in set(ma) & set(mb) - SKIP if ma[k] != mb[k]]
+        bad = [k for k in set(ma) & set(mb) if not _is_timing(k) and ma[k] != mb[k]]
         with np.load(a[preset] / "arrays.npz") as xa, np.load(b[preset] / "arrays.npz") as xb:
             bad += [f"arrays.{k}" for k in set(xa.files) | set(xb.files)
                     if k not in xa.files or k not in xb.files or not np.array_equal(xa[k], xb[k], equal_nan=True)]
-        extra = sorted((set(ma) ^ set(mb)) - SKIP)
+        extra = sorted(k for k in set(ma) ^ set(mb) if not _is_timing(k))
         if bad:
             differ += 1
             print(f"{experiment}/{preset}: DIFFERS in {', '.join(sorted(bad))}")
