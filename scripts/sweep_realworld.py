@@ -130,7 +130,8 @@ def main() -> None:
             env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
         p, items, _ = all_jobs[i]
         log = open(logs / f"job{i:03d}.log", "w")
-        proc = subprocess.Popen(prefix + command(p, items, args.runs_dir), env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(prefix + command(p, items, args.runs_dir), env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
         running[i] = (proc, kind, cores)
         print(f"[{time.monotonic() - start:6.0f}s] start job {i} ({kind}): {p} {' '.join(items)}", flush=True)
 
@@ -138,8 +139,12 @@ def main() -> None:
     while pending["cpu"] or pending["gpu"] or running:
         late = args.deadline is not None and time.monotonic() - start > args.deadline
         for kind in ("gpu", "cpu"):
-            while (not late and pending[kind] and sum(k == kind for _, k, _ in running.values()) < limit[kind]
-                   and (kind == "gpu" or len(free_cores) >= 1)):
+            while (
+                not late
+                and pending[kind]
+                and sum(k == kind for _, k, _ in running.values()) < limit[kind]
+                and (kind == "gpu" or len(free_cores) >= 1)
+            ):
                 launch(pending[kind].pop(0), kind)
         if late:
             pending = {"cpu": [], "gpu": []}
