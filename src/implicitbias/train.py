@@ -149,16 +149,8 @@ def train(
     )
     logs, log_steps = write_log(logs, log_steps, i, inner.params, inner.t)
     return TrainResult(
-        inner.params,
-        inner.t,
-        inner.hit,
-        inner.div,
-        inner.div_step,
-        inner.stalled,
-        loss_fn(inner.params, data),
-        log_steps,
-        logs,
-        i + 1,
+        inner.params, inner.t, inner.hit, inner.div, inner.div_step, inner.stalled, loss_fn(inner.params, data),
+        log_steps, logs, i + 1,
     )
 
 
@@ -223,14 +215,7 @@ def _train_vmapped(loss_fn, params, data, optimizer, rule, log_every, log_fn) ->
     log_steps = log_steps.at[rows_done, cols].set(inner.t)
     to_batch_major = lambda x: jnp.moveaxis(x, 0, 1)
     return TrainResult(
-        inner.params,
-        inner.t,
-        inner.hit,
-        inner.div,
-        inner.div_step,
-        inner.stalled,
-        jax.vmap(loss_fn)(inner.params, data),
-        to_batch_major(log_steps),
-        jax.tree_util.tree_map(to_batch_major, logs),
-        rows_done + 1,
+        inner.params, inner.t, inner.hit, inner.div, inner.div_step, inner.stalled,
+        jax.vmap(loss_fn)(inner.params, data), to_batch_major(log_steps),
+        jax.tree_util.tree_map(to_batch_major, logs), rows_done + 1,
     )
