@@ -19,8 +19,7 @@ Details SPEC leaves open follow the authors' code (docs/authors-procedure.md); e
 * ``sort_C``: False takes ``C <- |C|`` unsorted, as SPEC writes; True sorts it descending;
 * ``optimizer="keras_adam"`` (network): epsilon 1e-7 added to ``sqrt(v)`` before bias correction;
 * ``full_kernel``: the adaptive rate sees the gradient of ``A`` as a full ``(d, d)`` matrix, projected
-  onto its diagonal after each update (:class:`~implicitbias.ssm.FullKernelSSM`);
-* network presets: ``warm_init = 0.001``; ``ssm_in_nn/L10``: seeds 4540 + (0, 3, 4, 5).
+  onto its diagonal after each update (:class:`~implicitbias.ssm.FullKernelSSM`).
 
 Why each, and what it changed (measured): ``docs/findings/table1.md``.
 """
@@ -54,7 +53,8 @@ INIT_RNGS = ("keras", "jax")
 
 @dataclass(frozen=True)
 class Config:
-    """One cell of Table 1 (one setting, one size, without or with special sequences), all seeds."""
+    """One teacher-student cell (one setting, one size, without or with special sequences), all seeds:
+    a Table 1 or dynamics preset, or any variant of one (SPEC §1-3)."""
 
     setting: Setting
     special: bool
