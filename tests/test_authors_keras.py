@@ -1,0 +1,243 @@
+"""Our Table 1 GD cells against the authors' own procedure, run in TensorFlow/Keras.
+
+Reference data: ``scripts/authors_keras/logs/*.json``, written by
+``scripts/authors_keras/table1_keras.py`` (their ``common/*.py`` and Table 1 notebooks re-typed;
+TF 2.21 + tf_keras, float32; see that folder's README). Each cell was run twice, differing only
+in float32 rounding: ``logs/`` with Keras's default per-epoch reordering of the one full batch
+(``fit(shuffle=True)``, TensorFlow seeded with the run's seed) and ``logs/shuffle_none/`` in the
+natural order. The authors never seeded TensorFlow, so their own runs varied within such a spread.
+
+We compare our float32 runs (``dtype="float32"``, the authors' precision) with theirs seed by seed:
+the update at which the train loss first is ``<= eps`` (``hit_step``; their epoch index + 1), the
+generalization error after all extra updates (``metrics["error"]``; their ``error_end``, not the
+notebook's last logged value) and the four largest ``|a_i|`` at the end. A value of ours passes
+when its distance to the range spanned by their two runs is within the cell's tolerance
+(``TOLERANCE``: just above the largest distance measured, see its comments).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from implicitbias.experiments import table1
+
+LOGS = Path(__file__).resolve().parents[1] / "scripts" / "authors_keras" / "logs"
+ORDERS = {"keras": LOGS, "none": LOGS / "shuffle_none"}  # fit's seeded reordering of the batch / natural order
+CELLS = [f"{s}/L{n}{sp}" for s in ("beyond_theorem", "ssm_in_nn") for n in (6, 10) for sp in ("", "/special")]
+SLOW_CELLS = {"ssm_in_nn/L6"}  # our run takes more than ~10 s (seed 4543 needs 99k updates)
+
+
+@functools.cache
+def authors(cell: str, order: str = "keras") -> dict:
+    """One reference file, with its per-seed entries also keyed by seed (``by_seed``)."""
+    data = json.loads((ORDERS[order] / (cell.replace("/", "__") + ".json")).read_text())
+    data["by_seed"] = {r["seed"]: r for r in data["per_seed"]}
+    return data
+
+
+@functools.cache
+def ours(cell: str):
+    return table1.run(replace(table1.PRESETS[cell], dtype="float32"))
+
+
+def distance_to_range(value, refs) -> np.ndarray:
+    """Elementwise distance of ``value`` to ``[min(refs), max(refs)]`` (0 inside)."""
+    refs = np.asarray(refs, dtype=np.float64)
+    lo, hi = refs.min(axis=0), refs.max(axis=0)
+    value = np.asarray(value, dtype=np.float64)
+    return np.maximum(0.0, np.maximum(lo - value, value - hi))
+
+
+# Per cell: the largest distance allowed between a value of ours (float32) and the range of their
+# two runs: "error" relative to our error, "top4" absolute on the four largest |a_i|, "hit" in
+# updates (1 where every seed reached eps at the same update as in theirs). Each is just above the
+# largest distance measured over the cell's seeds (TF 2.21 + tf_keras 2.21 on CPU; ours at commit
+# 9772a25), given in the comment as measured (seed), then their two runs' own spread on the same
+# seed where it says more.
+TOLERANCE = {
+    # err 7.1e-3 (204; their runs agree to 2e-5 there: our float32 rounds differently, and the
+    # adaptive rate's late oscillation of a_1 near 1 amplifies it in h_40); top4 1.5e-3 (204).
+    # Seed 201: their two runs end 0.495 and 0.394 (26% apart), ours 0.394.
+    "beyond_theorem/L6": dict(error=1e-2, top4=2e-3, hit=1),
+    # err 3.3e-5 (201; their spread there 2.3e-3); top4 5.1e-6 (201)
+    "beyond_theorem/L6/special": dict(error=5e-5, top4=1e-5, hit=1),
+    # err 1.2e-3 (1204; their spread 2e-6); top4 2.9e-4 (1204)
+    "beyond_theorem/L10": dict(error=2e-3, top4=4e-4, hit=1),
+    # err 1.9e-5 (1201; their spread 1.9e-5); top4 9.9e-6 (1201)
+    "beyond_theorem/L10/special": dict(error=3e-5, top4=2e-5, hit=1),
+    # err 0.132 (4545: ours and theirs agree to 2e-6 until update 4,501, part during the jump of
+    # the first entry, and the second |a_i| then stays at 0.1002 in ours, 0.1034 / 0.1031 in
+    # theirs; the error, 2e-3, follows it); top4 2.9e-3 (4545); hit 3 (4543: 99,236 vs 99,239).
+    # Seed 4541: DECIDED_BY_ROUNDING.
+    "ssm_in_nn/L6": dict(error=0.15, top4=4e-3, hit=4),
+    # err 0.123 (4541: a loss spike of Adam in the last 100 updates, in ours and in their
+    # keras-order run; their two runs differ by 9.9% there); top4 2.2e-4 (4541)
+    "ssm_in_nn/L6/special": dict(error=0.15, top4=3e-4, hit=1),
+    # err 2.7e-3 (4544); top4 2.2e-3 (4545; their spread 3.6e-3)
+    "ssm_in_nn/L10": dict(error=4e-3, top4=3e-3, hit=1),
+    # err 6.5e-4 (4540); top4 3.3e-4 (4540); hit 1 (4540: 15,402 vs 15,403 in both of theirs)
+    "ssm_in_nn/L10/special": dict(error=1e-3, top4=5e-4, hit=2),
+}
+
+# Seeds whose end state is decided by rounding: ours and theirs settle in different states.
+DECIDED_BY_ROUNDING = {
+    ("ssm_in_nn/L6", 4541): "test_ssm_in_nn_L6_seed_4541_parts_from_the_authors_code_in_the_jump",
+}
+
+# test_first_101_updates_match_the_authors_code: largest relative difference measured 4.9e-6
+# (ssm_in_nn/L10/special), 1.1e-6 or less in the other cells.
+TOLERANCE_101 = 1e-5
+
+
+# --------------------------------------------------------------------------------------------
+# the reference files themselves
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("order", sorted(ORDERS))
+@pytest.mark.parametrize("cell", CELLS)
+def test_reference_runs_use_the_presets(cell, order):
+    """The Keras runs used our presets' seeds and hyperparameters, every seed reached eps, and the
+    notebook's printed value is the post-optimum callback's entry after extra update 1401 / 4901."""
+    cfg, ref = table1.PRESETS[cell], authors(cell, order)
+    s = ref["settings"]
+    assert tuple(ref["seeds"]) == cfg.seeds and ref["special"] == cfg.special
+    assert (s["L"], s["d"], s["n_baseline"], s["n_special"], s["baseline_stop"]) == (
+        cfg.L,
+        cfg.d,
+        cfg.n_baseline,
+        cfg.n_special,
+        cfg.baseline_stop,
+    )
+    assert (s["eps"], s["extra"], s["warm_init"], s["lr_used"]) == (cfg.eps, cfg.extra_steps, cfg.warm_init, cfg.lr)
+    np.testing.assert_allclose([s["sd_A"], s["sd_BC"], s["diff"]], [cfg.sd_A, cfg.sd_BC, cfg.diff], rtol=1e-12)
+    assert (s["kind"] == "ssm_in_nn") == (cfg.setting == "ssm_in_nn")
+    if cfg.setting == "ssm_in_nn":
+        assert (s["m"], s["depth"], s["sd_D"], s["n_test"]) == (cfg.m, cfg.depth, cfg.sd_D, cfg.n_test)
+    assert ref["seeded_initializer_agrees"] and ref["shuffle"] == order and ref["versions"]["tensorflow"]
+    for r in ref["per_seed"]:
+        assert r["hit_update"] is not None and r["updates_total"] == r["hit_update"] + cfg.extra_steps
+        assert r["last_logged_extra_update"] == cfg.extra_steps - 99
+
+
+# --------------------------------------------------------------------------------------------
+# ours against theirs
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_first_101_updates_match_the_authors_code(cell):
+    """Same initialisation, data and optimiser: after 101 updates (their first logged state after
+    update 1) the four largest |a_i| agree with their run to float32 rounding."""
+    ref = authors(cell)
+    rows = {s: next((row for row in r["log_to_eps"] if row["update"] == 101), None) for s, r in ref["by_seed"].items()}
+    seeds = tuple(s for s, row in rows.items() if row is not None)  # a seed that hit eps before 101 has no such row
+    assert len(seeds) >= 2
+    rec = table1.run(replace(table1.PRESETS[cell], dtype="float32", seeds=seeds, max_steps=101))
+    assert rec.metrics["steps"] == [101] * len(seeds)
+    top = np.sort(np.abs(rec.arrays["a_final"]), axis=1)[:, ::-1][:, :4]
+    np.testing.assert_allclose(top, [rows[s]["top_abs_a"] for s in seeds], rtol=TOLERANCE_101)
+
+
+def _cell_params():
+    return [pytest.param(c, marks=pytest.mark.slow) if c in SLOW_CELLS else c for c in CELLS]
+
+
+@pytest.mark.parametrize("cell", _cell_params())
+def test_cell_matches_the_authors_code(cell):
+    """Seed by seed: hit_step, end error and end top-4 |a| within the cell's TOLERANCE of the range
+    of their two runs; seeds in DECIDED_BY_ROUNDING are checked in their own test."""
+    rec = ours(cell)
+    tol = TOLERANCE[cell]
+    runs = [authors(cell, order)["by_seed"] for order in ORDERS]
+    for i, seed in enumerate(table1.PRESETS[cell].seeds):
+        if (cell, seed) in DECIDED_BY_ROUNDING:
+            continue
+        refs = [r[seed] for r in runs]
+        hit_gap = distance_to_range(rec.metrics["hit_step"][i], [r["hit_update"] for r in refs])
+        err = rec.metrics["error"][i]
+        err_gap = distance_to_range(err, [r["error_end"] for r in refs]) / err
+        top = np.sort(np.abs(rec.arrays["a_final"][i]))[::-1][:4]
+        top_gap = distance_to_range(top, [r["top4_abs_a_end"] for r in refs]).max()
+        assert hit_gap <= tol["hit"], (seed, rec.metrics["hit_step"][i], [r["hit_update"] for r in refs])
+        assert err_gap <= tol["error"], (seed, err, [r["error_end"] for r in refs])
+        assert top_gap <= tol["top4"], (seed, top, [r["top4_abs_a_end"] for r in refs])
+
+
+@pytest.mark.slow
+def test_ssm_in_nn_L6_seed_4541_parts_from_the_authors_code_in_the_jump():
+    """ssm_in_nn/L6 seed 4541 without special sequences: ours (float32) follows their run to 6e-7
+    (relative, four largest |a_i|) up to update 14,001, reaches eps at the same update (15,096),
+    and parts from it during the jump of the first entry (updates 15,000-15,100): both of their
+    runs end with the second |a_i| at 0.12 / 0.11 and error 3.1e-4 / 1.0e-4, ours at 0.39 and 0.063.
+    With their value for this one seed our cell would give their ratio, far above 10x: the strict
+    xfail of ssm_in_nn/L6 in test_table1 comes from this seed alone."""
+    cell, seed = "ssm_in_nn/L6", 4541
+    refs = [authors(cell, order)["by_seed"][seed] for order in ORDERS]
+    early = replace(table1.PRESETS[cell], dtype="float32", seeds=(seed,), max_steps=14001)
+    top = np.sort(np.abs(table1.run(early).arrays["a_final"][0]))[::-1][:4]
+    for ref in refs:
+        row = next(row for row in ref["log_to_eps"] if row["update"] == 14001)
+        np.testing.assert_allclose(top, row["top_abs_a"], rtol=1e-6)  # measured 6.0e-7
+
+    rec = ours(cell)
+    i = table1.PRESETS[cell].seeds.index(seed)
+    ours_top = np.sort(np.abs(rec.arrays["a_final"][i]))[::-1]
+    assert [r["hit_update"] for r in refs] == [rec.metrics["hit_step"][i]] * 2 == [15096] * 2
+    for ref in refs:
+        assert ref["error_end"] < 1e-3 and 0.1 < ref["top4_abs_a_end"][1] < 0.13
+    assert rec.metrics["error"][i] > 0.05 and ours_top[1] > 0.3
+
+    special = ours(cell + "/special").metrics["error"]
+    errors = list(rec.metrics["error"])
+    for ref in refs:
+        errors[i] = ref["error_end"]
+        assert np.mean(special) / np.mean(errors) > 10  # measured 33x and 34x
+    assert np.mean(special) / np.mean(rec.metrics["error"]) < 10  # measured 3.2x
+
+
+# --------------------------------------------------------------------------------------------
+# what their code gives (the reference data alone)
+# --------------------------------------------------------------------------------------------
+
+# Mean end error with / without special sequences in their code, each of their two runs: the
+# bounds hold both (measured: L6 72x and 82x, L10 9.60x and 9.60x; network L6 32.7x and 34.3x,
+# L10 1.95x and 1.98x). These replace the strict xfails of test_table1's ordering test for
+# beyond_theorem/L10 and ssm_in_nn/L10: below 10x in the authors' own code as in ours. For
+# ssm_in_nn/L6 their code gives 33x; ours does not, for one seed decided by rounding (above).
+RATIO_IN_THEIR_CODE = {
+    "beyond_theorem/L6": (50, 120),
+    "beyond_theorem/L10": (9.5, 9.7),
+    "ssm_in_nn/L6": (30, 40),
+    "ssm_in_nn/L10": (1.8, 2.1),
+}
+
+
+@pytest.mark.parametrize("cell", sorted(RATIO_IN_THEIR_CODE))
+def test_with_over_without_ratio_in_the_authors_code(cell):
+    lo, hi = RATIO_IN_THEIR_CODE[cell]
+    for order in ORDERS:
+        without, with_ = (
+            np.mean([r["error_end"] for r in authors(c, order)["per_seed"]]) for c in (cell, cell + "/special")
+        )
+        assert lo <= with_ / without <= hi
+
+
+@pytest.mark.parametrize("cell", ["beyond_theorem/L6", "ssm_in_nn/L6"])
+@pytest.mark.parametrize("special", [False, True])
+def test_authors_code_prints_the_papers_numbers(cell, special):
+    """The paper's headline numbers (SPEC §2; the L=6 cells) are what their notebook prints: the
+    mean over seeds of the post-optimum callback's last logged error. The paper's number lies in
+    the range of that mean over their two runs (3 significant digits; measured: beyond L6 0.1936
+    and 0.2212 vs 0.194, 16.599 and 16.618 vs 16.61; network L6 1.612e-3 and 1.563e-3 vs 1.61e-3,
+    0.0519 and 0.0553 vs 0.0539)."""
+    name = cell + ("/special" if special else "")
+    paper = table1.PAPER[(table1.PRESETS[name].setting, special)]
+    printed = [np.mean([r["error_last_logged"] for r in authors(name, order)["per_seed"]]) for order in ORDERS]
+    assert min(printed) * (1 - 5e-3) <= paper <= max(printed) * (1 + 5e-3)
