@@ -23,15 +23,16 @@ run: $(STAMP)
 	$(BIN)/implicitbias run dynamics
 	$(BIN)/implicitbias report
 
-## make test: the linter, then the fast suite (checks real numbers; under 5 minutes on 2 cores, install included).
+## make test: the linter, then the fast suite on every core (pytest-xdist; checks real numbers; under 5 minutes
+## on 2 cores, install included). One file alone: .venv/bin/python -m pytest tests/test_table1.py
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks scripts
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto
 
 ## make test-all: the fast suite plus the slow full reproductions.
 test-all: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks scripts
-	$(BIN)/python -m pytest -q -m ''
+	$(BIN)/python -m pytest -q -n auto -m ''
 
 ## make bench: speed figures (steps/s per seed, full Table 1 wall time).
 bench: $(STAMP)
