@@ -27,12 +27,12 @@ run: $(STAMP)
 ## on 2 cores, install included). One file alone: .venv/bin/python -m pytest tests/test_table1.py
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks scripts
-	$(BIN)/python -m pytest -q -n auto
+	$(BIN)/python -m pytest -q -n logical
 
 ## make test-all: the fast suite plus the slow full reproductions.
 test-all: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks scripts
-	$(BIN)/python -m pytest -q -n auto -m ''
+	$(BIN)/python -m pytest -q -n logical -m ''
 
 ## make bench: speed figures (steps/s per seed, full Table 1 wall time).
 bench: $(STAMP)
