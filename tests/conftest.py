@@ -1,4 +1,5 @@
-"""Shared test set-up: float64 on (importing the package), and a fake CIFAR-10 directory writer."""
+"""Shared test set-up: float64 on (importing the package), no persistent compile cache, and a fake
+CIFAR-10 directory writer."""
 
 import os
 import pickle
@@ -6,6 +7,11 @@ import pickle
 import numpy as np
 
 import implicitbias  # noqa: F401  (switches on float64)
+
+# The CLI keeps compiled programs in ~/.cache/implicitbias/jax; tests that call it in-process would
+# switch that cache on for the rest of their worker. Off, so test times do not depend on what an
+# earlier run left there (CI starts from nothing).
+os.environ["IMPLICITBIAS_JAX_CACHE"] = ""
 
 
 def write_fake_cifar(root, n_per_batch=2, n_test=3, seed=0):
