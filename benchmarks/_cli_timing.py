@@ -16,8 +16,9 @@ def load_average() -> str:
         return "n/a"
 
 
-def timed_run(experiment: str, args: list[str], runs_dir: str | None = None) -> float:
-    """Seconds of ``implicitbias run <experiment> <args>`` (compile included); the report follows."""
+def timed_run(experiment: str, args: list[str], runs_dir: str | None = None, report: bool = True) -> float:
+    """Seconds of ``implicitbias run <experiment> <args>`` (compile included); the report follows
+    unless ``report=False``."""
     with tempfile.TemporaryDirectory() as tmp:
         runs = runs_dir or tmp
         env = dict(os.environ, IMPLICITBIAS_JAX_CACHE="")
@@ -26,6 +27,7 @@ def timed_run(experiment: str, args: list[str], runs_dir: str | None = None) -> 
         start = time.perf_counter()
         subprocess.run([*cli, "run", experiment, "--runs-dir", runs, "--force", *args], check=True, env=env)
         wall = time.perf_counter() - start
-        subprocess.run([*cli, "report", "--runs-dir", runs], check=True, env=env)
+        if report:
+            subprocess.run([*cli, "report", "--runs-dir", runs], check=True, env=env)
     print(f"\nload average after: {load_average()}")
     return wall

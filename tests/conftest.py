@@ -1,17 +1,22 @@
-"""Shared test set-up: float64 on (importing the package), no persistent compile cache, and a fake
-CIFAR-10 directory writer."""
+"""Shared test set-up: float64 on (importing the package), one compile cache per test run, and a
+fake CIFAR-10 directory writer."""
 
 import os
 import pickle
+import tempfile
 
+import jax
 import numpy as np
 
 import implicitbias  # noqa: F401  (switches on float64)
 
-# The CLI keeps compiled programs in ~/.cache/implicitbias/jax; tests that call it in-process would
-# switch that cache on for the rest of their worker. Off, so test times do not depend on what an
-# earlier run left there (CI starts from nothing).
-os.environ["IMPLICITBIAS_JAX_CACHE"] = ""
+# Compiled programs are shared between the test workers of one run (pytest-xdist) through a
+# persistent compile cache that starts empty for every run, so test times never depend on what an
+# earlier run left behind (CI starts from nothing). The CLI, called in-process, uses the same one.
+_run = os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"solo-{os.getpid()}"
+os.environ["IMPLICITBIAS_JAX_CACHE"] = os.path.join(tempfile.gettempdir(), f"implicitbias-test-jax-{_run}")
+jax.config.update("jax_compilation_cache_dir", os.environ["IMPLICITBIAS_JAX_CACHE"])
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
 def write_fake_cifar(root, n_per_batch=2, n_test=3, seed=0):
