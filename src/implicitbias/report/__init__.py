@@ -1,6 +1,6 @@
 """Tables and figures over the store (DESIGN.md: report reads the store and knows experiments only
 through the registry): :mod:`.document` assembles the report, one section module per experiment."""
 
-from .document import SECTIONS, collect, html_report, markdown, write, write_figures
+from .document import SECTIONS, collect, html_report, markdown, write
 
-__all__ = ["SECTIONS", "collect", "html_report", "markdown", "write", "write_figures"]
+__all__ = ["SECTIONS", "collect", "html_report", "markdown", "write"]

@@ -4,8 +4,8 @@ Generic over experiments: each has a section module here (``SECTIONS``, the :cla
 protocol) with ``rows(runs)`` (JSON-ready rows), ``figures(runs, rows, fig_dir)`` (the PNG files it
 wrote, possibly none) and ``markdown(rows, out_dir)``. An experiment without a section gets a plain
 table of its stored metrics.
-Drawing and rendering are separate steps: :func:`write_figures` writes PNGs, :func:`markdown` only
-links those that exist.
+Drawing and rendering are separate steps: :func:`write` has each section write its PNGs first;
+:func:`markdown` only links those that exist.
 """
 
 from __future__ import annotations
@@ -43,31 +43,23 @@ def _generic_rows(name: str, runs) -> list[dict]:
              **{k: v for k, v in r.metrics.items() if isinstance(v, (int, float, str, bool))}} for r in runs]
 
 
-def collect(store: Store) -> list[dict]:
-    """All report rows of every registered experiment with stored runs, in registry order."""
-    rows: list[dict] = []
+def _stored(store: Store):
+    """``(name, section or None, runs, rows)`` of every registered experiment with stored runs."""
     for name in experiments.EXPERIMENTS:
         runs = list(store.runs(name))
         if runs:
             section = SECTIONS.get(name)
-            rows.extend(section.rows(runs) if section else _generic_rows(name, runs))
-    return rows
+            yield name, section, runs, (section.rows(runs) if section else _generic_rows(name, runs))
+
+
+def collect(store: Store) -> list[dict]:
+    """All report rows of every registered experiment with stored runs, in registry order."""
+    return [row for *_, rows in _stored(store) for row in rows]
 
 
 def figure_dir(out_dir: Path, name: str) -> Path:
     """Where an experiment's figures go: ``out_dir/figures/<name>``."""
     return Path(out_dir) / "figures" / name
-
-
-def write_figures(store: Store, out_dir: Path, names: list[str] | None = None) -> list[Path]:
-    """Every figure of the experiments ``names`` (default: all) with stored runs; the paths written."""
-    written: list[Path] = []
-    for name in names or list(experiments.EXPERIMENTS):
-        section = SECTIONS.get(name)
-        runs = list(store.runs(name))
-        if section is not None and runs:
-            written += section.figures(runs, section.rows(runs), figure_dir(out_dir, name))
-    return written
 
 
 def _generic_table(rows: list[dict]) -> str:
@@ -111,12 +103,16 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def write(store: Store, out_dir: Path) -> tuple[str, list[Path]]:
-    """Figures, then ``report.md`` and ``report.html`` under ``out_dir``. Returns the Markdown text
-    and the paths of the two documents."""
+    """Figures, then ``report.md`` and ``report.html`` under ``out_dir`` (rows computed once). Returns
+    the Markdown text and the paths of the two documents."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_figures(store, out_dir)
-    text = markdown(collect(store), out_dir)
+    rows: list[dict] = []
+    for name, section, runs, mine in _stored(store):
+        if section is not None:
+            section.figures(runs, mine, figure_dir(out_dir, name))
+        rows += mine
+    text = markdown(rows, out_dir)
     md, page = out_dir / "report.md", out_dir / "report.html"
     write_atomic(md, text)
     write_atomic(page, html_report(text, out_dir))
