@@ -8,11 +8,13 @@ in float32 rounding: ``logs/`` with Keras's default per-epoch reordering of the 
 natural order. The authors never seeded TensorFlow, so their own runs varied within such a spread.
 
 We compare our float32 runs (``dtype="float32"``, the authors' precision) with theirs seed by seed:
-the update at which the train loss first is ``<= eps`` (``hit_step``; their epoch index + 1), the
-generalization error after all extra updates (``metrics["error"]``; their ``error_end``, not the
-notebook's last logged value) and the four largest ``|a_i|`` at the end. A value of ours passes
-when its distance to the range spanned by their two runs is within the cell's tolerance
-(``TOLERANCE``: just above the largest distance measured, see its comments).
+the update at which the train loss first is ``<= eps`` (``hit_step``; their epoch index + 1), and
+the generalization error and four largest ``|a_i|`` at two points: where their notebooks read the
+number they print, the post-optimum callback's last entry (``metrics["error"]``, ``a_measured``;
+their ``error_last_logged``), and after all extra updates (``metrics["error_end"]``, ``a_final``;
+their ``error_end``). A value of ours passes when its distance to the range spanned by their two
+runs is within the cell's tolerance (``TOLERANCE``: just above the largest distance measured, see
+its comments).
 """
 
 from __future__ import annotations
@@ -62,7 +64,9 @@ def distance_to_range(value, refs) -> np.ndarray:
 # updates (1 where every seed reached eps at the same update as in theirs). Each is just above the
 # largest distance measured over the cell's seeds (TF 2.21 + tf_keras 2.21 on CPU; ours at commit
 # 9772a25), given in the comment as measured (seed), then their two runs' own spread on the same
-# seed where it says more.
+# seed where it says more. The comments give the distances at the end; at the last logged point
+# (measured again with the measurement point of issue #14) every distance is within the same
+# bound except where "error_logged" / "top4_logged" say otherwise.
 TOLERANCE = {
     # err 7.1e-3 (204; their runs agree to 2e-5 there: our float32 rounds differently, and the
     # adaptive rate's late oscillation of a_1 near 1 amplifies it in h_40); top4 1.5e-3 (204).
@@ -81,9 +85,13 @@ TOLERANCE = {
     "ssm_in_nn/L6": dict(error=0.15, top4=4e-3, hit=4),
     # err 0.123 (4541: a loss spike of Adam in the last 100 updates, in ours and in their
     # keras-order run; their two runs differ by 9.9% there); top4 2.2e-4 (4541)
-    "ssm_in_nn/L6/special": dict(error=0.15, top4=3e-4, hit=1),
+    # at the last logged point: err 0.209 (4545: ours 0.0372, theirs 0.0252 / 0.0294, Adam's
+    # oscillation 99 updates before the end); top4 5.0e-4 (4545)
+    "ssm_in_nn/L6/special": dict(error=0.15, top4=3e-4, hit=1, error_logged=0.25, top4_logged=6e-4),
     # err 2.7e-3 (4544); top4 2.2e-3 (4545; their spread 3.6e-3)
-    "ssm_in_nn/L10": dict(error=4e-3, top4=3e-3, hit=1),
+    # at the last logged point: err 0.088 (4540: ours 0.00263, theirs 0.00286 / 0.0141, a loss
+    # spike in their keras-order run)
+    "ssm_in_nn/L10": dict(error=4e-3, top4=3e-3, hit=1, error_logged=0.1),
     # err 6.5e-4 (4540); top4 3.3e-4 (4540); hit 1 (4540: 15,402 vs 15,403 in both of theirs)
     "ssm_in_nn/L10/special": dict(error=1e-3, top4=5e-4, hit=2),
 }
@@ -158,23 +166,29 @@ def _cell_params():
 
 @pytest.mark.parametrize("cell", _cell_params())
 def test_cell_matches_the_authors_code(cell):
-    """Seed by seed: hit_step, end error and end top-4 |a| within the cell's TOLERANCE of the range
-    of their two runs; seeds in DECIDED_BY_ROUNDING are checked in their own test."""
+    """Seed by seed: hit_step, and the error and top-4 |a| where their notebook reads them (the last
+    logged update) and at the end, within the cell's TOLERANCE of the range of their two runs;
+    seeds in DECIDED_BY_ROUNDING are checked in their own test."""
     rec = ours(cell)
     tol = TOLERANCE[cell]
     runs = [authors(cell, order)["by_seed"] for order in ORDERS]
+    points = {  # ours (error metric, a array) -> theirs (error key, top-4 key), tolerance suffix
+        "last_logged": ("error", "a_measured", "error_last_logged", "top4_abs_a_last_logged", "_logged"),
+        "end": ("error_end", "a_final", "error_end", "top4_abs_a_end", ""),
+    }
     for i, seed in enumerate(table1.PRESETS[cell].seeds):
         if (cell, seed) in DECIDED_BY_ROUNDING:
             continue
         refs = [r[seed] for r in runs]
         hit_gap = distance_to_range(rec.metrics["hit_step"][i], [r["hit_update"] for r in refs])
-        err = rec.metrics["error"][i]
-        err_gap = distance_to_range(err, [r["error_end"] for r in refs]) / err
-        top = np.sort(np.abs(rec.arrays["a_final"][i]))[::-1][:4]
-        top_gap = distance_to_range(top, [r["top4_abs_a_end"] for r in refs]).max()
         assert hit_gap <= tol["hit"], (seed, rec.metrics["hit_step"][i], [r["hit_update"] for r in refs])
-        assert err_gap <= tol["error"], (seed, err, [r["error_end"] for r in refs])
-        assert top_gap <= tol["top4"], (seed, top, [r["top4_abs_a_end"] for r in refs])
+        for point, (err_key, a_key, their_err, their_top, suffix) in points.items():
+            err = rec.metrics[err_key][i]
+            err_gap = distance_to_range(err, [r[their_err] for r in refs]) / err
+            top = np.sort(np.abs(rec.arrays[a_key][i]))[::-1][:4]
+            top_gap = distance_to_range(top, [r[their_top] for r in refs]).max()
+            assert err_gap <= tol.get("error" + suffix, tol["error"]), (point, seed, err, [r[their_err] for r in refs])
+            assert top_gap <= tol.get("top4" + suffix, tol["top4"]), (point, seed, top, [r[their_top] for r in refs])
 
 
 @pytest.mark.slow
@@ -204,7 +218,7 @@ def test_ssm_in_nn_L6_seed_4541_parts_from_the_authors_code_in_the_jump():
     special = ours(cell + "/special").metrics["error"]
     errors = list(rec.metrics["error"])
     for ref in refs:
-        errors[i] = ref["error_end"]
+        errors[i] = ref["error_last_logged"]
         assert np.mean(special) / np.mean(errors) > 10  # measured 33x and 34x
     assert np.mean(special) / np.mean(rec.metrics["error"]) < 10  # measured 3.2x
 
@@ -213,25 +227,28 @@ def test_ssm_in_nn_L6_seed_4541_parts_from_the_authors_code_in_the_jump():
 # what their code gives (the reference data alone)
 # --------------------------------------------------------------------------------------------
 
-# Mean end error with / without special sequences in their code, each of their two runs: the
-# bounds hold both (measured: L6 72x and 82x, L10 9.60x and 9.60x; network L6 32.7x and 34.3x,
-# L10 1.95x and 1.98x). They replaced the strict xfails of an earlier ordering test for
-# beyond_theorem/L10 and ssm_in_nn/L10: below 10x in the authors' own code as in ours. For
-# ssm_in_nn/L6 their code gives 33x; ours does not, for one seed decided by rounding (above).
+# Mean error with / without special sequences in their code, each of their two runs, where their
+# notebook reads it (the last logged update) and at the end: the bounds hold both runs (measured,
+# last logged / end: L6 85.8x and 75.1x / 71.6x and 82.2x; L10 9.87x and 9.87x / 9.60x and 9.60x;
+# network L6 32.2x and 35.4x / 32.7x and 34.3x; L10 1.88x and 1.98x / 1.95x and 1.98x). They replaced
+# the strict xfails of an earlier ordering test for beyond_theorem/L10 and ssm_in_nn/L10: below 10x
+# in the authors' own code as in ours. For ssm_in_nn/L6 their code gives 33x; ours does not, for
+# one seed decided by rounding (above).
 RATIO_IN_THEIR_CODE = {
-    "beyond_theorem/L6": (50, 120),
-    "beyond_theorem/L10": (9.5, 9.7),
-    "ssm_in_nn/L6": (30, 40),
-    "ssm_in_nn/L10": (1.8, 2.1),
+    "beyond_theorem/L6": {"error_last_logged": (70, 90), "error_end": (70, 85)},
+    "beyond_theorem/L10": {"error_last_logged": (9.8, 9.95), "error_end": (9.5, 9.7)},
+    "ssm_in_nn/L6": {"error_last_logged": (30, 40), "error_end": (30, 40)},
+    "ssm_in_nn/L10": {"error_last_logged": (1.8, 2.1), "error_end": (1.8, 2.1)},
 }
 
 
+@pytest.mark.parametrize("point", ["error_last_logged", "error_end"])
 @pytest.mark.parametrize("cell", sorted(RATIO_IN_THEIR_CODE))
-def test_with_over_without_ratio_in_the_authors_code(cell):
-    lo, hi = RATIO_IN_THEIR_CODE[cell]
+def test_with_over_without_ratio_in_the_authors_code(cell, point):
+    lo, hi = RATIO_IN_THEIR_CODE[cell][point]
     for order in ORDERS:
         without, with_ = (
-            np.mean([r["error_end"] for r in authors(c, order)["per_seed"]]) for c in (cell, cell + "/special")
+            np.mean([r[point] for r in authors(c, order)["per_seed"]]) for c in (cell, cell + "/special")
         )
         assert lo <= with_ / without <= hi
 

@@ -83,18 +83,67 @@ def test_keras_init_structure():
     assert not np.allclose(other.head, net.head)
 
 
+# beyond_theorem/L6/special per seed where the authors read it: their Keras code re-run here (TF 2.21,
+# scripts/authors_keras/logs: 5.749, 28.87-28.95, 17.121, 14.654). Seed 201 is sensitive (float32
+# rounding moves it by 0.3% between their two runs; ours in float64 is 28.37, 2% below): checked
+# in test_authors_keras in float32.
+AUTHORS_L6_SPECIAL = {200: 5.75, 204: 17.1, 205: 14.65}
+
+
 def test_beyond_theorem_L6_reproduces_the_paper():
-    """Issue #2 on the smaller beyond-Theorem cell (the authors' data and init streams): every seed
-    fits, with special sequences the mean error is >= 10x the mean without, and each cell is within
-    20% of the paper's number (measured: 0.169 and 14.0 vs the paper's 0.194 and 16.61, 13% and 16%
-    below; the rest is where the error is read, issue #14)."""
+    """Issue #2 / #14 on the smaller beyond-Theorem cell (the authors' data and init streams, error read
+    after 1401 of the 1500 extra updates, where their notebook reads it): every seed fits, with special
+    sequences the mean error is >= 10x the mean without and within 2% of the paper's 16.61 (measured
+    16.47), per seed within 1% of the authors' code; without them within 20% of the paper's 0.194
+    (measured 0.218: seed 201 is 0.583, in the authors' two runs 0.484 and 0.595, whose means are
+    0.194 and 0.221). The error at the end (1500) is kept too: 14.0, the value an earlier version
+    reported."""
     without = table1.run(P["beyond_theorem/L6"]).metrics
     with_ = table1.run(P["beyond_theorem/L6/special"]).metrics
     assert all(without["reached_eps"]) and all(with_["reached_eps"])
+    for m in (without, with_):
+        assert np.array_equal(np.subtract(m["measured_step"], m["hit_step"]), [1401] * 4)
+        assert np.array_equal(np.subtract(m["steps"], m["hit_step"]), [1500] * 4)
     assert with_["error_mean"] >= 10 * without["error_mean"]
-    for m, special in [(without, False), (with_, True)]:
-        paper = table1.PAPER[("beyond_theorem", special)]
-        assert m["error_mean"] == pytest.approx(paper, rel=0.2)
+    assert with_["error_mean"] == pytest.approx(table1.PAPER[("beyond_theorem", True)], rel=0.02)
+    assert without["error_mean"] == pytest.approx(table1.PAPER[("beyond_theorem", False)], rel=0.2)
+    for seed, theirs in AUTHORS_L6_SPECIAL.items():
+        assert with_["error"][P["beyond_theorem/L6/special"].seeds.index(seed)] == pytest.approx(theirs, rel=0.01)
+    # still moving after the fit: the end value is 10-20% lower, and not what the paper reports
+    assert np.mean(with_["error_end"]) == pytest.approx(14.0, rel=0.01)
+    assert np.mean(with_["error_end"]) < 0.9 * table1.PAPER[("beyond_theorem", True)]
+
+
+def test_measurement_point_rule():
+    """``measure_at`` = -1 reads the error after the authors' last logged update: their post-fit
+    callback logs at 0-based epochs e with e % log_every == 0, after update e + 1 (checked here
+    against a brute-force scan of those epochs); any other value is an update count after the fit."""
+    for extra in (1, 2, 99, 100, 101, 1400, 1500, 5000, 20000):
+        for log_every in (1, 7, 100):
+            logged = [e + 1 for e in range(extra) if e % log_every == 0]
+            assert ts.last_logged_update(extra, log_every) == logged[-1]
+    assert ts.last_logged_update(1500, 100) == 1401 and ts.last_logged_update(5000, 100) == 4901
+    assert ts.last_logged_update(0, 100) == 0
+    assert P["beyond_theorem/L10"].measured_update == 1401 and P["ssm_in_nn/L6"].measured_update == 4901
+    assert replace(P["beyond_theorem/L10"], extra_steps=700, log_every=50).measured_update == 651
+    assert replace(P["beyond_theorem/L10"], measure_at=1500).measured_update == 1500
+    for bad in (-2, 1501):
+        with pytest.raises(ValueError, match="measure_at"):
+            replace(P["beyond_theorem/L10"], measure_at=bad)
+
+
+def test_error_is_read_at_the_measurement_point():
+    """A run reads ``error`` after ``hit + measure_at`` updates and ``error_end`` after all extra updates:
+    measuring at a point equals ending the run there, and measuring at the end equals the end."""
+    base = replace(P["beyond_theorem/L6/special"], seeds=(200, 204), extra_steps=300)
+    at = table1.run(replace(base, measure_at=120)).metrics
+    cut = table1.run(replace(base, extra_steps=120)).metrics
+    end = table1.run(replace(base, measure_at=300)).metrics
+    assert np.array_equal(np.subtract(at["measured_step"], at["hit_step"]), [120, 120])
+    np.testing.assert_array_equal(at["error"], cut["error_end"])
+    np.testing.assert_array_equal(at["error_end"], end["error"])
+    np.testing.assert_array_equal(end["error"], end["error_end"])
+    assert min(abs(a - b) for a, b in zip(at["error"], at["error_end"])) > 1e-3  # the two points differ here
 
 
 def test_gd_init_follows_spec():
@@ -243,7 +292,7 @@ def test_beyond_theorem_small_run_values():
     assert np.all(rec.arrays["log_gamma0"][0] == 0.0)
     assert np.any(np.abs(rec_s.arrays["log_gamma0"][0]) > 1e-3)
     assert rec.arrays["log_steps"][0][-1] == rec.metrics["steps"][0]
-    assert np.isclose(rec.arrays["log_error"][0][-1], rec.metrics["error"][0])
+    assert np.isclose(rec.arrays["log_error"][0][-1], rec.metrics["error_end"][0])
 
 
 @pytest.mark.slow

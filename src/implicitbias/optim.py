@@ -164,12 +164,17 @@ class StopRule:
     not fit; ``0`` (the default) switches the rule off. Use it with care: greedy low-rank learning
     has long plateaus that look frozen and then escape (a measured case: docs/findings/table1.md,
     ``stall_tol``).
+
+    ``measure_at`` (not a stop): the number of updates after the hit whose parameters the loop keeps
+    aside as well (``TrainResult.measured``), for reading a result where a reference reads it
+    before the end; ``None`` means ``extra_steps`` (the end).
     """
 
     eps: float
     extra_steps: int
     max_steps: int
     stall_tol: float = 0.0  # > 0: stop a run whose loss, above eps, changed by <= stall_tol (relative) over a log chunk
+    measure_at: int | None = None  # updates after the hit whose parameters are kept; None = extra_steps
 
     def __post_init__(self):
         if not self.eps > 0:
@@ -180,3 +185,10 @@ class StopRule:
             raise ValueError(f"max_steps must be > 0, got {self.max_steps}")
         if not self.stall_tol >= 0:
             raise ValueError(f"stall_tol must be >= 0, got {self.stall_tol}")
+        if self.measure_at is not None and not 0 <= self.measure_at <= self.extra_steps:
+            raise ValueError(f"measure_at must be in 0..extra_steps ({self.extra_steps}), got {self.measure_at}")
+
+    @property
+    def measured_after(self) -> int:
+        """Updates after the hit at which the measured parameters are taken."""
+        return self.extra_steps if self.measure_at is None else self.measure_at

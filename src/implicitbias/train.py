@@ -33,6 +33,8 @@ class TrainResult(NamedTuple):
     diverged_step: jax.Array  # t at which it did, or -1
     stalled: jax.Array  # stopped by the stall rule (loss frozen above eps; see StopRule.stall_tol)
     final_loss: jax.Array  # L(final params)
+    measured: PyTree  # parameters after update hit + rule.measured_after (the final ones if never reached)
+    measured_step: jax.Array  # the update count of ``measured``
     log_steps: jax.Array  # (max_logs,) update count of each log row, -1 where unused
     logs: PyTree  # dict of (max_logs, ...) arrays from ``log_fn``; unused rows are NaN
     n_logs: jax.Array  # number of rows written
@@ -46,6 +48,8 @@ class _Inner(NamedTuple):
     div: jax.Array
     div_step: jax.Array
     stalled: jax.Array
+    measured: PyTree  # params at t = hit + rule.measure_at (None when that is the end: nothing to keep)
+    measured_step: jax.Array  # t of ``measured``, or -1 while not taken
 
 
 class _Loop(NamedTuple):
@@ -54,6 +58,7 @@ class _Loop(NamedTuple):
     stopped: Callable  # _Inner -> bool
     chunk: Callable  # (_Inner, data) -> _Inner after up to ``log_every`` masked updates
     init: Callable  # params -> _Inner
+    measured: Callable  # _Inner -> (params, step): the kept parameters, or the final ones if never kept
 
 
 def _loop(loss_fn, optimizer, rule: StopRule, log_every: int) -> _Loop:
@@ -61,6 +66,8 @@ def _loop(loss_fn, optimizer, rule: StopRule, log_every: int) -> _Loop:
         raise ValueError(f"log_every must be > 0, got {log_every}")
     value_and_grad = jax.value_and_grad(loss_fn)
     int_ = jnp.int32
+    # parameters read before the end are kept aside by a masked copy per update; at the end they are the final ones
+    keep_measured = rule.measured_after != rule.extra_steps
 
     def stopped(c: _Inner):
         return c.div | c.stalled | ((c.hit >= 0) & (c.t >= c.hit + rule.extra_steps)) | (c.t >= rule.max_steps)
@@ -72,6 +79,12 @@ def _loop(loss_fn, optimizer, rule: StopRule, log_every: int) -> _Loop:
             done = stopped(c)
             c = c._replace(div_step=jnp.where(~done & bad, c.t, c.div_step), div=c.div | (~done & bad),
                            hit=jnp.where(~done & ~bad & (c.hit < 0) & (loss <= rule.eps), c.t, c.hit))
+            if keep_measured:
+                take = (c.measured_step < 0) & (c.hit >= 0) & (c.t == c.hit + rule.measured_after)
+                c = c._replace(
+                    measured=jax.tree_util.tree_map(lambda p, m: jnp.where(take, p, m), c.params, c.measured),
+                    measured_step=jnp.where(take, c.t, c.measured_step),
+                )
             go = ~stopped(c)
             updates, new_opt_state = optimizer.update(grads, c.opt_state, c.params)
             new_params = optax.apply_updates(c.params, updates)
@@ -100,9 +113,20 @@ def _loop(loss_fn, optimizer, rule: StopRule, log_every: int) -> _Loop:
             jnp.zeros((), bool),
             jnp.full((), -1, int_),
             jnp.zeros((), bool),
+            params if keep_measured else None,
+            jnp.full((), -1, int_),
         )
 
-    return _Loop(stopped, chunk, init)
+    def measured(c: _Inner):
+        if not keep_measured:
+            return c.params, c.t
+        kept = c.measured_step >= 0
+        return (
+            jax.tree_util.tree_map(lambda m, p: jnp.where(kept, m, p), c.measured, c.params),
+            jnp.where(kept, c.measured_step, c.t),
+        )
+
+    return _Loop(stopped, chunk, init, measured)
 
 
 def train(
@@ -150,7 +174,7 @@ def train(
     logs, log_steps = write_log(logs, log_steps, i, inner.params, inner.t)
     return TrainResult(
         inner.params, inner.t, inner.hit, inner.div, inner.div_step, inner.stalled, loss_fn(inner.params, data),
-        log_steps, logs, i + 1,
+        *loop.measured(inner), log_steps, logs, i + 1,
     )
 
 
@@ -216,6 +240,6 @@ def _train_vmapped(loss_fn, params, data, optimizer, rule, log_every, log_fn) ->
     to_batch_major = lambda x: jnp.moveaxis(x, 0, 1)
     return TrainResult(
         inner.params, inner.t, inner.hit, inner.div, inner.div_step, inner.stalled,
-        jax.vmap(loss_fn)(inner.params, data), to_batch_major(log_steps),
+        jax.vmap(loss_fn)(inner.params, data), *jax.vmap(loop.measured)(inner), to_batch_major(log_steps),
         jax.tree_util.tree_map(to_batch_major, logs), rows_done + 1,
     )

@@ -1,12 +1,16 @@
-"""Table 1's report section: each cell's errors beside the paper's numbers, the with/without ratio."""
+"""Table 1's report section: each cell's errors beside the paper's numbers, the with/without ratio,
+and per GD cell the error against the updates after the fit (where "the" number is read)."""
 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
+
+import numpy as np
 
 from ..experiments import table1
 from ..overrides import as_tuples
-from .common import fmt, latest_runs, preset_overrides, special_partner_key
+from .common import figure_link, fmt, latest_runs, preset_overrides, pyplot, save_figure, special_partner_key
 
 NAME = table1.NAME
 
@@ -31,6 +35,10 @@ def rows(runs) -> list[dict]:
             "seeds": m["seeds"], **table1.paper_value(cfg), "overrides": preset_overrides(r, table1.PRESETS),
             "reached_eps": m.get("reached_eps", m.get("solved")), "diverged": m.get("diverged"),
             "train_loss": m.get("train_loss"), "wall_seconds": r.meta.get("wall_seconds"),
+            # GD cells: where "error" was read (updates after the fit) and the error after all extra_steps
+            "measured_update": None if cfg.setting == "per_theorem" else cfg.measured_update,
+            "extra_steps": None if cfg.setting == "per_theorem" else cfg.extra_steps,
+            "error_end": m.get("error_end"), "path": str(r.path),
         })
     order = {name: i for i, name in enumerate(table1.PRESETS)}
     out.sort(key=lambda row: (bool(row["overrides"]), order.get(row["preset"], len(order)), row["preset"]))
@@ -47,9 +55,55 @@ def rows(runs) -> list[dict]:
     return out
 
 
-def figures(runs, rows: list[dict], fig_dir) -> list:
-    """Table 1 is a table: no figures."""
-    return []
+def _label(row) -> str:
+    return row["preset"] + "".join(f" {k}={v}" for k, v in row["overrides"].items())
+
+
+def _file(row) -> str:
+    return _label(row).removesuffix("/special").replace("/", "_").replace(" ", "_").replace("=", "-")
+
+
+def _after_fit_panel(ax, run, row, title: str) -> None:
+    """Every seed's logged error against the updates after its fit (log rows at or after the hit),
+    a dot where ``error`` was read and a cross at the end."""
+    arrays, m = run.arrays(), run.metrics
+    for s, hit in enumerate(m["hit_step"]):
+        if hit < 0:  # never fitted: no "after the fit"
+            continue
+        steps, err = arrays["log_steps"][s], arrays["log_error"][s]
+        ok = (steps >= hit) & np.isfinite(err)
+        color = f"C{s}"
+        ax.plot(steps[ok] - hit, err[ok], color=color, lw=1, label=f"seed {m['seeds'][s]}")
+        ax.plot(m["measured_step"][s] - hit, m["error"][s], "o", color=color, ms=4)
+        ax.plot(m["steps"][s] - hit, m["error_end"][s], "x", color=color, ms=5)
+    ax.axvline(row["measured_update"], color="k", ls=":", lw=1)
+    ax.axvline(row["extra_steps"], color="0.5", ls="--", lw=1)
+    ax.set_yscale("log")
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel(f"updates after the fit (dotted: read at {row['measured_update']}; "
+                  f"dashed: end, {row['extra_steps']})")
+    ax.legend(fontsize=7)
+
+
+def figures(runs, rows: list[dict], fig_dir) -> list[Path]:
+    """Per GD cell stored without and with special sequences: the error against the updates after
+    the fit, the two side by side (``<cell>__after_fit.png`` under ``fig_dir``). Returns the paths."""
+    by_path = {str(r.path): r for r in latest_runs(runs)}
+    partners = {special_partner_key(o["preset"], {k: v for k, v in o["overrides"].items() if k != "special"}): o
+                for o in rows if o["special"]}
+    written = []
+    for row in rows:
+        if row["special"] or row["measured_update"] is None or row["error_end"] is None:
+            continue
+        partner = partners.get(special_partner_key(row["preset"], row["overrides"]))
+        if partner is None or partner["error_end"] is None:
+            continue
+        fig, axes = pyplot().subplots(1, 2, figsize=(10, 3.6), sharey=True, constrained_layout=True)
+        _after_fit_panel(axes[0], by_path[row["path"]], row, f"{_label(row)}: without special")
+        _after_fit_panel(axes[1], by_path[partner["path"]], partner, f"{_label(partner)}: with special")
+        axes[0].set_ylabel("generalization error")
+        written.append(save_figure(fig, Path(fig_dir) / f"{_file(row)}__after_fit.png", dpi=80))
+    return written
 
 
 def _fit(row) -> str:
@@ -59,18 +113,24 @@ def _fit(row) -> str:
     return "yes" if all(fit) else f"**{sum(fit)}/{len(fit)}**"
 
 
+def _at_end(row) -> str:
+    end = row.get("error_end")
+    return "-" if not end else fmt(float(np.mean(end)))
+
+
 def markdown(rows: list[dict], out_dir=None) -> str:
     """The Table 1 section: each cell's mean ± std and per-seed errors beside the paper's numbers,
     the with/without ratio, and how many seeds fit their training data."""
-    out = ["| preset | special | error mean ± std | per seed | paper | authors' re-run | with/without | ordering | "
-           "fit |", "|---|---|---|---|---|---|---|---|---|"]
+    out = ["| preset | special | error mean ± std | per seed | at end | paper | authors' re-run | with/without | "
+           "ordering | fit |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         name = r["preset"] + ("".join(f" {k}={v}" for k, v in r["overrides"].items()) if r["overrides"] else "")
         ratio = r.get("ratio_with_over_without")
         order = r.get("ordering_holds")
         out.append(
             f"| {name} | {'yes' if r['special'] else 'no'} | {fmt(r['mean'])} ± {fmt(r['std'])} | "
-            f"{', '.join(fmt(v) for v in r['per_seed'])} | {fmt(r.get('paper'))} | {fmt(r.get('authors_rerun'))} | "
+            f"{', '.join(fmt(v) for v in r['per_seed'])} | {_at_end(r)} | {fmt(r.get('paper'))} | "
+            f"{fmt(r.get('authors_rerun'))} | "
             f"{'-' if ratio is None else f'{ratio:.1f}x'} | "
             f"{'-' if order is None else ('holds' if order else 'FAILS')} | "
             f"{_fit(r)} |"
@@ -79,7 +139,10 @@ def markdown(rows: list[dict], out_dir=None) -> str:
     out.append(
         "'paper': the paper's headline number for the setting (mean over 4 seeds); 'authors' re-run': the "
         "authors' procedure re-run per size (SPEC §2a). 'fit': seeds whose train loss reached the cell's "
-        "eps (for gradient flow: at t_final).\n"
+        "eps (for gradient flow: at t_final). GD cells read 'error' where the authors' notebooks read the "
+        "number they print: after the post-fit logging callback's last entry (`measure_at`; 1401 of 1500, "
+        "4901 of 5000 updates after the train loss first reached eps); 'at end': the mean after all "
+        "`extra_steps`.\n"
     )
     unfit = [r for r in rows if r.get("reached_eps") is not None and not all(r["reached_eps"])]
     for r in unfit:
@@ -90,4 +153,15 @@ def markdown(rows: list[dict], out_dir=None) -> str:
             f"{', '.join(fmt(v) for v in losses)}); their errors measure a model that never left its "
             "plateau, not the implicit bias of a fitted one.\n"
         )
+    if out_dir is not None:
+        links = [
+            figure_link(Path(out_dir), Path(out_dir) / "figures" / NAME / f"{_file(r)}__after_fit.png",
+                        f"{_label(r)}: error after the fit")
+            for r in rows if not r["special"] and r.get("measured_update") is not None
+        ]
+        if any(links):
+            out.append("### Error against updates after the fit (GD cells)\n")
+            out.append("Where the reported error is read changes it while the model still moves: each line is a "
+                       "seed's logged error, the dot the value in the table, the cross the value at the end.\n")
+            out.extend(f"{link}\n" for link in links if link)
     return "\n".join(out)

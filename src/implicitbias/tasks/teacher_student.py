@@ -49,6 +49,21 @@ SETTINGS = ("per_theorem", "beyond_theorem", "ssm_in_nn")
 DATA_RNGS = ("numpy", "jax")
 DTYPES = ("float64", "float32")
 INIT_RNGS = ("keras", "jax")
+LAST_LOGGED = -1  # Config.measure_at: read the error where the authors' notebooks read it (last_logged_update)
+
+
+def last_logged_update(extra_steps: int, log_every: int) -> int:
+    """The post-optimum update after which the authors' notebooks read the error they print.
+
+    Their ``common/train.py`` prints the post-optimum logging callback's last entry
+    (``ext_losses[-1]``); that callback records at 0-based epochs ``e`` with ``e % log_period == 0``,
+    after update ``e + 1`` of the phase. The last such ``e`` below ``extra_steps`` gives
+    ``log_every * floor((extra_steps - 1) / log_every) + 1``: 1401 of 1500, 4901 of 5000 extra
+    updates. ``extra_steps = 0`` (no post-optimum phase) reads at the hit: 0.
+    """
+    if extra_steps < 0 or log_every <= 0:
+        raise ValueError(f"need extra_steps >= 0 and log_every > 0, got {extra_steps}, {log_every}")
+    return 0 if extra_steps == 0 else log_every * ((extra_steps - 1) // log_every) + 1
 
 
 @dataclass(frozen=True)
@@ -71,6 +86,9 @@ class Config:
     lr: float = 0.01
     eps: float = 0.01
     extra_steps: int = 1500
+    # the update after the fit at which "error" is read (SPEC §2; README "What each cell measures"):
+    # LAST_LOGGED (-1) = the authors' point, last_logged_update(extra_steps, log_every); "error_end" is at extra_steps
+    measure_at: int = LAST_LOGGED
     max_steps: int = 1_000_000
     stall_tol: float = 0.0  # opt-in early stop of runs frozen above eps (see StopRule); 0 = the paper's protocol
     data_rng: Literal["numpy", "jax"] = "numpy"  # GD-setting data: the authors' NumPy stream, or jax.random keys
@@ -127,6 +145,11 @@ class Config:
         require(self.horizon >= self.L, f"horizon must be >= L ({self.L}), got {self.horizon}")
         require(1 <= self.error_from <= self.horizon, f"error_from must be in 1..{self.horizon}, got {self.error_from}")
         require(self.log_every > 0, f"log_every must be > 0, got {self.log_every}")
+        require(
+            self.measure_at == LAST_LOGGED or 0 <= self.measure_at <= self.extra_steps,
+            f"measure_at must be -1 (the authors' last logged update) or in 0..extra_steps ({self.extra_steps}), "
+            f"got {self.measure_at}",
+        )
         for pos in self.special_positions:
             require(0 <= pos < self.L, f"special_positions must lie in 0..{self.L - 1}, got {pos}")
         for i, seq in enumerate(self.extra_sequences):
@@ -190,8 +213,15 @@ class Config:
         so they keep the cheaper diagonal model."""
         return self.full_kernel and self.optimizer == "adaptive_gd" and self.setting != "per_theorem"
 
+    @property
+    def measured_update(self) -> int:
+        """Updates after the fit (train loss <= eps) at which the reported ``error`` is read."""
+        if self.measure_at == LAST_LOGGED:
+            return last_logged_update(self.extra_steps, self.log_every)
+        return self.measure_at
+
     def stop_rule(self) -> StopRule:
-        return StopRule(self.eps, self.extra_steps, self.max_steps, self.stall_tol)
+        return StopRule(self.eps, self.extra_steps, self.max_steps, self.stall_tol, self.measured_update)
 
     @property
     def positions(self) -> tuple[int, ...]:
@@ -492,10 +522,14 @@ def run_gd(config: Config) -> Record:
         trajectory_log(config.horizon, config.error_from),
     )
     final, rank = _final_measures(res.params, datas, config.horizon, config.error_from)
+    measured, _ = _final_measures(res.measured, datas, config.horizon, config.error_from)
     n_logs = int(np.max(np.asarray(res.n_logs)))
     a_final = np.asarray(ssm_of(res.params).a)
     seeds_metrics = {
-        "error": np.asarray(final).tolist(),
+        # read where the authors read it (config.measured_update after the fit; the end if never fitted)
+        "error": np.asarray(measured).tolist(),
+        "measured_step": np.asarray(res.measured_step).tolist(),
+        "error_end": np.asarray(final).tolist(),
         "train_loss": np.asarray(res.final_loss).tolist(),
         "steps": np.asarray(res.steps).tolist(),
         "hit_step": np.asarray(res.hit_step).tolist(),
@@ -505,7 +539,11 @@ def run_gd(config: Config) -> Record:
         "stalled": np.asarray(res.stalled).tolist(),
         "final_effective_rank": np.asarray(rank).tolist(),
     }
-    arrays = {"log_steps": np.asarray(res.log_steps)[:, :n_logs], "a_final": a_final}
+    arrays = {
+        "log_steps": np.asarray(res.log_steps)[:, :n_logs],
+        "a_final": a_final,
+        "a_measured": np.asarray(ssm_of(res.measured).a),
+    }
     arrays.update({f"log_{k}": np.asarray(v)[:, :n_logs] for k, v in res.logs.items()})
     return Record(seeds_metrics, arrays)
 
@@ -613,8 +651,11 @@ def first_crossing(steps: np.ndarray, values: np.ndarray, level: float) -> int:
 
 def summarize(arrays: dict[str, np.ndarray], n_top: int = 4) -> dict[str, list]:
     """Per-seed summary numbers of SPEC §3 from a run's arrays (``log_abs_a: (S, T, d)``,
-    ``log_steps: (S, T)``, ``log_gamma0: (S, T)``, ``a_final: (S, d)``)."""
-    a_final = np.abs(arrays["a_final"])
+    ``log_steps: (S, T)``, ``log_gamma0: (S, T)``, ``a_measured: (S, d)``).
+
+    The "final" spectrum is read at the measurement point (``a_measured``: where the authors' notebooks
+    print their "Final results", see :func:`last_logged_update`), ``a_final`` for runs stored without it."""
+    a_final = np.abs(arrays["a_measured"] if "a_measured" in arrays else arrays["a_final"])
     steps, abs_a, gamma0 = arrays["log_steps"], arrays["log_abs_a"], arrays["log_gamma0"]
     out: dict[str, list] = {
         "n_above_0.1": [],
