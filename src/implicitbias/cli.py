@@ -23,7 +23,7 @@ from . import experiments
 from . import report as report_mod
 from .overrides import apply_overrides, parse_overrides, parse_sweeps, select_presets, sweep_label
 from .runner import run_all
-from .store import Store
+from .store import DamagedRun, Store, StoreError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Reproduce 'The Implicit Bias of Structured SSMs Can Be Poisoned with Clean Labels'.")
@@ -33,9 +33,22 @@ err = Console(stderr=True)
 RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Where runs are stored.", envvar="IMPLICITBIAS_RUNS")]
 
 
-def _fail(message: str) -> None:
+def _fail(message: str, code: int = 2) -> None:
     err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code=2)
+    raise typer.Exit(code=code)
+
+
+def _warn(message: str) -> None:
+    """One line on stderr (e.g. a damaged stored run that is skipped)."""
+    err.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def _fail_store(ctx: typer.Context, e: StoreError) -> None:
+    """The store (or report) cannot be written (full or read-only disk, not a directory): one line
+    naming the path and the errno; exit 2 if the user chose the path (--runs-dir or
+    IMPLICITBIAS_RUNS), else 1."""
+    source = ctx.get_parameter_source("runs_dir")
+    _fail(escape(str(e)), code=1 if source is None or source.name == "DEFAULT" else 2)
 
 
 def _enable_compile_cache() -> None:
@@ -79,6 +92,7 @@ def list_presets() -> None:
 
 @app.command()
 def run(
+    ctx: typer.Context,
     experiment: Annotated[str, typer.Argument(help="Experiment name, e.g. table1.")],
     preset: Annotated[
         list[str] | None, typer.Option("--preset", "-p", help="Preset name or prefix (repeatable); default: all.")
@@ -142,6 +156,9 @@ def run(
 
         try:
             run_all(exp, configs, store, force=force, on_start=start, on_done=done)
+        except StoreError as e:
+            progress.stop()
+            _fail_store(ctx, e)
         except ValueError as e:
             _fail(str(e))
         except KeyboardInterrupt:
@@ -157,27 +174,32 @@ def run(
 
 @app.command()
 def report(
+    ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print the table as JSON instead of Markdown.")] = False,
     runs_dir: RunsDir = Path("runs"),
 ) -> None:
     """Tables (and figures) of every stored run beside the paper's numbers; also written to
     runs/report.md and a self-contained runs/report.html."""
-    store = Store(runs_dir)
+    store = Store(runs_dir, warn=_warn)
     if as_json:
         sys.stdout.write(json.dumps(report_mod.collect(store), indent=2) + "\n")
         return
-    text, paths = report_mod.write(store, runs_dir)
+    try:
+        text, paths = report_mod.write(store, runs_dir)
+    except StoreError as e:
+        _fail_store(ctx, e)
     console.print(text, highlight=False, markup=False, soft_wrap=True)
     console.print(f"written: {paths[0]} and {paths[1]}", highlight=False)
 
 
 @app.command()
 def plot(
+    ctx: typer.Context,
     target: Annotated[str, typer.Argument(help="An experiment name (all its stored runs) or a run directory.")],
     runs_dir: RunsDir = Path("runs"),
 ) -> None:
     """Write the figures of stored runs (PNG) under RUNS_DIR/figures/<experiment>/."""
-    store = Store(runs_dir)
+    store = Store(runs_dir, warn=_warn)
     path = Path(target)
     try:
         if path.is_dir() and (path / "config.json").exists():
@@ -186,12 +208,17 @@ def plot(
         else:
             exp = experiments.get(target)
             runs = list(store.runs(exp.NAME))
+    except DamagedRun as e:
+        _fail(escape(str(e)))
     except ValueError as e:
         _fail(f"{e} (or give a run directory)")
     if not runs:
         _fail(f"no stored runs of {exp.NAME!r} under {runs_dir}: run `implicitbias run {exp.NAME}` first")
     section = report_mod.SECTIONS.get(exp.NAME)
-    written = [] if section is None else section.figures(runs, section.rows(runs), runs_dir / "figures" / exp.NAME)
+    try:
+        written = [] if section is None else section.figures(runs, section.rows(runs), runs_dir / "figures" / exp.NAME)
+    except StoreError as e:
+        _fail_store(ctx, e)
     if not written:
         _fail(f"experiment {exp.NAME!r} has no figures")
     for f in written:

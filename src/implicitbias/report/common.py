@@ -3,11 +3,12 @@ overrides against a preset, special-sequence partners, and one way to draw and s
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable
 from pathlib import Path
 
 from ..overrides import base_preset, overrides_against
-from ..store import StoredRun
+from ..store import StoredRun, StoreError, atomic_write
 
 
 def fmt(x) -> str:
@@ -51,11 +52,19 @@ def pyplot():
 
 
 def save_figure(fig, path: Path, dpi: int = 110) -> Path:
-    """Write ``fig`` as a PNG at ``path`` (folders made), close it, return ``path``."""
+    """Write ``fig`` as a PNG at ``path`` (folders made; atomically, so a failed write keeps the
+    previous figure), close it, return ``path``. Raises :class:`~implicitbias.store.StoreError`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    pyplot().close(fig)
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format="png", dpi=dpi)
+    finally:
+        pyplot().close(fig)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StoreError.of(path.parent, e) from None
+    atomic_write(path, buf.getvalue())
     return path
 
 

@@ -5,21 +5,21 @@ protocol) with ``rows(runs)`` (JSON-ready rows), ``figures(runs, rows, fig_dir)`
 wrote, possibly none) and ``markdown(rows, out_dir)``. An experiment without a section gets a plain
 table of its stored metrics.
 Drawing and rendering are separate steps: :func:`write` has each section write its PNGs first;
-:func:`markdown` only links those that exist.
+:func:`markdown` only links those that exist. Every file is written atomically (a failed write, e.g.
+on a full disk, leaves the previous report as it was and raises a one-line
+:class:`~implicitbias.store.StoreError`).
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from .. import experiments
-from ..store import Store
+from ..store import Store, StoreError, atomic_write
 from . import chains, dynamics, realworld, table1
 from .common import fmt
 
@@ -88,25 +88,21 @@ def markdown(rows: list[dict], out_dir: Path | None = None) -> str:
     return "\n".join(out)
 
 
-def write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str | bytes) -> None:
     """Write ``text`` to ``path`` through a temporary file renamed into place: a reader (or a full
-    disk) never sees a half-written file, and the previous version survives a failed write."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    disk) never sees a half-written file, and the previous version survives a failed write
+    (:func:`implicitbias.store.atomic_write`)."""
+    atomic_write(path, text)
 
 
 def write(store: Store, out_dir: Path) -> tuple[str, list[Path]]:
     """Figures, then ``report.md`` and ``report.html`` under ``out_dir`` (rows computed once). Returns
     the Markdown text and the paths of the two documents."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StoreError.of(out_dir, e) from None
     rows: list[dict] = []
     for name, section, runs, mine in _stored(store):
         if section is not None:
