@@ -7,16 +7,17 @@ table of its stored metrics.
 Drawing and rendering are separate steps: :func:`write` has each section write its PNGs first;
 :func:`markdown` only links those that exist. Every file is written atomically (a failed write, e.g.
 on a full disk, leaves the previous report as it was and raises a one-line
-:class:`~implicitbias.store.StoreError`).
+:class:`~implicitbias.store.StoreError`). The HTML page is the Markdown rendered by markdown-it-py
+(CommonMark plus tables), its images inlined.
 """
 
 from __future__ import annotations
 
 import base64
-import html
-import re
 from pathlib import Path
 from typing import Protocol, runtime_checkable
+
+from markdown_it import MarkdownIt
 
 from .. import experiments
 from ..store import Store, StoreError, atomic_write
@@ -116,51 +117,35 @@ def write(store: Store, out_dir: Path) -> tuple[str, list[Path]]:
 
 
 def html_report(md: str, base: Path) -> str:
-    """A self-contained HTML page: Markdown tables and headings rendered minimally, PNG images
-    linked as ``![alt](path)`` inlined as base64 (paths relative to ``base``)."""
-    body = []
-    lines = md.splitlines()
-    i = 0
-    while i < len(lines):
-        line = lines[i]
-        if line.startswith("|"):
-            table = []
-            while i < len(lines) and lines[i].startswith("|"):
-                table.append(lines[i])
-                i += 1
-            cells = [[c.strip() for c in t.strip("|").split("|")] for t in table]
-            head, rest = cells[0], [c for c in cells[1:] if not all(set(x) <= set("-: ") for x in c)]
-            body.append(
-                "<table><tr>"
-                + "".join(f"<th>{html.escape(c)}</th>" for c in head)
-                + "</tr>"
-                + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rest)
-                + "</table>"
-            )
-            continue
-        m = re.match(r"^(#+)\s+(.*)$", line)
-        if m:
-            n = len(m.group(1))
-            body.append(f"<h{n}>{html.escape(m.group(2))}</h{n}>")
-        elif line.strip():
-            body.append("<p>" + _inline_images(html.escape(line), base) + "</p>")
-        i += 1
+    """A self-contained HTML page of the Markdown ``md`` (CommonMark and tables, raw HTML escaped),
+    PNG images linked as ``![alt](path)`` inlined as base64 (paths relative to ``base``; one that does
+    not exist shows as ``[missing image path]``)."""
+    parser = MarkdownIt("commonmark", {"html": False}).enable("table")
+    tokens = parser.parse(md)
+    for token in tokens:
+        for child in token.children or []:
+            if child.type == "image":
+                _inline_image(child, Path(base))
+    body = parser.renderer.render(tokens, parser.options, {})
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>implicitbias report</title><style>"
         "body{font-family:sans-serif;max-width:1400px;margin:2em auto}table{border-collapse:collapse;font-size:0.85em}"
-        "td,th{border:1px solid #ccc;padding:2px 6px}img{max-width:100%}</style></head><body>\n"
-        + "\n".join(body)
-        + "\n</body></html>\n"
+        "td,th{border:1px solid #ccc;padding:2px 6px}img{max-width:100%}"
+        "code{background:#f4f4f4;padding:0 2px}</style></head><body>\n"
+        + body
+        + "</body></html>\n"
     )
 
 
-def _inline_images(text: str, base: Path) -> str:
-    def repl(m):
-        alt, path = m.group(1), m.group(2)
-        f = base / html.unescape(path)
-        if not f.exists():
-            return f"[missing image {path}]"
-        data = base64.b64encode(f.read_bytes()).decode()
-        return f"<img alt='{alt}' src='data:image/png;base64,{data}'/>"
-
-    return re.sub(r"!\[([^\]]*)\]\(([^)]+)\)", repl, text)
+def _inline_image(token, base: Path) -> None:
+    """Point an image token at its PNG as a ``data:`` URI, or turn it into ``[missing image path]``."""
+    path = str(token.attrGet("src") or "")
+    f = base / path
+    if path.startswith(("data:", "http:", "https:")):
+        return
+    if not f.is_file():
+        token.type, token.tag, token.nesting, token.children = "text", "", 0, None
+        token.content = f"[missing image {path}]"
+        token.attrs = {}
+        return
+    token.attrSet("src", "data:image/png;base64," + base64.b64encode(f.read_bytes()).decode())
