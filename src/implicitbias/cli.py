@@ -131,7 +131,7 @@ def run(
     except (ValueError, TypeError) as e:
         _fail(str(e))
     _enable_compile_cache()
-    store = Store(runs_dir)
+    store = Store(runs_dir, warn=_warn)
     with (
         _progress_log(),
         Progress(
