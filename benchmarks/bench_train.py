@@ -3,7 +3,9 @@
 Prints, for beyond_theorem/L6 (linear SSM, adaptive-lr GD) and ssm_in_nn/L6 (SSM + MLP, Adam), the
 steady-state rate measured on a fixed number of updates (eps tiny so no run stops early), after a
 warm-up call that compiles. Targets (issue #2, 2-core CPU): >= 1e6 seed-steps/s for the linear SSM
-and >= 1e5 for the SSM+MLP, with 64 seeds batched.
+and >= 1e5 for the SSM+MLP, with 64 seeds batched. "with copy": the same loop keeping the
+parameters of a measurement point before the end aside (``StopRule.measure_at``, issue #14: one
+masked copy of the parameters per update), and its rate relative to the plain loop.
 
     python benchmarks/bench_train.py [--smoke]     (--smoke: the linear SSM only, 200 updates, 2 seeds; a test runs it)
 """
@@ -23,7 +25,7 @@ SMOKE = "--smoke" in sys.argv
 STEPS = 200 if SMOKE else 20_000
 
 
-def rate(preset: str, n_seeds: int) -> float:
+def rate(preset: str, n_seeds: int, keep_measured: bool = False) -> float:
     cfg = replace(
         table1.PRESETS[preset],
         seeds=tuple(range(n_seeds)),
@@ -32,7 +34,8 @@ def rate(preset: str, n_seeds: int) -> float:
         log_every=100 if SMOKE else 1000,
     )
     models, datas = ts.gd_batch(cfg)
-    rule = StopRule(cfg.eps, 0, cfg.max_steps)
+    # measure_at=0 < extra_steps=1: the loop carries the masked copy (never taken: eps is never reached)
+    rule = StopRule(cfg.eps, 1, cfg.max_steps, measure_at=0) if keep_measured else StopRule(cfg.eps, 0, cfg.max_steps)
     opt = make_optimizer(cfg.optimizer, cfg.lr)
     log = ts.trajectory_log(cfg.horizon, cfg.error_from)
     jax.block_until_ready(train_batched(ts.train_loss, models, datas, opt, rule, cfg.log_every, log))  # compile
@@ -44,8 +47,10 @@ def rate(preset: str, n_seeds: int) -> float:
 
 if __name__ == "__main__":
     print(f"devices: {jax.devices()}")
-    print(f"{'preset':22s} {'seeds':>5s} {'seed-steps/s':>14s} {'steps/s per seed':>17s}")
+    head = ("preset", "seeds", "seed-steps/s", "steps/s per seed", "with copy", "ratio")
+    print("{:22s} {:>5s} {:>14s} {:>17s} {:>12s} {:>6s}".format(*head))
     for preset in ["beyond_theorem/L6"] if SMOKE else ["beyond_theorem/L6", "ssm_in_nn/L6"]:
         for n in [2] if SMOKE else [4, 64]:
             r = rate(preset, n)
-            print(f"{preset:22s} {n:5d} {r:14,.0f} {r / n:17,.0f}", flush=True)
+            c = rate(preset, n, keep_measured=True)
+            print(f"{preset:22s} {n:5d} {r:14,.0f} {r / n:17,.0f} {c:12,.0f} {c / r:6.2f}", flush=True)

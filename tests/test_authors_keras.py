@@ -265,3 +265,33 @@ def test_authors_code_prints_the_papers_numbers(cell, special):
     paper = table1.PAPER[(table1.PRESETS[name].setting, special)]
     printed = [np.mean([r["error_last_logged"] for r in authors(name, order)["per_seed"]]) for order in ORDERS]
     assert min(printed) * (1 - 5e-3) <= paper <= max(printed) * (1 + 5e-3)
+
+
+@pytest.mark.parametrize("cell", ["beyond_theorem/L6", "beyond_theorem/L10", "ssm_in_nn/L6", "ssm_in_nn/L10"])
+@pytest.mark.parametrize("special", [False, True])
+def test_their_logs_give_their_notebooks_saved_output(cell, special):
+    """``table1.AUTHORS_NOTEBOOK`` (the means their notebooks printed, saved in their repository) is
+    what their code gives at the last logged update: it lies within 0.5% of the range of our two
+    Keras re-runs' means there (float32 rounding and TensorFlow versions make the rest; measured:
+    inside the range in 5 cells, 0.2% outside for ssm_in_nn/L10, 1e-4 for its special cell),
+    except ssm_in_nn/L6 without special sequences: 1.8% above, through seed 4541, which rounding
+    decides (3.1e-4 and 9.9e-5 in our two re-runs of their code)."""
+    name = cell + ("/special" if special else "")
+    cfg = table1.PRESETS[name]
+    saved = table1.AUTHORS_NOTEBOOK[(cfg.setting, cfg.L, special)]
+    logged = [np.mean([r["error_last_logged"] for r in authors(name, order)["per_seed"]]) for order in ORDERS]
+    tol = 2e-2 if name == "ssm_in_nn/L6" else 5e-3
+    assert min(logged) * (1 - tol) <= saved <= max(logged) * (1 + tol)
+
+
+@pytest.mark.parametrize(
+    "cell", ["beyond_theorem/L10", pytest.param("ssm_in_nn/L10", marks=pytest.mark.slow)]
+)
+def test_ours_gives_their_notebooks_saved_output(cell):
+    """At the measurement point our float32 cells print what their notebook printed (measured:
+    beyond_theorem/L10 0.12146 / 1.19897 vs 0.12146 / 1.19898; ssm_in_nn/L10 0.04522 / 0.08934 vs
+    0.04495 / 0.08933)."""
+    for special in (False, True):
+        cfg = table1.PRESETS[cell + ("/special" if special else "")]
+        saved = table1.AUTHORS_NOTEBOOK[(cfg.setting, cfg.L, special)]
+        assert ours(cell + ("/special" if special else "")).metrics["error_mean"] == pytest.approx(saved, rel=1e-2)

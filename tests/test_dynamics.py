@@ -67,14 +67,16 @@ def test_special_sequences_spread_the_growth(standalone_L6):
 
 @pytest.mark.parametrize("name", sorted(AUTHORS_FINAL))
 def test_reproduces_the_authors_final_spectra(name, standalone_L6):
-    """The presets are the authors' runs: their printed final spectra, to about 0.01."""
+    """The presets are the authors' runs: their printed final spectra (read, as theirs, at the last
+    logged update after the fit), to 1e-3 (measured: 2.5e-4 or less); network/L6 (seed 4541, which
+    rounding decides, docs/authors-procedure.md) to 0.015 (its second entry: 0.0106 vs 0.0198)."""
     if name.startswith("standalone/L6"):
         rec = standalone_L6[name.removeprefix("standalone/L6")]
     else:
         rec = dynamics.run(dynamics.PRESETS[name])
     top = rec.metrics["top_final"][0]
     expected = AUTHORS_FINAL[name]
-    tol = 0.01 if not name.startswith("network") else 0.015
+    tol = 0.015 if name == "network/L6" else 1e-3
     np.testing.assert_allclose(top[: len(expected)], expected, atol=tol)
 
 

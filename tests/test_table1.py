@@ -346,3 +346,35 @@ def test_ssm_in_nn_L6_seed_4541_is_decided_by_rounding():
     assert np.sum(err < 1e-3) >= 1 and np.sum(err > 0.05) >= 16
 
 
+
+
+def test_report_draws_the_error_after_the_fit(tmp_path):
+    """The report's GD panel: each seed's logged error against updates after its fit, a dot at the
+    reported value (measured_update after the fit) and a cross at the end; the section links it."""
+    from implicitbias.report import table1 as section
+    from implicitbias.report.common import pyplot
+    from implicitbias.store import Store
+
+    store = Store(tmp_path)
+    base = replace(P["beyond_theorem/L6"], seeds=(200,), extra_steps=300)
+    for name, cfg in (("beyond_theorem/L6", base), ("beyond_theorem/L6/special", replace(base, special=True))):
+        store.save("table1", cfg, table1.run(cfg), preset=name, wall_seconds=1.0)
+    runs = list(store.runs("table1"))
+    rows = section.rows(runs)
+    assert [r["measured_update"] for r in rows] == [201, 201] and [r["extra_steps"] for r in rows] == [300, 300]
+    written = section.figures(runs, rows, tmp_path / "figures" / "table1")
+    name = "beyond_theorem_L6_seeds-_200__extra_steps-300__after_fit.png"
+    assert [p.name for p in written] == [name]
+    assert f"(figures/table1/{name})" in section.markdown(rows, tmp_path)
+
+    run = next(r for r in runs if not r.config["special"])
+    m = run.metrics
+    fig, ax = pyplot().subplots()
+    section._after_fit_panel(ax, run, rows[0], "t")
+    line, dot, cross = ax.get_lines()[:3]
+    hit = m["hit_step"][0]
+    logged = run.arrays()["log_steps"][0]
+    assert np.array_equal(line.get_xdata(), logged[logged >= hit] - hit)
+    assert (dot.get_xdata()[0], dot.get_ydata()[0]) == (201, m["error"][0])
+    assert (cross.get_xdata()[0], cross.get_ydata()[0]) == (300, m["error_end"][0])
+    pyplot().close(fig)

@@ -4,6 +4,7 @@ and per GD cell the error against the updates after the fit (where "the" number 
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +61,10 @@ def _label(row) -> str:
 
 
 def _file(row) -> str:
-    return _label(row).removesuffix("/special").replace("/", "_").replace(" ", "_").replace("=", "-")
+    """A file name for a cell pair: its label without ``/special``, every character outside
+    ``[A-Za-z0-9._-]`` (slashes, spaces, brackets of list values) made ``_``, ``=`` made ``-``."""
+    label = row["preset"].removesuffix("/special") + "".join(f" {k}={v}" for k, v in row["overrides"].items())
+    return re.sub(r"[^A-Za-z0-9._-]", "_", label.replace("=", "-"))
 
 
 def _after_fit_panel(ax, run, row, title: str) -> None:
@@ -138,7 +142,8 @@ def markdown(rows: list[dict], out_dir=None) -> str:
     out.append("")
     out.append(
         "'paper': the paper's headline number for the setting (mean over 4 seeds); 'authors' re-run': the "
-        "authors' procedure re-run per size (SPEC §2a). 'fit': seeds whose train loss reached the cell's "
+        "authors' procedure per size: re-run for the per-Theorem cells (SPEC §2a), the mean their notebook "
+        "printed for the GD cells. 'fit': seeds whose train loss reached the cell's "
         "eps (for gradient flow: at t_final). GD cells read 'error' where the authors' notebooks read the "
         "number they print: after the post-fit logging callback's last entry (`measure_at`; 1401 of 1500, "
         "4901 of 5000 updates after the train loss first reached eps); 'at end': the mean after all "
