@@ -22,6 +22,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from . import experiments
 from . import report as report_mod
 from .overrides import apply_overrides, parse_overrides, parse_sweeps, select_presets, sweep_label
+from .record import strict_json
 from .runner import run_all
 from .store import DamagedRun, Store, StoreError
 
@@ -182,7 +183,7 @@ def report(
     runs/report.md and a self-contained runs/report.html."""
     store = Store(runs_dir, warn=_warn)
     if as_json:
-        sys.stdout.write(json.dumps(report_mod.collect(store), indent=2) + "\n")
+        sys.stdout.write(json.dumps(strict_json(report_mod.collect(store)), indent=2, allow_nan=False) + "\n")
         return
     try:
         text, paths = report_mod.write(store, runs_dir)

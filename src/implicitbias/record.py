@@ -23,6 +23,23 @@ class Record:
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
 
 
+def strict_json(obj):
+    """``obj`` with every float that is NaN or infinite replaced by ``None`` (lists, tuples, dicts and
+    NumPy values walked), so ``json.dumps(..., allow_nan=False)`` writes JSON that strict parsers
+    accept. A run that lost a number says so in its own flags (``diverged``), not with ``NaN``."""
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return strict_json(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
+
+
 def config_to_dict(config) -> dict[str, Any]:
     """Plain JSON-able dict of a config dataclass (tuples become lists)."""
     return json.loads(json.dumps(dataclasses.asdict(config)))

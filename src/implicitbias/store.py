@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .record import Record, config_hash, config_to_dict
+from .record import Record, config_hash, config_to_dict, strict_json
 
 FILES = ("config.json", "metrics.json", "meta.json", "arrays.npz")
 _PACKAGES = ("jax", "jaxlib", "equinox", "optax", "diffrax", "numpy")
@@ -371,7 +371,8 @@ def _fresh_file(parent: Path, prefix: str) -> tuple[int, Path]:
 
 
 def _write_json(path: Path, obj) -> None:
-    path.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+    text = json.dumps(strict_json(obj), indent=2, sort_keys=True, default=_json_default, allow_nan=False)
+    path.write_text(text + "\n")
 
 
 def _json_default(obj):

@@ -104,7 +104,7 @@ def markdown(rows: list[dict], out_dir: Path) -> str:
     """Summary numbers per preset and seed, and the side-by-side figures (written by :func:`figures`
     under ``out_dir/figures/dynamics``)."""
     fig_dir = Path(out_dir) / "figures" / NAME
-    lst = lambda xs, f="{}": ", ".join(f.format(x) for x in xs)
+    lst = lambda xs, f="{}": ", ".join("-" if x is None else f.format(x) for x in xs)  # None: a lost (NaN) value
     out = [
         "Per seed: final effective rank; entries of |a| above 0.1 / 0.5; update of the jump (largest entry "
         "reaches 0.5); max |gamma^(0)|; top entries at the end; update at which each reached half its final value.\n",

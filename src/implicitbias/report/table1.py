@@ -4,6 +4,7 @@ and per GD cell the error against the updates after the fit (where "the" number 
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from pathlib import Path
 
@@ -30,11 +31,12 @@ def rows(runs) -> list[dict]:
     for r in latest_runs(runs):
         cfg = stored_config(r.config)
         m = r.metrics
+        diverged = _diverged(m)
         out.append({
             "experiment": NAME, "preset": r.preset or "custom", "setting": cfg.setting, "L": cfg.L, "d": cfg.d,
             "special": cfg.special, "mean": m["error_mean"], "std": m["error_std"], "per_seed": m["error"],
             "seeds": m["seeds"], **table1.paper_value(cfg), "overrides": preset_overrides(r, table1.PRESETS),
-            "reached_eps": m.get("reached_eps", m.get("solved")), "diverged": m.get("diverged"),
+            "reached_eps": m.get("reached_eps", m.get("solved")), "diverged": diverged, "n_diverged": sum(diverged),
             "train_loss": m.get("train_loss"), "wall_seconds": r.meta.get("wall_seconds"),
             # GD cells: where "error" was read (updates after the fit) and the error after all extra_steps
             "measured_update": None if cfg.setting == "per_theorem" else cfg.measured_update,
@@ -49,11 +51,26 @@ def rows(runs) -> list[dict]:
         if row["special"]:
             continue
         partner = partners.get(special_partner_key(row["preset"], row["overrides"]))
-        if partner is not None:
-            ratio = partner["mean"] / row["mean"] if row["mean"] > 0 else float("inf")
-            row["ratio_with_over_without"] = partner["ratio_with_over_without"] = ratio
-            row["ordering_holds"] = partner["ordering_holds"] = bool(ratio > 1)
+        if partner is None:
+            continue
+        if row["n_diverged"] or partner["n_diverged"]:
+            # a mean without the diverged seeds is not the cell's: the ordering is not judged
+            row["ordering_holds"] = partner["ordering_holds"] = None
+            row["ordering_undecided"] = partner["ordering_undecided"] = "diverged seeds"
+            continue
+        ratio = partner["mean"] / row["mean"] if row["mean"] > 0 else None
+        row["ratio_with_over_without"] = partner["ratio_with_over_without"] = ratio
+        row["ordering_holds"] = partner["ordering_holds"] = None if ratio is None else bool(ratio > 1)
+        if ratio is None:
+            row["ordering_undecided"] = partner["ordering_undecided"] = "zero error without special sequences"
     return out
+
+
+def _diverged(m: dict) -> list[bool]:
+    """Per seed: training diverged or the error is not a finite number (stored as null, or as NaN by an
+    older version)."""
+    flags = m.get("diverged") or [False] * len(m["error"])
+    return [bool(d) or e is None or not math.isfinite(e) for d, e in zip(flags, m["error"])]
 
 
 def _label(row) -> str:
@@ -86,7 +103,8 @@ def _after_fit_panel(ax, run, row, title: str) -> None:
     ax.set_title(title, fontsize=9)
     ax.set_xlabel(f"updates after the fit (dotted: read at {row['measured_update']}; "
                   f"dashed: end, {row['extra_steps']})")
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
 
 
 def figures(runs, rows: list[dict], fig_dir) -> list[Path]:
@@ -102,6 +120,8 @@ def figures(runs, rows: list[dict], fig_dir) -> list[Path]:
         partner = partners.get(special_partner_key(row["preset"], row["overrides"]))
         if partner is None or partner["error_end"] is None:
             continue
+        if not any(h >= 0 for r in (row, partner) for h in by_path[r["path"]].metrics["hit_step"]):
+            continue  # no seed fitted: nothing happens "after the fit"
         fig, axes = pyplot().subplots(1, 2, figsize=(10, 3.6), sharey=True, constrained_layout=True)
         _after_fit_panel(axes[0], by_path[row["path"]], row, f"{_label(row)}: without special")
         _after_fit_panel(axes[1], by_path[partner["path"]], partner, f"{_label(partner)}: with special")
@@ -118,8 +138,16 @@ def _fit(row) -> str:
 
 
 def _at_end(row) -> str:
-    end = row.get("error_end")
+    end = [e for e, d in zip(row.get("error_end") or [], row["diverged"]) if not d]
     return "-" if not end else fmt(float(np.mean(end)))
+
+
+def _mean(row) -> str:
+    n, k = row["n_diverged"], len(row["diverged"])
+    if n == k:
+        return f"**all {k} seeds diverged**"
+    text = f"{fmt(row['mean'])} ± {fmt(row['std'])}"
+    return text + (f" (**{n} of {k} seeds diverged**, left out)" if n else "")
 
 
 def markdown(rows: list[dict], out_dir=None) -> str:
@@ -131,12 +159,15 @@ def markdown(rows: list[dict], out_dir=None) -> str:
         name = r["preset"] + ("".join(f" {k}={v}" for k, v in r["overrides"].items()) if r["overrides"] else "")
         ratio = r.get("ratio_with_over_without")
         order = r.get("ordering_holds")
+        order_text = ("holds" if order else "FAILS") if order is not None else (
+            f"not judged ({r['ordering_undecided']})" if r.get("ordering_undecided") else "-")
+        per_seed = ", ".join("diverged" if d else fmt(v) for v, d in zip(r["per_seed"], r["diverged"]))
         out.append(
-            f"| {name} | {'yes' if r['special'] else 'no'} | {fmt(r['mean'])} ± {fmt(r['std'])} | "
-            f"{', '.join(fmt(v) for v in r['per_seed'])} | {_at_end(r)} | {fmt(r.get('paper'))} | "
+            f"| {name} | {'yes' if r['special'] else 'no'} | {_mean(r)} | "
+            f"{per_seed} | {_at_end(r)} | {fmt(r.get('paper'))} | "
             f"{fmt(r.get('authors_rerun'))} | "
             f"{'-' if ratio is None else f'{ratio:.1f}x'} | "
-            f"{'-' if order is None else ('holds' if order else 'FAILS')} | "
+            f"{order_text} | "
             f"{_fit(r)} |"
         )
     out.append("")

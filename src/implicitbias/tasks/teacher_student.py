@@ -603,12 +603,20 @@ def run(config: Config) -> Record:
     """Train every seed of ``config`` and measure (SPEC §2). Returns per-seed metrics and arrays."""
     start = time.perf_counter()
     record = run_flow(config) if config.setting == "per_theorem" else run_gd(config)
-    mean, std = mean_std(record.metrics["error"])
+    m = record.metrics
+    # a seed whose training diverged (loss NaN/inf) or whose error is not finite says nothing about the
+    # implicit bias: flagged per seed, left out of the mean (None when no seed is left), counted
+    trained_diverged = m.get("diverged", [False] * len(m["error"]))  # gradient flow has no such flag
+    diverged = [bool(d) or not math.isfinite(e) for d, e in zip(trained_diverged, m["error"])]
+    kept = [e for e, d in zip(m["error"], diverged) if not d]
+    mean, std = mean_std(kept) if kept else (None, None)
+    m["diverged"] = diverged
     record.metrics = {
         "error_mean": mean,
         "error_std": std,
+        "n_diverged": sum(diverged),
         "seeds": list(config.seeds),
-        **record.metrics,
+        **m,
         "compute_seconds": time.perf_counter() - start,
     }
     return record
