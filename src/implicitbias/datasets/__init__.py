@@ -1,10 +1,10 @@
 """Real-data loaders returning ``SequenceDataset`` (SPEC §4): digits, bundled UCR sets, local CIFAR-10."""
 
-from .base import STANDARDIZE, SequenceDataset, fit_standardizer, make_dataset
+from .base import STANDARDIZE, BadDataError, MissingDataError, SequenceDataset, fit_standardizer, make_dataset
 from .cifar import load_cifar10, rows_to_sequences
 from .digits import image_to_sequence, load_digits
 from .ucr import DATASETS as UCR_DATASETS
 from .ucr import load_ucr
 
-__all__ = ["STANDARDIZE", "SequenceDataset", "fit_standardizer", "make_dataset", "load_cifar10", "rows_to_sequences",
-           "image_to_sequence", "load_digits", "UCR_DATASETS", "load_ucr"]
+__all__ = ["STANDARDIZE", "BadDataError", "MissingDataError", "SequenceDataset", "fit_standardizer", "make_dataset",
+           "load_cifar10", "rows_to_sequences", "image_to_sequence", "load_digits", "UCR_DATASETS", "load_ucr"]

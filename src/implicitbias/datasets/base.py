@@ -9,6 +9,16 @@ import numpy as np
 STANDARDIZE = ("feature", "channel", "none")
 
 
+class MissingDataError(FileNotFoundError, ValueError):
+    """A data file or directory the loader needs is not there. A ``FileNotFoundError`` (what it is)
+    and a ``ValueError`` (bad input: the CLI prints its one-line message and exits with 2)."""
+
+
+class BadDataError(ValueError):
+    """A data file exists but cannot be read as what it should hold (unreadable, not the expected
+    format, wrong shapes or values); the message names the file."""
+
+
 @dataclass(frozen=True)
 class SequenceDataset:
     """A classification data set of sequences, split into train and test.

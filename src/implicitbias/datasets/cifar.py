@@ -19,7 +19,7 @@ import pickle
 
 import numpy as np
 
-from .base import SequenceDataset, make_dataset
+from .base import BadDataError, MissingDataError, SequenceDataset, make_dataset
 
 SCANS = ("row", "channel_major")
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -39,16 +39,35 @@ def rows_to_sequences(rows: np.ndarray, scan: str) -> np.ndarray:
 
 
 def _read_batch(path: str) -> tuple[np.ndarray, np.ndarray]:
-    with open(path, "rb") as f:
-        d = pickle.load(f, encoding="bytes")
-    d = {(k.decode() if isinstance(k, bytes) else k): v for k, v in d.items()}
+    """``(data (N, 3072) uint8, labels (N,) int64)`` of one pickled batch; a :class:`BadDataError`
+    naming ``path`` for a file that cannot be read or is not a CIFAR-10 batch."""
+    try:
+        with open(path, "rb") as f:
+            d = pickle.load(f, encoding="bytes")
+    except OSError as e:
+        raise BadDataError(f"cannot read CIFAR-10 batch {path}: {e.strerror or e}") from None
+    except Exception as e:  # bytes that are not a pickle can raise almost anything
+        raise BadDataError(
+            f"{path} is not a CIFAR-10 python batch (unpickling failed: {type(e).__name__}); "
+            f"unpack the python version of CIFAR-10 there"
+        ) from None
+    if not isinstance(d, dict):
+        raise BadDataError(f"{path} is not a CIFAR-10 batch (holds a {type(d).__name__}, not a dict)")
+    d = {(k.decode(errors="replace") if isinstance(k, bytes) else k): v for k, v in d.items()}
     if "data" not in d or "labels" not in d:
-        raise ValueError(f"{path} is not a CIFAR-10 batch (no 'data'/'labels' entries)")
-    data, labels = np.asarray(d["data"]), np.asarray(d["labels"], np.int64)
+        raise BadDataError(f"{path} is not a CIFAR-10 batch (no 'data'/'labels' entries)")
+    try:
+        data, labels = np.asarray(d["data"]), np.asarray(d["labels"], np.int64)
+    except (TypeError, ValueError, OverflowError):
+        raise BadDataError(f"{path}: 'labels' must be a list of integers") from None
     if data.ndim != 2 or data.shape[1] != 3072 or labels.shape != (data.shape[0],):
-        raise ValueError(f"{path}: expected data (N, 3072) and N labels, got {data.shape} and {labels.shape}")
+        raise BadDataError(f"{path}: expected data (N, 3072) and N labels, got {data.shape} and {labels.shape}")
+    if data.dtype != np.uint8:
+        if not (np.issubdtype(data.dtype, np.integer) and (data.size == 0 or (data.min() >= 0 and data.max() <= 255))):
+            raise BadDataError(f"{path}: 'data' must hold pixel values 0..255 (uint8), got dtype {data.dtype}")
+        data = data.astype(np.uint8)
     if labels.size and (labels.min() < 0 or labels.max() > 9):
-        raise ValueError(f"{path}: labels must lie in 0..9")
+        raise BadDataError(f"{path}: labels must lie in 0..9")
     return data, labels
 
 
@@ -62,19 +81,23 @@ def load_cifar10(data_dir: str | os.PathLike, scan: str = "row", standardize: st
     """
     if scan not in SCANS:
         raise ValueError(f"scan must be one of {SCANS}, got {scan!r}")
+    for n, name in ((n_train, "n_train"), (n_test, "n_test")):
+        if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n <= 0):
+            raise ValueError(f"{name} must be a positive integer or None, got {n!r}")
     data_dir = os.fspath(data_dir)
     if not os.path.isdir(data_dir):
-        raise FileNotFoundError(f"CIFAR-10 directory not found: {data_dir!r} (unpack the python version "
-                                f"of CIFAR-10 there; this library never downloads it)")
+        what = "is not a directory" if os.path.exists(data_dir) else "not found"
+        raise MissingDataError(f"CIFAR-10 directory {what}: {data_dir!r} (unpack the python version "
+                               f"of CIFAR-10 there; this library never downloads it)")
     missing = [f for f in TRAIN_FILES + (TEST_FILE,) if not os.path.isfile(os.path.join(data_dir, f))]
     if missing:
-        raise FileNotFoundError(f"CIFAR-10 files missing in {data_dir!r}: {', '.join(missing)}")
+        raise MissingDataError(f"CIFAR-10 files missing in {data_dir!r}: {', '.join(missing)}")
     parts = [_read_batch(os.path.join(data_dir, f)) for f in TRAIN_FILES]
     x_tr, y_tr = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
     x_te, y_te = _read_batch(os.path.join(data_dir, TEST_FILE))
-    for n, name in ((n_train, "n_train"), (n_test, "n_test")):
-        if n is not None and (not isinstance(n, int) or n <= 0):
-            raise ValueError(f"{name} must be a positive integer or None, got {n!r}")
+    for n, have, name in ((n_train, len(y_tr), "n_train"), (n_test, len(y_te), "n_test")):
+        if n is not None and n > have:
+            raise BadDataError(f"{name}={n} but the CIFAR-10 batches in {data_dir!r} hold only {have} images")
     x_tr, y_tr = x_tr[:n_train], y_tr[:n_train]
     x_te, y_te = x_te[:n_test], y_te[:n_test]
     to_seq = lambda rows: rows_to_sequences(rows, scan).astype(np.float64) / 255.0

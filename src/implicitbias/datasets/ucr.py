@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-from .base import SequenceDataset, make_dataset
+from .base import MissingDataError, SequenceDataset, make_dataset
 
 # Bundled, equal-length sets: name -> (length, channels, classes, canonical train size).
 DATASETS = {
@@ -40,7 +40,7 @@ def _read(name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
 
     path = os.path.join(_data_dir(), name, f"{name}_{split}.ts")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"bundled UCR file not found: {path} (is sktime installed in full?)")
+        raise MissingDataError(f"bundled UCR file not found: {path} (is sktime installed in full?)")
     X, y = load_from_tsfile(path, return_data_type="numpy3D")
     return np.transpose(np.asarray(X, np.float64), (0, 2, 1)), np.asarray(y).astype(str)
 

@@ -150,7 +150,10 @@ class Config:
             "clip=True needs standardize='channel' (a per-channel pixel range)",
         )
         raw = RAW_RANGES.get(self.dataset, RAW_RANGE)
-        require(0 < self.eps <= raw, f"eps must be in (0, {raw}] raw pixel units for {self.dataset}, got {self.eps}")
+        hint = " (pixels scaled to 0..1: the paper's 8/255 is eps=0.0314)" if self.dataset == "cifar10" else ""
+        require(
+            0 < self.eps <= raw, f"eps must be in (0, {raw}] raw pixel units for {self.dataset}{hint}, got {self.eps}"
+        )
         require(0 < self.poison_frac <= 1, f"poison_frac must be in (0, 1], got {self.poison_frac}")
         require(round(self.poison_frac * self.n_train) >= 1, "poison_frac * n_train must give at least one poison")
         require(self.penalty >= 0, f"penalty must be >= 0, got {self.penalty}")
@@ -235,6 +238,10 @@ def run_seed(cfg: Config, seed: int, keep: bool = False) -> dict:
     training started from), ``"data"`` and ``"sets"`` (the assembled training sets) for tests."""
     ds = cfg.load(seed)
     x, y, xt, yt = ds.x_train, ds.y_train, ds.x_test, ds.y_test
+    require(
+        cfg.n_targets <= xt.shape[0],
+        f"n_targets={cfg.n_targets} but the {cfg.dataset} test set holds only {xt.shape[0]} examples",
+    )
     L = x.shape[1]
     rng = np.random.default_rng(seed)
     init = make_classifier(cfg.model_config, seed)

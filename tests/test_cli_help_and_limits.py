@@ -1,0 +1,100 @@
+"""Issue #15, items 6-8: a bad CIFAR ``data_dir``, a config too large for memory and a wrong guess
+at what to type each end in one clear line (exit 2) or in help that lists the choices.
+
+Everything runs the CLI in-process and stops before any training, so the file costs ~2 s."""
+
+import os
+import pickle
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from conftest import write_fake_cifar
+from implicitbias import cli
+from implicitbias.datasets import BadDataError, MissingDataError, load_cifar10
+from implicitbias.experiments import realworld
+
+runner = CliRunner()
+CIFAR = ["run", "realworld", "--preset", "s4d/digits/mean", "--set", "dataset=cifar10", "--set", "eps=0.0314"]
+
+
+def _one_error_line(res) -> str:
+    """The run exited with 2 and wrote exactly one line, without a traceback, on stderr."""
+    assert res.exit_code == 2, res.output
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(set(lines)) == 1 and "Traceback" not in res.output, res.stderr  # CliRunner may echo stderr twice
+    return lines[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# item 6: bad CIFAR data_dir
+# ---------------------------------------------------------------------------------------------
+
+
+def test_missing_cifar_dir_is_one_line_naming_it(tmp_path):
+    missing = tmp_path / "no-such-dir"
+    line = _one_error_line(runner.invoke(cli.app, CIFAR + ["--set", f"data_dir={missing}", "--runs-dir",
+                                                          str(tmp_path / "runs")]))
+    assert str(missing) in line and "not found" in line
+
+
+def test_cifar_files_of_random_bytes_are_one_line_naming_the_file(tmp_path):
+    data = tmp_path / "cifar"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        (data / name).write_bytes(rng.integers(0, 256, 4096, dtype="uint8").tobytes())
+    line = _one_error_line(runner.invoke(cli.app, CIFAR + ["--set", f"data_dir={data}", "--runs-dir",
+                                                          str(tmp_path / "runs")]))
+    assert os.path.join(str(data), "data_batch_1") in line and "not a CIFAR-10" in line
+
+
+@pytest.mark.parametrize("damage", ["random", "truncated", "not_a_dict", "bad_labels", "float_data", "a_dir"])
+def test_loader_names_the_damaged_file(tmp_path, damage):
+    write_fake_cifar(tmp_path)
+    path = tmp_path / "data_batch_3"
+    good = path.read_bytes()
+    if damage == "random":
+        path.write_bytes(os.urandom(3000))
+    elif damage == "truncated":
+        path.write_bytes(good[: len(good) // 2])
+    elif damage == "not_a_dict":
+        path.write_bytes(pickle.dumps([1, 2, 3]))
+    elif damage == "bad_labels":
+        path.write_bytes(pickle.dumps({b"data": np.zeros((2, 3072), "uint8"), b"labels": ["a", "b"]}))
+    elif damage == "float_data":
+        path.write_bytes(pickle.dumps({b"data": np.full((2, 3072), 0.5), b"labels": [0, 1]}))
+    else:
+        path.unlink()
+        path.mkdir()
+    err = MissingDataError if damage == "a_dir" else BadDataError
+    with pytest.raises(err, match="data_batch_3") as info:
+        load_cifar10(tmp_path)
+    assert isinstance(info.value, ValueError) and "\n" not in str(info.value)
+
+
+def test_missing_cifar_dir_is_both_file_not_found_and_value_error(tmp_path):
+    with pytest.raises(FileNotFoundError) as info:
+        load_cifar10(tmp_path / "nowhere")
+    assert isinstance(info.value, ValueError)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(MissingDataError, match="is not a directory"):
+        load_cifar10(tmp_path / "file")
+
+
+def test_cifar_sizes_beyond_the_data_are_clear(tmp_path):
+    write_fake_cifar(tmp_path, n_per_batch=2, n_test=3)
+    with pytest.raises(BadDataError, match="n_train=20 .* only 10 images"):
+        load_cifar10(tmp_path, n_train=20)
+
+
+def test_documented_cifar_command_passes_validation_and_the_digits_eps_explains_itself():
+    """README: ``--preset s4d/digits/mean --set dataset=cifar10 --set data_dir=...`` needs
+    ``--set eps=0.0314`` (pixels in 0..1); without it the error says so."""
+    base = realworld.PRESETS["s4d/digits/mean"]
+    cfg = replace(base, dataset="cifar10", data_dir="/data/cifar", eps=0.0314)
+    assert cfg.eps == 0.0314 and cfg.model_config.d_input == 3
+    with pytest.raises(ValueError, match=r"eps must be in \(0, 1.0\].*eps=0.0314.*got 4.0"):
+        replace(base, dataset="cifar10", data_dir="/data/cifar")
