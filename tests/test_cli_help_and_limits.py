@@ -12,9 +12,9 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import write_fake_cifar
-from implicitbias import cli
+from implicitbias import cli, footprint
 from implicitbias.datasets import BadDataError, MissingDataError, load_cifar10
-from implicitbias.experiments import realworld
+from implicitbias.experiments import EXPERIMENTS, chains, realworld, table1
 
 runner = CliRunner()
 CIFAR = ["run", "realworld", "--preset", "s4d/digits/mean", "--set", "dataset=cifar10", "--set", "eps=0.0314"]
@@ -98,3 +98,63 @@ def test_documented_cifar_command_passes_validation_and_the_digits_eps_explains_
     assert cfg.eps == 0.0314 and cfg.model_config.d_input == 3
     with pytest.raises(ValueError, match=r"eps must be in \(0, 1.0\].*eps=0.0314.*got 4.0"):
         replace(base, dataset="cifar10", data_dir="/data/cifar")
+
+
+# ---------------------------------------------------------------------------------------------
+# item 7: sizes that cannot fit
+# ---------------------------------------------------------------------------------------------
+
+
+def _no_compute(monkeypatch):
+    """Make any experiment's run fail loudly: the refusals must come before computing."""
+    for exp in EXPERIMENTS.values():
+        monkeypatch.setattr(exp, "run", lambda config: pytest.fail("computed a config that should be refused"))
+
+
+@pytest.mark.parametrize("args,largest", [
+    (["run", "table1", "--set", "d=100000000"], "d=100000000"),
+    (["run", "chains", "--set", "trace_factor=1e9"], "T=3000000000 emitted tokens"),
+    (["run", "dynamics", "--preset", "standalone/L6", "--set", "log_every=1", "--set", "max_steps=100000000000"],
+     "trajectory logs"),
+    (["run", "realworld", "--preset", "s4d/digits/mean", "--set", "d_model=100000000"], "activations"),
+])
+def test_oversized_configs_are_refused_before_computing(args, largest, tmp_path, monkeypatch):
+    _no_compute(monkeypatch)
+    runs = tmp_path / "runs"
+    line = _one_error_line(runner.invoke(cli.app, args + ["--runs-dir", str(runs)]))
+    assert "refused before computing" in line and "of memory available" in line and largest in line, line
+    assert not runs.exists()  # nothing stored, not even a directory
+
+
+def test_every_preset_fits_in_a_small_machine():
+    for name, exp in EXPERIMENTS.items():
+        assert callable(getattr(exp, "footprint_bytes", None)), name
+        for preset, cfg in exp.PRESETS.items():
+            assert 0 < exp.footprint_bytes(cfg) < 256 * 2**20, (name, preset)
+
+
+def test_check_refuses_exactly_above_the_available_memory():
+    cfg = table1.PRESETS["beyond_theorem/L6"]
+    need = table1.footprint_bytes(cfg)
+    footprint.check(table1, {"cell": cfg}, available=need)
+    with pytest.raises(ValueError, match="table1 cell refused before computing.*largest: "):
+        footprint.check(table1, {"cell": cfg}, available=need - 1)
+
+    class NoHook:
+        NAME = "nohook"
+
+    footprint.check(NoHook, {"cell": cfg}, available=0)  # experiments without an estimate always pass
+
+
+def test_estimates_grow_with_the_sizes_that_matter():
+    base = table1.PRESETS["beyond_theorem/L6"]
+    small, big = (table1.footprint_bytes(replace(base, d=d, max_steps=1000)) for d in (100, 1000))
+    assert big > 50 * small  # the (d, d) kernel and the Keras draws are quadratic in d
+    c = chains.PRESETS["train1-3/test1-3"]
+    f = [chains.footprint_bytes(replace(c, trace_factor=t)) for t in (2.0, 20.0, 200.0)]
+    assert f[0] < f[1] < f[2] and f[2] > 10 * f[0]  # the teacher-forced scores are quadratic in T
+
+
+def test_available_memory_is_read():
+    avail = footprint.available_bytes()
+    assert avail is not None and 0 < avail < 2**60

@@ -19,7 +19,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from . import experiments
+from . import experiments, footprint
+from . import progress as progress_mod
 from . import report as report_mod
 from .overrides import apply_overrides, parse_overrides, parse_sweeps, select_presets, sweep_label
 from .record import strict_json
@@ -129,6 +130,7 @@ def run(
             for name, cfg in chosen.items()
             for point in grid
         }
+        footprint.check(exp, configs)  # a config whose arrays cannot fit in memory is refused here
     except (ValueError, TypeError) as e:
         _fail(str(e))
     _enable_compile_cache()
@@ -146,8 +148,13 @@ def run(
         ) as progress,
     ):
         task = progress.add_task(f"{experiment}", total=len(configs))
+        inside = progress.add_task("", total=None, visible=False)  # progress inside the run in progress
+
+        def report_inside(item):
+            progress.update(inside, description=escape(f"  {item.describe()}"), visible=True)
 
         def start(name):
+            progress.update(inside, visible=False)
             progress.update(task, description=escape(f"{experiment}: {name}"))  # a sweep label is not markup
 
         def done(out):
@@ -156,7 +163,8 @@ def run(
             progress.advance(task)
 
         try:
-            run_all(exp, configs, store, force=force, on_start=start, on_done=done)
+            with progress_mod.listening(report_inside):
+                run_all(exp, configs, store, force=force, on_start=start, on_done=done)
         except StoreError as e:
             progress.stop()
             _fail_store(ctx, e)

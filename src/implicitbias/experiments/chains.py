@@ -206,3 +206,4 @@ def run(config: Config) -> Record:
         arrays["A"] = np.asarray(params["A"], float)
     metrics["compute_seconds"] = time.perf_counter() - start
     return Record(metrics, arrays)
+from ..footprint import chains as footprint_bytes  # noqa: E402, F401  (the memory estimate; see footprint.check)

@@ -100,3 +100,4 @@ def run(config: Config) -> Record:
     record = teacher_student.run(config)
     record.metrics.update(teacher_student.summarize(record.arrays, n_top=max(4, config.teacher_dim)))
     return record
+from ..footprint import teacher_student as footprint_bytes  # noqa: E402, F401  (the memory estimate; see footprint.check)

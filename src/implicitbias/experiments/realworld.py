@@ -432,3 +432,4 @@ def collect(config: Config, per: list[dict], wall_seconds: float | None = None) 
     metrics["wall_seconds"] = wall_seconds
     arrays = {k: np.stack([p["arrays"][k] for p in per]) for k in per[0]["arrays"]}
     return Record(metrics, arrays)
+from ..footprint import realworld as footprint_bytes  # noqa: E402, F401  (the memory estimate; see footprint.check)

@@ -77,3 +77,4 @@ def paper_value(config: Config) -> dict[str, float]:
 def run(config: Config):
     """Train every seed of ``config`` and measure (SPEC §2): :func:`teacher_student.run`."""
     return teacher_student.run(config)
+from ..footprint import teacher_student as footprint_bytes  # noqa: E402, F401  (the memory estimate; see footprint.check)
