@@ -158,3 +158,46 @@ def test_estimates_grow_with_the_sizes_that_matter():
 def test_available_memory_is_read():
     avail = footprint.available_bytes()
     assert avail is not None and 0 < avail < 2**60
+
+
+# ---------------------------------------------------------------------------------------------
+# item 8: help lists the experiments, presets and fields
+# ---------------------------------------------------------------------------------------------
+
+
+def test_top_level_help_lists_the_experiments():
+    res = runner.invoke(cli.app, ["--help"])
+    assert res.exit_code == 0
+    for name, exp in EXPERIMENTS.items():
+        assert f"{name} ({len(exp.PRESETS)} presets)" in res.output
+
+
+def test_run_help_without_experiment_names_them():
+    res = runner.invoke(cli.app, ["run", "--help"])
+    assert res.exit_code == 0 and "Experiments: " + ", ".join(EXPERIMENTS) in res.output
+
+
+@pytest.mark.parametrize("name", sorted(EXPERIMENTS))
+def test_run_experiment_help_lists_presets_and_fields_with_types_and_defaults(name):
+    exp = EXPERIMENTS[name]
+    res = runner.invoke(cli.app, ["run", name, "--help"])
+    assert res.exit_code == 0, res.output
+    text = res.output
+    assert text != runner.invoke(cli.app, ["run", "--help"]).output
+    lines = text.splitlines()
+    for preset in exp.PRESETS:
+        assert any(line.split()[:1] == [preset] for line in lines), preset
+    for f in exp.Config.__dataclass_fields__:
+        assert any(line.split()[:1] == [f] for line in lines), f
+
+
+def test_field_rows_show_type_and_default():
+    rows = {line.split()[0]: line.split()[1:] for line in
+            runner.invoke(cli.app, ["run", "chains", "--help"]).output.splitlines() if line.startswith("  ")
+            and len(line.split()) >= 3}
+    assert rows["trace_factor"][:2] == ["float", "2.0"]
+    assert rows["sigma"][:2] == ["softmax|identity", "softmax"]
+    assert rows["seeds"][:2] == ["list", "of"] and rows["seeds"][3] == "[0,1,2]"
+    t1 = runner.invoke(cli.app, ["run", "table1", "--preset", "per_theorem", "--help"]).output
+    assert any(line.split()[:3] == ["lr", "float", "0.01"] and "0.001" in line for line in t1.splitlines())
+    assert any(line.split()[:2] == ["d", "int"] and "(per preset: 10, 20)" in line for line in t1.splitlines())

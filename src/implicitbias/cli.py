@@ -19,15 +19,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from . import experiments, footprint
-from . import progress as progress_mod
+from . import clihelp, experiments, footprint
 from . import report as report_mod
 from .overrides import apply_overrides, parse_overrides, parse_sweeps, select_presets, sweep_label
 from .record import strict_json
 from .runner import run_all
 from .store import DamagedRun, Store, StoreError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, epilog=clihelp.overview(),
                   help="Reproduce 'The Implicit Bias of Structured SSMs Can Be Poisoned with Clean Labels'.")
 console = Console()
 err = Console(stderr=True)
@@ -92,7 +91,7 @@ def list_presets() -> None:
             console.print(f"  {preset:28s} seeds={list(cfg.seeds)}", highlight=False)
 
 
-@app.command()
+@app.command(cls=clihelp.RunCommand)  # run EXPERIMENT --help: its presets and config fields
 def run(
     ctx: typer.Context,
     experiment: Annotated[str, typer.Argument(help="Experiment name, e.g. table1.")],
@@ -148,13 +147,8 @@ def run(
         ) as progress,
     ):
         task = progress.add_task(f"{experiment}", total=len(configs))
-        inside = progress.add_task("", total=None, visible=False)  # progress inside the run in progress
-
-        def report_inside(item):
-            progress.update(inside, description=escape(f"  {item.describe()}"), visible=True)
 
         def start(name):
-            progress.update(inside, visible=False)
             progress.update(task, description=escape(f"{experiment}: {name}"))  # a sweep label is not markup
 
         def done(out):
@@ -163,8 +157,7 @@ def run(
             progress.advance(task)
 
         try:
-            with progress_mod.listening(report_inside):
-                run_all(exp, configs, store, force=force, on_start=start, on_done=done)
+            run_all(exp, configs, store, force=force, on_start=start, on_done=done)
         except StoreError as e:
             progress.stop()
             _fail_store(ctx, e)
