@@ -5,17 +5,21 @@ steady-state rate measured on a fixed number of updates (eps tiny so no run stop
 warm-up call that compiles. Targets (issue #2, 2-core CPU): >= 1e6 seed-steps/s for the linear SSM
 and >= 1e5 for the SSM+MLP, with 64 seeds batched. "with copy": the same loop keeping the
 parameters of a measurement point before the end aside (``StopRule.measure_at``, issue #14: one
-masked copy of the parameters per update), and its rate relative to the plain loop.
+masked copy of the parameters per update), and its rate relative to the plain loop. "listened":
+the plain loop while a progress listener is registered (the CLI's case, issue #15 item 9: the loop
+runs in segments of about 0.5 s and reports between them), and its rate relative to the plain loop.
 
     python benchmarks/bench_train.py [--smoke]     (--smoke: the linear SSM only, 200 updates, 2 seeds; a test runs it)
 """
 
+import contextlib
 import sys
 import time
 from dataclasses import replace
 
 import jax
 
+from implicitbias import progress
 from implicitbias.experiments import table1
 from implicitbias.optim import StopRule, make_optimizer
 from implicitbias.tasks import teacher_student as ts
@@ -25,7 +29,7 @@ SMOKE = "--smoke" in sys.argv
 STEPS = 200 if SMOKE else 20_000
 
 
-def rate(preset: str, n_seeds: int, keep_measured: bool = False) -> float:
+def rate(preset: str, n_seeds: int, keep_measured: bool = False, listen: bool = False) -> float:
     cfg = replace(
         table1.PRESETS[preset],
         seeds=tuple(range(n_seeds)),
@@ -40,17 +44,20 @@ def rate(preset: str, n_seeds: int, keep_measured: bool = False) -> float:
     log = ts.trajectory_log(cfg.horizon, cfg.error_from)
     jax.block_until_ready(train_batched(ts.train_loss, models, datas, opt, rule, cfg.log_every, log))  # compile
     start = time.perf_counter()
-    res = jax.block_until_ready(train_batched(ts.train_loss, models, datas, opt, rule, cfg.log_every, log))
+    with progress.listening(lambda report: None) if listen else contextlib.nullcontext():
+        res = jax.block_until_ready(train_batched(ts.train_loss, models, datas, opt, rule, cfg.log_every, log))
     elapsed = time.perf_counter() - start
     return float(res.steps.sum()) / elapsed
 
 
 if __name__ == "__main__":
     print(f"devices: {jax.devices()}")
-    head = ("preset", "seeds", "seed-steps/s", "steps/s per seed", "with copy", "ratio")
-    print("{:22s} {:>5s} {:>14s} {:>17s} {:>12s} {:>6s}".format(*head))
+    head = ("preset", "seeds", "seed-steps/s", "steps/s per seed", "with copy", "ratio", "listened", "ratio")
+    print("{:22s} {:>5s} {:>14s} {:>17s} {:>12s} {:>6s} {:>12s} {:>6s}".format(*head))
     for preset in ["beyond_theorem/L6"] if SMOKE else ["beyond_theorem/L6", "ssm_in_nn/L6"]:
         for n in [2] if SMOKE else [4, 64]:
             r = rate(preset, n)
             c = rate(preset, n, keep_measured=True)
-            print(f"{preset:22s} {n:5d} {r:14,.0f} {r / n:17,.0f} {c:12,.0f} {c / r:6.2f}", flush=True)
+            w = rate(preset, n, listen=True)
+            print(f"{preset:22s} {n:5d} {r:14,.0f} {r / n:17,.0f} {c:12,.0f} {c / r:6.2f} {w:12,.0f} {w / r:6.2f}",
+                  flush=True)

@@ -152,3 +152,31 @@ def test_keras_adam_by_hand():
     o = optax.adam(lr)
     uo, _ = o.update(g1, o.init(jnp.zeros(2)))
     assert np.isclose(u1[0], uo[0], rtol=1e-5) and abs(u1[1]) < 0.1 * abs(uo[1])
+
+
+def test_progress_reports_leave_the_numbers_unchanged(monkeypatch):
+    """While someone listens, train_batched runs its loop in segments and reports after each: the
+    result is bit-identical to the one-piece run, the reports count updates up to the end, and the
+    last says every run has stopped (remaining 0). A measurement point before the end is kept too."""
+    from implicitbias import progress, train as train_mod
+
+    monkeypatch.setattr(train_mod, "PROGRESS_SECONDS", 1e9)  # segments grow 4x each: 1, 4, 16, ... chunks
+    x0 = jnp.array([[0.0], [0.9], [-3.0]])
+    targets = jnp.ones((3, 1))
+    rule = StopRule(eps=1e-4, extra_steps=30, max_steps=5000, measure_at=7)
+    opt = adaptive_gd(0.05)
+    plain = train_batched(_quadratic, x0, targets, opt, rule, 10, _log)
+    reports = []
+    with progress.listening(reports.append):
+        segmented = train_batched(_quadratic, x0, targets, opt, rule, 10, _log)
+    assert not progress.listened()
+    for a, b in zip(jax.tree_util.tree_leaves(plain), jax.tree_util.tree_leaves(segmented)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert len(reports) >= 3  # really segmented
+    updates = [r.updates for r in reports]
+    assert updates == sorted(updates) and updates[-1] == int(np.max(plain.steps))
+    assert updates[0] == 10  # the first segment is one chunk
+    last = reports[-1]
+    assert (last.running, last.runs, last.fitted, last.remaining) == (0, 3, 3, 0)
+    assert all(r.remaining is None or r.remaining >= 0 for r in reports)
+    np.testing.assert_array_equal(np.asarray(plain.measured_step) - np.asarray(plain.hit_step), [7, 7, 7])

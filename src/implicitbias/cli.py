@@ -20,6 +20,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from . import clihelp, experiments, footprint
+from . import progress as progress_mod
 from . import report as report_mod
 from .overrides import apply_overrides, parse_overrides, parse_sweeps, select_presets, sweep_label
 from .record import strict_json
@@ -140,24 +141,31 @@ def run(
             SpinnerColumn(),
             TextColumn("{task.description}"),
             BarColumn(),
-            TextColumn("{task.completed}/{task.total}"),
+            TextColumn("{task.fields[count]}"),
             TimeElapsedColumn(),
             console=console,
             transient=False,
         ) as progress,
     ):
-        task = progress.add_task(f"{experiment}", total=len(configs))
+        task = progress.add_task(f"{experiment}", total=len(configs), count=f"0/{len(configs)}")
+        inside = progress.add_task("", total=None, visible=False, count="")  # inside the run in progress
+
+        def report_inside(item):
+            progress.update(inside, description=escape(f"  {item.describe()}"), visible=True)
 
         def start(name):
+            progress.update(inside, visible=False)
             progress.update(task, description=escape(f"{experiment}: {name}"))  # a sweep label is not markup
 
         def done(out):
             note = "stored, skipped" if out.skipped else f"{out.wall_seconds:.1f}s"
             progress.console.print(f"  {out.preset:28s} {note:>16s}  {out.path}", highlight=False, markup=False)
             progress.advance(task)
+            progress.update(task, count=f"{progress.tasks[task].completed:.0f}/{len(configs)}")
 
         try:
-            run_all(exp, configs, store, force=force, on_start=start, on_done=done)
+            with progress_mod.listening(report_inside):
+                run_all(exp, configs, store, force=force, on_start=start, on_done=done)
         except StoreError as e:
             progress.stop()
             _fail_store(ctx, e)

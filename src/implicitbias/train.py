@@ -10,14 +10,17 @@ per-run masks: a finished run stops changing while the others go on.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
+from . import progress
 from .optim import StopRule
 
 PyTree = Any
@@ -193,53 +196,121 @@ def train_batched(
     ``log_fn``) and the shapes: pass the *same* function and optimizer objects to reuse it (build
     them once, e.g. with ``functools.cache``); fresh closures on every call recompile every call.
     """
-    return _train_vmapped(loss_fn, params, data, optimizer, rule, log_every, log_fn)
+    statics = (loss_fn, optimizer, rule, log_every, log_fn)
+    n_chunks = math.ceil(rule.max_steps / log_every)
+    state = _batched_init(params, data, *statics)
+    if not progress.listened():
+        state = _batched_advance(state, data, jnp.asarray(n_chunks, jnp.int32), *statics)
+    else:
+        state = _advance_reporting(state, data, statics, n_chunks)
+    return _batched_finish(state, data, *statics)
+
+
+# One shared loop over chunks (not a vmap of ``train``'s while_loop: with a batched predicate that
+# becomes a select over the whole carry, log buffers included, after every chunk). A run that has
+# stopped takes no more updates (``chunk`` masks them) and gets no more log rows; its final state
+# goes to its own next row, exactly as in ``train``. The loop runs in one compiled call, or in
+# segments of chunks while someone listens for progress: the same executable either way (the
+# segment's end is data), so the numbers do not depend on it.
+
+
+class _Batched(NamedTuple):
+    logs: PyTree  # (max_logs, B, ...) per logged quantity, row-major in the chunk index
+    log_steps: jax.Array  # (max_logs, B)
+    inner: _Inner  # batched
+    rows_done: jax.Array  # (B,) log rows written per run (= chunks it ran)
+    g: jax.Array  # chunks run by the shared loop
 
 
 @eqx.filter_jit
-def _train_vmapped(loss_fn, params, data, optimizer, rule, log_every, log_fn) -> TrainResult:
-    # One shared loop over chunks (not a vmap of ``train``'s while_loop: with a batched predicate that
-    # becomes a select over the whole carry, log buffers included, after every chunk). A run that
-    # has stopped takes no more updates (``chunk`` masks them) and gets no more log rows; its
-    # final state goes to its own next row, exactly as in ``train``.
+def _batched_init(params, data, loss_fn, optimizer, rule, log_every, log_fn) -> _Batched:
     loop = _loop(loss_fn, optimizer, rule, log_every)
-    n_chunks = math.ceil(rule.max_steps / log_every)
-    max_logs = n_chunks + 1
+    max_logs = math.ceil(rule.max_steps / log_every) + 1
     batch = jax.tree_util.tree_leaves(params)[0].shape[0]
-    stopped = jax.vmap(loop.stopped)
-    chunk = jax.vmap(loop.chunk)
-    rows = jax.vmap(log_fn)
-    row_shape = jax.eval_shape(rows, params, data)  # (B, ...) per entry
+    row_shape = jax.eval_shape(jax.vmap(log_fn), params, data)  # (B, ...) per entry
     # log buffers row-major in the chunk index, so each chunk writes one contiguous slice in place
     logs0 = jax.tree_util.tree_map(lambda s: jnp.full((max_logs,) + s.shape, jnp.nan, s.dtype), row_shape)
     log_steps0 = jnp.full((max_logs, batch), -1, jnp.int32)
-    rows_done0 = jnp.zeros((batch,), jnp.int32)  # log rows written per run (= chunks it ran)
+    return _Batched(logs0, log_steps0, jax.vmap(loop.init)(params), jnp.zeros((batch,), jnp.int32),
+                    jnp.zeros((), jnp.int32))
+
+
+@eqx.filter_jit
+def _batched_advance(state: _Batched, data, stop_chunk, loss_fn, optimizer, rule, log_every, log_fn) -> _Batched:
+    """Run the shared loop until every run has stopped or ``stop_chunk`` chunks have run in all."""
+    loop = _loop(loss_fn, optimizer, rule, log_every)
+    n_chunks = math.ceil(rule.max_steps / log_every)
+    stopped = jax.vmap(loop.stopped)
+    chunk = jax.vmap(loop.chunk)
+    rows = jax.vmap(log_fn)
 
     def mask(active, new, old):
         return jnp.where(active.reshape(active.shape + (1,) * (new.ndim - 1)), new, old)
 
-    def cond(state):
-        _, inner, _, g = state
-        return jnp.any(~stopped(inner)) & (g < n_chunks)
+    def cond(s: _Batched):
+        return jnp.any(~stopped(s.inner)) & (s.g < jnp.minimum(n_chunks, stop_chunk))
 
-    def body(state):
-        (logs, log_steps), inner, rows_done, g = state
-        active = ~stopped(inner)
-        row = rows(inner.params, data)
-        logs = jax.tree_util.tree_map(lambda buf, r: buf.at[g].set(mask(active, r, buf[g])), logs, row)
-        log_steps = log_steps.at[g].set(jnp.where(active, inner.t, log_steps[g]))
-        return (logs, log_steps), chunk(inner, data), rows_done + active.astype(jnp.int32), g + 1
+    def body(s: _Batched) -> _Batched:
+        active = ~stopped(s.inner)
+        row = rows(s.inner.params, data)
+        logs = jax.tree_util.tree_map(lambda buf, r: buf.at[s.g].set(mask(active, r, buf[s.g])), s.logs, row)
+        log_steps = s.log_steps.at[s.g].set(jnp.where(active, s.inner.t, s.log_steps[s.g]))
+        return _Batched(logs, log_steps, chunk(s.inner, data), s.rows_done + active.astype(jnp.int32), s.g + 1)
 
-    inner0 = jax.vmap(loop.init)(params)
-    state0 = ((logs0, log_steps0), inner0, rows_done0, jnp.zeros((), jnp.int32))
-    (logs, log_steps), inner, rows_done, _ = jax.lax.while_loop(cond, body, state0)
-    cols = jnp.arange(batch)
-    final = rows(inner.params, data)
-    logs = jax.tree_util.tree_map(lambda buf, r: buf.at[rows_done, cols].set(r), logs, final)
-    log_steps = log_steps.at[rows_done, cols].set(inner.t)
+    return jax.lax.while_loop(cond, body, state)
+
+
+@eqx.filter_jit
+def _batched_finish(state: _Batched, data, loss_fn, optimizer, rule, log_every, log_fn) -> TrainResult:
+    loop = _loop(loss_fn, optimizer, rule, log_every)
+    inner, rows_done = state.inner, state.rows_done
+    cols = jnp.arange(rows_done.shape[0])
+    final = jax.vmap(log_fn)(inner.params, data)
+    logs = jax.tree_util.tree_map(lambda buf, r: buf.at[rows_done, cols].set(r), state.logs, final)
+    log_steps = state.log_steps.at[rows_done, cols].set(inner.t)
     to_batch_major = lambda x: jnp.moveaxis(x, 0, 1)
     return TrainResult(
         inner.params, inner.t, inner.hit, inner.div, inner.div_step, inner.stalled,
         jax.vmap(loss_fn)(inner.params, data), *jax.vmap(loop.measured)(inner), to_batch_major(log_steps),
         jax.tree_util.tree_map(to_batch_major, logs), rows_done + 1,
     )
+
+
+@eqx.filter_jit
+def _stopped(state: _Batched, loss_fn, optimizer, rule, log_every):
+    return jax.vmap(_loop(loss_fn, optimizer, rule, log_every).stopped)(state.inner)
+
+
+PROGRESS_SECONDS = 0.5  # aim of one segment's wall time while someone listens
+
+
+def _advance_reporting(state: _Batched, data, statics, n_chunks: int) -> _Batched:
+    """Run the loop in segments, reporting a :class:`~implicitbias.progress.TrainProgress` after each;
+    a segment's length (in chunks) adapts so that it takes about ``PROGRESS_SECONDS``."""
+    loss_fn, optimizer, rule, log_every, _ = statics
+    start = time.perf_counter()
+    g, size = 0, 1
+    while True:
+        t0 = time.perf_counter()
+        state = _batched_advance(state, data, jnp.asarray(min(g + size, n_chunks), jnp.int32), *statics)
+        stopped = np.asarray(_stopped(state, loss_fn, optimizer, rule, log_every))
+        g_new = int(state.g)
+        t, hit = np.asarray(state.inner.t), np.asarray(state.inner.hit)
+        running = ~stopped
+        fitted = running & (hit >= 0)
+        remaining = None
+        if running.any() and fitted.sum() == running.sum():
+            remaining = int(np.max(np.minimum(hit + rule.extra_steps, rule.max_steps)[running] - t[running]))
+        elif not running.any():
+            remaining = 0
+        progress.report(progress.TrainProgress(
+            updates=int(t.max()), running=int(running.sum()), runs=int(t.shape[0]),
+            fitted=int((hit >= 0).sum()), remaining=remaining, max_steps=rule.max_steps,
+            seconds=time.perf_counter() - start))
+        if not running.any() or g_new >= n_chunks or g_new == g:
+            return state
+        elapsed = time.perf_counter() - t0
+        # a segment that ran in well under the aim (the first one compiles) grows; never past 4x at once
+        if elapsed < PROGRESS_SECONDS / 2:
+            size = min(size * 4, max(1, n_chunks))
+        g = g_new
