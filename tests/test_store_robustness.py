@@ -270,6 +270,17 @@ def test_two_processes_saving_one_run(tmp_path):
     assert [p.name for p in (tmp_path / "store_writer").iterdir()] == [store.run_dir("store_writer", CONFIG).name]
 
 
+def test_run_dir_is_the_config_hash_and_a_non_finite_config_loads(tmp_path):
+    from implicitbias import __version__
+    from implicitbias.record import config_hash
+
+    store = Store(tmp_path)
+    assert store.run_dir("table1", TINY).name == config_hash("table1", TINY, __version__)
+    odd = replace(CONFIG, lr=float("inf"))  # a config without validation: its inf is stored as null
+    store.save("store_writer", odd, Record({"v": 1.0}, {}), preset="p", wall_seconds=0.0)
+    assert store.is_complete("store_writer", odd)
+
+
 def test_second_writer_without_replace_keeps_the_first_result(tmp_path):
     store = Store(tmp_path)
     store.save("table1", TINY, Record({"v": 1.0}, {}), preset="p", wall_seconds=0.0)

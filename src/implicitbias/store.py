@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .record import Record, config_hash, config_to_dict, strict_json
+from .record import Record, config_to_dict, strict_json
 
 FILES = ("config.json", "metrics.json", "meta.json", "arrays.npz")
 _PACKAGES = ("jax", "jaxlib", "equinox", "optax", "diffrax", "numpy")
@@ -141,7 +141,10 @@ class Store:
         self._warned: set[Path] = set()
 
     def run_dir(self, experiment: str, config) -> Path:
-        return self.root / experiment / config_hash(experiment, config, __version__)
+        """``root/<experiment>/<hash>``: :func:`~implicitbias.record.config_hash` of the config as
+        ``config.json`` stores it (the same for every config of finite numbers; one with NaN or inf
+        is hashed with ``null`` there, as stored, so its directory still checks against its config)."""
+        return self.root / experiment / _hash_of(experiment, strict_json(config_to_dict(config)), __version__)
 
     def is_complete(self, experiment: str, config) -> bool:
         d = self.run_dir(experiment, config)
@@ -324,7 +327,8 @@ class Store:
 
 
 def _hash_of(experiment: str, config: dict, version: str) -> str:
-    """:func:`~implicitbias.record.config_hash` of a config already in its stored (JSON) form."""
+    """:func:`~implicitbias.record.config_hash` of a config already in its stored (JSON) form (a test
+    checks that the two agree)."""
     payload = json.dumps({"experiment": experiment, "config": config, "version": version},
                          sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
