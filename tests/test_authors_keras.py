@@ -172,7 +172,7 @@ def test_cell_matches_the_authors_code(cell):
     """Seed by seed: hit_step, and the error and top-4 |a| where their notebook reads them (the last
     logged update) and at the end, within the cell's TOLERANCE of the range of their two runs;
     seeds in DECIDED_BY_ROUNDING are checked in their own test."""
-    rec = ours(cell)
+    rec, cfg = ours(cell), table1.PRESETS[cell]
     tol = TOLERANCE[cell]
     runs = [authors(cell, order)["by_seed"] for order in ORDERS]
     points = {  # ours (error metric, a array) -> theirs (error key, top-4 key), tolerance suffix
@@ -192,6 +192,12 @@ def test_cell_matches_the_authors_code(cell):
             top_gap = distance_to_range(top, [r[their_top] for r in refs]).max()
             assert err_gap <= tol.get("error" + suffix, tol["error"]), (point, seed, err, [r[their_err] for r in refs])
             assert top_gap <= tol.get("top4" + suffix, tol["top4"]), (point, seed, top, [r[their_top] for r in refs])
+    if cfg.L == 10:
+        # the L=10 cells print what their notebook printed (table1.AUTHORS_NOTEBOOK; measured: beyond
+        # 0.12146 / 1.19897 vs 0.12146 / 1.19898, network 0.04522 / 0.08934 vs 0.04495 / 0.08933). At
+        # L=6 seed 201 (beyond) and seed 4541 (network) are decided by rounding, in their runs too.
+        saved = table1.AUTHORS_NOTEBOOK[(cfg.setting, cfg.L, cfg.special)]
+        assert rec.metrics["error_mean"] == pytest.approx(saved, rel=1e-2)
 
 
 @pytest.mark.slow
@@ -285,16 +291,3 @@ def test_their_logs_give_their_notebooks_saved_output(cell, special):
     logged = [np.mean([r["error_last_logged"] for r in authors(name, order)["per_seed"]]) for order in ORDERS]
     tol = 2e-2 if name == "ssm_in_nn/L6" else 5e-3
     assert min(logged) * (1 - tol) <= saved <= max(logged) * (1 + tol)
-
-
-@pytest.mark.parametrize(
-    "cell", ["beyond_theorem/L10", pytest.param("ssm_in_nn/L10", marks=pytest.mark.slow)]
-)
-def test_ours_gives_their_notebooks_saved_output(cell):
-    """At the measurement point our float32 cells print what their notebook printed (measured:
-    beyond_theorem/L10 0.12146 / 1.19897 vs 0.12146 / 1.19898; ssm_in_nn/L10 0.04522 / 0.08934 vs
-    0.04495 / 0.08933)."""
-    for special in (False, True):
-        cfg = table1.PRESETS[cell + ("/special" if special else "")]
-        saved = table1.AUTHORS_NOTEBOOK[(cfg.setting, cfg.L, special)]
-        assert ours(cell + ("/special" if special else "")).metrics["error_mean"] == pytest.approx(saved, rel=1e-2)

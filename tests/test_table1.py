@@ -132,17 +132,21 @@ def test_measurement_point_rule():
             replace(P["beyond_theorem/L10"], measure_at=bad)
 
 
+# short runs shared with test_report_draws_the_error_after_the_fit (one stop rule: compiled once per
+# test session, cached on disk)
+SHORT = replace(P["beyond_theorem/L6"], seeds=(200, 204), extra_steps=300)
+
+
 def test_error_is_read_at_the_measurement_point():
-    """A run reads ``error`` after ``hit + measure_at`` updates and ``error_end`` after all extra updates:
-    measuring at a point equals ending the run there, and measuring at the end equals the end."""
-    base = replace(P["beyond_theorem/L6/special"], seeds=(200, 204), extra_steps=300)
-    at = table1.run(replace(base, measure_at=120)).metrics
-    cut = table1.run(replace(base, extra_steps=120)).metrics
-    end = table1.run(replace(base, measure_at=300)).metrics
-    assert np.array_equal(np.subtract(at["measured_step"], at["hit_step"]), [120, 120])
+    """A run reads ``error`` after ``hit + measure_at`` updates (default: 201 of 300, the last logged)
+    and ``error_end`` after all extra updates: measuring at a point equals ending the run there, and
+    a run read at its end (measure_at = extra_steps) gives the same value twice."""
+    at = table1.run(replace(SHORT, special=True)).metrics
+    cut = table1.run(replace(SHORT, special=True, extra_steps=201)).metrics  # 201: its measurement point is its end
+    assert np.array_equal(np.subtract(at["measured_step"], at["hit_step"]), [201, 201])
     np.testing.assert_array_equal(at["error"], cut["error_end"])
-    np.testing.assert_array_equal(at["error_end"], end["error"])
-    np.testing.assert_array_equal(end["error"], end["error_end"])
+    np.testing.assert_array_equal(cut["error"], cut["error_end"])
+    assert np.array_equal(np.subtract(at["steps"], at["hit_step"]), [300, 300])
     assert min(abs(a - b) for a, b in zip(at["error"], at["error_end"])) > 1e-3  # the two points differ here
 
 
@@ -356,14 +360,13 @@ def test_report_draws_the_error_after_the_fit(tmp_path):
     from implicitbias.store import Store
 
     store = Store(tmp_path)
-    base = replace(P["beyond_theorem/L6"], seeds=(200,), extra_steps=300)
-    for name, cfg in (("beyond_theorem/L6", base), ("beyond_theorem/L6/special", replace(base, special=True))):
+    for name, cfg in (("beyond_theorem/L6", SHORT), ("beyond_theorem/L6/special", replace(SHORT, special=True))):
         store.save("table1", cfg, table1.run(cfg), preset=name, wall_seconds=1.0)
     runs = list(store.runs("table1"))
     rows = section.rows(runs)
     assert [r["measured_update"] for r in rows] == [201, 201] and [r["extra_steps"] for r in rows] == [300, 300]
     written = section.figures(runs, rows, tmp_path / "figures" / "table1")
-    name = "beyond_theorem_L6_seeds-_200__extra_steps-300__after_fit.png"
+    name = "beyond_theorem_L6_seeds-_200__204__extra_steps-300__after_fit.png"
     assert [p.name for p in written] == [name]
     assert f"(figures/table1/{name})" in section.markdown(rows, tmp_path)
 
