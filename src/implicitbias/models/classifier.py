@@ -3,13 +3,26 @@
 ``SequenceClassifier`` maps one sequence ``x (L, d_input)`` to logits ``(n_classes,)``::
 
     h = encoder(x)                                   # position-wise linear, (L, d_model)
-    repeat n_layers:  h = h + block(norm(h))         # pre-norm residual (norm optional), no dropout
+    repeat n_layers:  h = h + drop(block(norm(h)))   # norm_position="pre" (norm optional)
     h = final_norm(h)                                # if norm is on
     logits = head(mean_t h_t)   or   head(h_{L-1})   # readout "mean" (pooling) or "last" (last step)
 
+``norm_position="post"`` is the authors' layout (their ``forest/victims/s4model.py`` and
+``lrumodel.py``, ``prenorm=False``): ``h = norm(h + drop(block(h)))``, no final norm; for Mamba2 their
+``mamba2model.py``: ``h = drop(norm(h + block(h)))`` and a LayerNorm on the pooled features before the
+head. ``dropout`` (their 0.1) is active only when a ``key`` is passed (training): on S4D a channel
+mask shared by all steps (their ``nn.Dropout1d``), on LRU and Mamba2 an element-wise mask
+(``nn.Dropout``). ``stem_stride > 0`` (their Mamba2, 4) replaces the encoder by a convolution stem on
+the image behind the sequence (``stem_view``: layout, C, H, W, see
+:class:`implicitbias.datasets.ImageView`): 3x3 convolution to ``d_model // 2`` channels, norm, GELU,
+a ``stride x stride`` convolution with that stride to ``d_model``, norm, GELU, the patches read
+row-major as the sequence (CIFAR-10: 64 patches; digits 8x8: 4; MNIST-1D 40x1: 10, the stride
+capped by the image's size per axis). Their stem normalises with BatchNorm2d; ours with a LayerNorm
+over channels per patch (no running statistics in a functional model).
+
 With ``readout="last"`` the prediction is read at the final time step only, as the theory's
 standalone SSM reads ``y_L``; with ``"mean"`` every step contributes equally. Batch with
-``jax.vmap(model)``. Parameters are float32.
+``jax.vmap(model)`` (and ``jax.vmap(model)(x, keys)`` with dropout). Parameters are float32.
 """
 
 from __future__ import annotations
@@ -57,6 +70,10 @@ class ClassifierConfig:
     headdim: int = 16
     d_conv: int = 4
     chunk_size: int = 16
+    dropout: float = 0.0
+    norm_position: str = "pre"
+    stem_stride: int = 0
+    stem_view: tuple = ()  # (layout, C, H, W) of the image behind a sequence; needed by the stem
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -85,6 +102,16 @@ class ClassifierConfig:
             raise ValueError(f"need 0 <= r_min < r_max < 1, got r_min={self.r_min}, r_max={self.r_max}")
         if not self.max_phase > 0:
             raise ValueError(f"max_phase must be > 0, got {self.max_phase}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.norm_position not in ("pre", "post"):
+            raise ValueError(f"norm_position must be 'pre' or 'post', got {self.norm_position!r}")
+        if not isinstance(self.stem_stride, int) or self.stem_stride < 0:
+            raise ValueError(f"stem_stride must be an integer >= 0, got {self.stem_stride!r}")
+        if self.stem_stride and len(self.stem_view) != 4:
+            raise ValueError("stem_stride > 0 needs stem_view=(layout, C, H, W)")
+        if self.stem_stride and self.d_model < 2:
+            raise ValueError("stem_stride > 0 needs d_model >= 2")
         if self.kind == "mamba2" and (self.expand * self.d_model) % self.headdim:
             raise ValueError(
                 f"expand * d_model = {self.expand * self.d_model} must be a multiple of headdim = {self.headdim}"
@@ -114,42 +141,116 @@ def make_block(config: ClassifierConfig, key: jax.Array) -> eqx.Module:
     )
 
 
+class ConvStem(eqx.Module):
+    """The authors' Mamba2 stem (their ``forest/victims/mamba2model.py``, ``Mamba2Model.stem``) on the
+    image behind a sequence: ``(L, Cs) -> (L', d_model)`` patches read row-major (module docstring)."""
+
+    conv1: jax.Array  # (d_model // 2, C, 3, 3), no bias
+    norm1: eqx.nn.LayerNorm
+    conv2: jax.Array  # (d_model, d_model // 2, sh, sw), no bias
+    norm2: eqx.nn.LayerNorm
+    view: tuple = eqx.field(static=True)
+    stride: tuple = eqx.field(static=True)
+
+    def __init__(self, d_input: int, d_model: int, stride: int, view: tuple, *, key: jax.Array):
+        from ..datasets.views import ImageView
+
+        layout, C, H, W = view
+        ImageView(layout, int(C), int(H), int(W), d_input)  # validates the view against the input width
+        k1, k2 = jax.random.split(key)
+        mid = d_model // 2
+        sh, sw = min(stride, H), min(stride, W)
+        # PyTorch's default Conv2d initialisation: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+        b1, b2 = 1 / math.sqrt(C * 9), 1 / math.sqrt(mid * sh * sw)
+        self.conv1 = jax.random.uniform(k1, (mid, C, 3, 3), F32, -b1, b1)
+        self.conv2 = jax.random.uniform(k2, (d_model, mid, sh, sw), F32, -b2, b2)
+        self.norm1 = eqx.nn.LayerNorm(mid, dtype=F32)
+        self.norm2 = eqx.nn.LayerNorm(d_model, dtype=F32)
+        self.view = (layout, int(C), int(H), int(W), d_input)
+        self.stride = (sh, sw)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        from ..datasets.views import ImageView
+
+        v = ImageView(*self.view)
+        img = v.to_image(x.astype(F32))[None]  # (1, C, H, W)
+        dn = ("NCHW", "OIHW", "NCHW")
+        h = jax.lax.conv_general_dilated(img, self.conv1, (1, 1), ((1, 1), (1, 1)), dimension_numbers=dn)[0]
+        h = jax.nn.gelu(jax.vmap(jax.vmap(self.norm1, in_axes=1, out_axes=1), in_axes=2, out_axes=2)(h))
+        h = jax.lax.conv_general_dilated(h[None], self.conv2, self.stride, "VALID", dimension_numbers=dn)[0]
+        h = jax.nn.gelu(jax.vmap(jax.vmap(self.norm2, in_axes=1, out_axes=1), in_axes=2, out_axes=2)(h))
+        return h.reshape(h.shape[0], -1).T  # (H' W', d_model), patches row-major
+
+
 class SequenceClassifier(eqx.Module):
     """Encoder, residual SSM blocks, optional norms, mean or last-step readout, linear head.
 
     ``__call__``: ``x (L, d_input) -> logits (n_classes,)``; ``features``: ``x -> (L, d_model)``.
     """
 
-    encoder: eqx.nn.Linear
+    encoder: eqx.nn.Linear | ConvStem
     norms: tuple
     blocks: tuple
     final_norm: eqx.nn.LayerNorm | None
     head: eqx.nn.Linear
     readout: str = eqx.field(static=True)
+    head_norm: eqx.nn.LayerNorm | None = None
+    dropout: float = eqx.field(static=True, default=0.0)
+    norm_position: str = eqx.field(static=True, default="pre")
+    tied_dropout: bool = eqx.field(static=True, default=False)
+    kind: str = eqx.field(static=True, default="s4d")
 
     def __init__(self, config: ClassifierConfig, key: jax.Array):
         c = config
         k_enc, k_head, *k_blocks = jax.random.split(key, 2 + c.n_layers)
-        self.encoder = eqx.nn.Linear(c.d_input, c.d_model, key=k_enc, dtype=F32)
+        if c.stem_stride:
+            self.encoder = ConvStem(c.d_input, c.d_model, c.stem_stride, c.stem_view, key=k_enc)
+        else:
+            self.encoder = eqx.nn.Linear(c.d_input, c.d_model, key=k_enc, dtype=F32)
         self.blocks = tuple(make_block(c, k) for k in k_blocks)
         self.norms = tuple(eqx.nn.LayerNorm(c.d_model, dtype=F32) if c.norm else None for _ in range(c.n_layers))
-        self.final_norm = eqx.nn.LayerNorm(c.d_model, dtype=F32) if c.norm else None
+        post = c.norm_position == "post"
+        self.final_norm = eqx.nn.LayerNorm(c.d_model, dtype=F32) if c.norm and not post else None
+        self.head_norm = eqx.nn.LayerNorm(c.d_model, dtype=F32) if c.norm and post and c.kind == "mamba2" else None
         self.head = eqx.nn.Linear(c.d_model, c.n_classes, key=k_head, dtype=F32)
         self.readout = c.readout
+        self.dropout = float(c.dropout)
+        self.norm_position = c.norm_position
+        self.tied_dropout = c.kind == "s4d"
+        self.kind = c.kind
 
-    def features(self, x: jax.Array) -> jax.Array:
-        """Hidden sequence after the last block (and final norm): ``(L, d_input) -> (L, d_model)``."""
-        h = jax.vmap(self.encoder)(x.astype(self.encoder.weight.dtype))
-        for norm, block in zip(self.norms, self.blocks):
-            z = jax.vmap(norm)(h) if norm is not None else h
-            h = h + block(z)
+    def _drop(self, h: jax.Array, key: jax.Array | None) -> jax.Array:
+        if key is None or not self.dropout:
+            return h
+        shape = (1, h.shape[1]) if self.tied_dropout else h.shape
+        keep = jax.random.bernoulli(key, 1.0 - self.dropout, shape)
+        return jnp.where(keep, h / (1.0 - self.dropout), 0.0).astype(h.dtype)
+
+    def features(self, x: jax.Array, key: jax.Array | None = None) -> jax.Array:
+        """Hidden sequence after the last block (and final norm): ``(L, d_input) -> (L', d_model)``
+        (``L' = L`` except with the convolution stem). ``key``: dropout on (training)."""
+        if isinstance(self.encoder, ConvStem):
+            h = self.encoder(x)
+        else:
+            h = jax.vmap(self.encoder)(x.astype(self.encoder.weight.dtype))
+        keys = [None] * len(self.blocks) if key is None else list(jax.random.split(key, len(self.blocks)))
+        for norm, block, k in zip(self.norms, self.blocks, keys):
+            ln = (lambda v, norm=norm: jax.vmap(norm)(v)) if norm is not None else (lambda v: v)
+            if self.norm_position == "pre":
+                h = h + self._drop(block(ln(h)), k)
+            elif self.kind == "mamba2":
+                h = self._drop(ln(h + block(h)), k)  # the authors' Mamba2 block
+            else:
+                h = ln(h + self._drop(block(h), k))
         if self.final_norm is not None:
             h = jax.vmap(self.final_norm)(h)
         return h
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        h = self.features(x)
+    def __call__(self, x: jax.Array, key: jax.Array | None = None) -> jax.Array:
+        h = self.features(x, key)
         pooled = jnp.mean(h, axis=0) if self.readout == "mean" else h[-1]
+        if self.head_norm is not None:
+            pooled = self.head_norm(pooled)
         return self.head(pooled)
 
 

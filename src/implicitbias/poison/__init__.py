@@ -10,14 +10,15 @@
 """
 
 from .assemble import PoisonedSet, assemble
-from .groups import GroupBrew, TargetGroup, allocate_groups, craft_groups, per_example_cross_entropy, target_stats
+from .groups import (GroupBrew, TargetGroup, allocate_groups, allocate_top_groups, craft_groups,
+                     per_example_cross_entropy, target_stats)
 from .matching import (BrewConfig, BrewResult, box_bounds, craft_poisons, end_penalty, end_penalty_weights,
                        energy_share, matching_loss, param_grad, project, target_direction, tree_cosine)
 from .retrain import TrainOutcome, retrain
 
 __all__ = [
     "BrewConfig", "BrewResult", "GroupBrew", "PoisonedSet", "TargetGroup", "TrainOutcome",
-    "allocate_groups", "assemble", "box_bounds", "craft_groups", "craft_poisons",
+    "allocate_groups", "allocate_top_groups", "assemble", "box_bounds", "craft_groups", "craft_poisons",
     "end_penalty", "end_penalty_weights", "energy_share", "matching_loss", "param_grad", "per_example_cross_entropy",
     "project", "retrain", "target_direction", "target_stats", "tree_cosine",
 ]

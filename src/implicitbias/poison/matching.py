@@ -66,10 +66,13 @@ LossFn = Callable[[PyTree, jax.Array, jax.Array], jax.Array]
 # --------------------------------------------------------------------------------------------
 
 def param_grad(loss_fn: LossFn, model: PyTree, x: jax.Array, y: jax.Array,
-               filter_spec=eqx.is_inexact_array) -> PyTree:
-    """``grad_theta loss_fn(model, x, y)`` over the leaves selected by ``filter_spec`` (others ``None``)."""
+               filter_spec=eqx.is_inexact_array, key: jax.Array | None = None) -> PyTree:
+    """``grad_theta loss_fn(model, x, y)`` over the leaves selected by ``filter_spec`` (others ``None``);
+    with ``key``, ``loss_fn(model, x, y, key)`` (a stochastic loss: augmentation, dropout)."""
     params, static = eqx.partition(model, filter_spec)
-    return jax.grad(lambda p: loss_fn(eqx.combine(p, static), x, y))(params)
+    if key is None:
+        return jax.grad(lambda p: loss_fn(eqx.combine(p, static), x, y))(params)
+    return jax.grad(lambda p: loss_fn(eqx.combine(p, static), x, y, key))(params)
 
 
 def tree_dot(a: PyTree, b: PyTree) -> jax.Array:
@@ -112,10 +115,11 @@ def poison_labels(x_perturbed: jax.Array, y_p: jax.Array, label_fn: Callable | N
 
 def matching_loss(delta: jax.Array, model: PyTree, loss_fn: LossFn, x_p: jax.Array, y_p: jax.Array,
                   direction: PyTree, label_fn: Callable | None = None,
-                  filter_spec=eqx.is_inexact_array) -> jax.Array:
-    """``M(delta) = 1 - cos(g_p(delta), D)`` (module docstring). Differentiable in ``delta``."""
+                  filter_spec=eqx.is_inexact_array, key: jax.Array | None = None) -> jax.Array:
+    """``M(delta) = 1 - cos(g_p(delta), D)`` (module docstring). Differentiable in ``delta``.
+    ``key``: passed to a stochastic ``loss_fn(model, x, y, key)``."""
     xp = x_p + delta
-    g_p = param_grad(loss_fn, model, xp, poison_labels(xp, y_p, label_fn), filter_spec)
+    g_p = param_grad(loss_fn, model, xp, poison_labels(xp, y_p, label_fn), filter_spec, key)
     return 1.0 - tree_cosine(g_p, direction)
 
 
@@ -193,7 +197,19 @@ class BrewConfig:
     5/8 and 7/8 of the iterations; ``penalty``/``penalty_power``: the end-of-sequence penalty
     (0 switches it off); ``clip_min``/``clip_max``: optional data range of ``x + delta`` (a number
     or an array that broadcasts against ``x``, e.g. one value per channel);
-    ``init``: ``'uniform'`` (``eps U[-1,1]``), ``'randn'`` (``eps N(0,1)`` clipped) or ``'zeros'``.
+    ``init``: ``'uniform'`` (``eps U[-1,1]``, projected onto the box), ``'randn'`` (``eps N(0,1)``
+    clipped to ``[-eps, eps]`` only, as the authors' ``Kettle.initialize_poison``; the data range is
+    enforced from the first projection on) or ``'zeros'``.
+
+    The authors' variants (issue #16; their ``forest/witchcoven/witch_base.py``):
+    ``step='fixed'``: the Adam step size is ``lr`` itself in the units of ``x`` (their
+    ``tau0 = tau * pbatch / 512``), not ``lr * eps``; ``select='last_iteration'``: keep the restart
+    with the lowest objective *before the last step* (their ``target_losses`` of the last iteration,
+    ``_brew``), not after it; ``reg_weights``: an array broadcasting against one poison ``x[0]``,
+    ``w``; ``2 * delta * w`` is added to the gradient before the sign (their
+    ``reg_factor * (h - i - 1)`` over image rows, ``_process_group_subset``); it is not part of the
+    objective. ``stochastic``: ``loss_fn(model, x, y, key)`` gets a fresh key every iteration
+    (augmentation and dropout while brewing).
     """
 
     eps: float
@@ -205,6 +221,10 @@ class BrewConfig:
     clip_min: float | np.ndarray | None = None
     clip_max: float | np.ndarray | None = None
     init: Literal["uniform", "randn", "zeros"] = "uniform"
+    step: Literal["eps", "fixed"] = "eps"
+    select: Literal["final", "last_iteration"] = "final"
+    reg_weights: np.ndarray | None = None
+    stochastic: bool = False
 
     def __post_init__(self):
         if not self.eps > 0:
@@ -219,6 +239,12 @@ class BrewConfig:
             raise ValueError(f"penalty must be >= 0, got {self.penalty}")
         if self.init not in ("uniform", "randn", "zeros"):
             raise ValueError(f"init must be 'uniform', 'randn' or 'zeros', got {self.init!r}")
+        if self.step not in ("eps", "fixed"):
+            raise ValueError(f"step must be 'eps' or 'fixed', got {self.step!r}")
+        if self.select not in ("final", "last_iteration"):
+            raise ValueError(f"select must be 'final' or 'last_iteration', got {self.select!r}")
+        if self.reg_weights is not None and np.any(np.asarray(self.reg_weights) < 0):
+            raise ValueError("reg_weights must be >= 0")
         if (
             self.clip_min is not None
             and self.clip_max is not None
@@ -234,9 +260,10 @@ class BrewResult(NamedTuple):
     objective: jax.Array  # M + R at ``delta``
     matching: jax.Array  # M at ``delta``
     penalty: jax.Array  # R at ``delta``
-    restart_objectives: jax.Array  # (restarts,) final objective of every restart
+    restart_objectives: jax.Array  # (restarts,) the score of every restart (``select``)
     best_restart: jax.Array  # index of the kept restart
-    history: jax.Array  # (iterations,) objective before each step of the kept restart
+    history: jax.Array  # (iterations,) objective before each step of the kept restart (history[-1]:
+    # the objective in the last iteration, the authors' restart score)
 
 
 def lr_schedule(lr: float, iterations: int) -> optax.Schedule:
@@ -265,8 +292,8 @@ def brew_objective(
     )
 
 
-def _objective(delta, model, loss_fn, x_p, y_p, direction, eps, penalty, power, label_fn, filter_spec):
-    m = matching_loss(delta, model, loss_fn, x_p, y_p, direction, label_fn, filter_spec)
+def _objective(delta, model, loss_fn, x_p, y_p, direction, eps, penalty, power, label_fn, filter_spec, key=None):
+    m = matching_loss(delta, model, loss_fn, x_p, y_p, direction, label_fn, filter_spec, key)
     r = end_penalty(delta, eps, penalty, power)
     return m + r, (m, r)
 
@@ -293,10 +320,10 @@ def craft_poisons(
     hyper = {k: jnp.asarray(getattr(cfg, k), x_p.dtype) for k in ("eps", "lr", "penalty")}
     # the data range differs per seed (it comes from the train-set statistics): trace it too, and keep
     # only whether it is set in the static part, so seeds share one compilation
-    for k in ("clip_min", "clip_max"):
+    for k in ("clip_min", "clip_max", "reg_weights"):
         if getattr(cfg, k) is not None:
             hyper[k] = jnp.asarray(getattr(cfg, k), x_p.dtype)
-    static = replace(cfg, eps=1.0, lr=1.0, penalty=0.0, clip_min=None, clip_max=None)
+    static = replace(cfg, eps=1.0, lr=1.0, penalty=0.0, clip_min=None, clip_max=None, reg_weights=None)
     return _craft(model, loss_fn, x_p, jnp.asarray(y_p), direction, key, hyper, static, label_fn, filter_spec)
 
 
@@ -304,26 +331,34 @@ def craft_poisons(
 def _craft(model, loss_fn, x_p, y_p, direction, key, hyper, cfg, label_fn, filter_spec):
     eps = hyper["eps"]
     lo, hi = box_bounds(x_p, eps, hyper.get("clip_min"), hyper.get("clip_max"))
-    opt = optax.adam(lr_schedule(hyper["lr"] * eps, cfg.iterations))
-    objective = lambda d: _objective(
-        d, model, loss_fn, x_p, y_p, direction, eps, hyper["penalty"], cfg.penalty_power, label_fn, filter_spec
+    step_size = hyper["lr"] * eps if cfg.step == "eps" else hyper["lr"]
+    opt = optax.adam(lr_schedule(step_size, cfg.iterations))
+    objective = lambda d, k=None: _objective(
+        d, model, loss_fn, x_p, y_p, direction, eps, hyper["penalty"], cfg.penalty_power, label_fn, filter_spec, k
     )
     value_and_grad = jax.value_and_grad(objective, has_aux=True)
+    reg = hyper.get("reg_weights")
 
     def one_restart(k):
-        delta0 = project(_init_delta(k, x_p.shape, x_p.dtype, cfg.init, eps), lo, hi)
+        d0 = _init_delta(k, x_p.shape, x_p.dtype, cfg.init, eps)
+        k_iter = jax.random.fold_in(k, 1)  # used only by a stochastic loss
+        delta0 = jnp.clip(d0, -eps, eps) if cfg.init == "randn" else project(d0, lo, hi)
 
-        def step(carry, _):
+        def step(carry, t):
             delta, state = carry
-            (val, _), g = value_and_grad(delta)
+            kt = jax.random.fold_in(k_iter, t) if cfg.stochastic else None
+            (val, _), g = value_and_grad(delta, kt)
+            if reg is not None:
+                g = g + 2 * delta * reg
             upd, state = opt.update(jnp.sign(g), state, delta)
             return (project(delta + upd, lo, hi), state), val
 
-        (delta, _), hist = jax.lax.scan(step, (delta0, opt.init(delta0)), None, length=cfg.iterations)
-        val, (m, r) = objective(delta)
+        (delta, _), hist = jax.lax.scan(step, (delta0, opt.init(delta0)), jnp.arange(cfg.iterations))
+        kf = jax.random.fold_in(k_iter, cfg.iterations) if cfg.stochastic else None
+        val, (m, r) = objective(delta, kf)
         return delta, val, m, r, hist
 
     deltas, vals, ms, rs, hists = jax.lax.map(one_restart, jax.random.split(key, cfg.restarts))
-    vals_safe = jnp.where(jnp.isfinite(vals), vals, jnp.inf)
-    best = jnp.argmin(vals_safe)
-    return BrewResult(deltas[best], vals[best], ms[best], rs[best], vals, best, hists[best])
+    scores = vals if cfg.select == "final" else hists[:, -1]
+    best = jnp.argmin(jnp.where(jnp.isfinite(scores), scores, jnp.inf))
+    return BrewResult(deltas[best], vals[best], ms[best], rs[best], scores, best, hists[best])
