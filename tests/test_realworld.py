@@ -133,7 +133,10 @@ def test_config_validation_names_the_field():
             replace(TINY, **{field: value})
     with pytest.raises(ValueError, match="clip"):
         replace(TINY, standardize="feature")
-    assert set(rw.PRESETS) == {f"{m}/digits/{r}" for m in ("s4d", "lru", "mamba2") for r in ("mean", "last")}
+    ours = {f"{m}/digits/{r}" for m in ("s4d", "lru", "mamba2") for r in ("mean", "last")}
+    authors = {f"{f}/{m}/{d}" for f in ("authors", "authors-cpu") for m in ("s4d", "lru", "mamba2")
+               for d in ("digits", "mnist1d")}
+    assert set(rw.PRESETS) == ours | authors
     assert all(len(c.seeds) >= 5 for c in rw.PRESETS.values())
 
 
