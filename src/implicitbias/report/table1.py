@@ -145,7 +145,7 @@ def _at_end(row) -> str:
 def _mean(row) -> str:
     n, k = row["n_diverged"], len(row["diverged"])
     if n == k:
-        return f"**all {k} seeds diverged**"
+        return "**the seed diverged**" if k == 1 else f"**all {k} seeds diverged**"
     text = f"{fmt(row['mean'])} ± {fmt(row['std'])}"
     return text + (f" (**{n} of {k} seeds diverged**, left out)" if n else "")
 
