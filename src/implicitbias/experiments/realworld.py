@@ -408,6 +408,9 @@ def authors_config(model: str, dataset: str, **data) -> Config:
         dataset=dataset,
         **data,
         # --- data ---
+        # CIFAR-10: their S4/LRU read x.view(B, h * w, C) of a (B, C, H, W) batch (s4model.py, lrumodel.py
+        # forward), i.e. the stored image reinterpreted; their Mamba2 stem sees the image itself
+        **({"scan": "channel_major"} if dataset == "cifar10" else {}),
         n_pool=pool,  # forest/data/kettle.py, _choose_poisons_randomly: the 50,000 training images
         n_train=round(0.4 * pool),  # kettle.py ~423 train_budget 0.2 clean + options.py budget 0.2 poisons
         poison_frac=0.5,  # the poisons are half of the clean model's training set (10,000 of 20,000)
