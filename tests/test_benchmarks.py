@@ -26,7 +26,14 @@ def test_every_benchmark_is_smoke_tested():
     assert sorted(FIGURES) == sorted(p.name for p in BENCH.glob("bench_*.py"))
 
 
-@pytest.mark.parametrize("script", sorted(FIGURES))
+# the two slowest smokes (about 12 and 15 s each: model and poison compiles) run with the slow set
+# (make test-all), so that make test stays within its 5 minutes
+SLOW_SMOKES = {"bench_models.py", "bench_poison_synthetic.py"}
+
+
+@pytest.mark.parametrize(
+    "script", [pytest.param(s, marks=pytest.mark.slow) if s in SLOW_SMOKES else s for s in sorted(FIGURES)]
+)
 def test_benchmark_smoke(script, tmp_path):
     out = subprocess.run([sys.executable, str(BENCH / script), "--smoke"], capture_output=True, text=True,
                          cwd=tmp_path, timeout=300)

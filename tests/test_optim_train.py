@@ -180,3 +180,21 @@ def test_progress_reports_leave_the_numbers_unchanged(monkeypatch):
     assert (last.running, last.runs, last.fitted, last.remaining) == (0, 3, 3, 0)
     assert all(r.remaining is None or r.remaining >= 0 for r in reports)
     np.testing.assert_array_equal(np.asarray(plain.measured_step) - np.asarray(plain.hit_step), [7, 7, 7])
+
+
+def test_measured_parameters_are_those_of_a_run_ended_there():
+    """``StopRule.measure_at``: the kept parameters are exactly the final ones of the same run ended
+    ``measure_at`` updates after its hit; ``measure_at = extra_steps`` keeps the final ones."""
+    x0 = jnp.array([[0.0], [0.9], [-3.0]])
+    targets = jnp.ones((3, 1))
+    opt = adaptive_gd(0.05)
+    long = train_batched(_quadratic, x0, targets, opt, StopRule(1e-4, 30, 5000, measure_at=7), 10, _log)
+    cut = train_batched(_quadratic, x0, targets, opt, StopRule(1e-4, 7, 5000), 10, _log)
+    np.testing.assert_array_equal(np.asarray(long.measured), np.asarray(cut.params))
+    np.testing.assert_array_equal(np.asarray(long.measured_step), np.asarray(cut.steps))
+    assert np.all(np.asarray(long.steps) == np.asarray(long.hit_step) + 30)
+    assert not np.array_equal(np.asarray(long.measured), np.asarray(long.params))  # still moving after 7
+    end = train_batched(_quadratic, x0, targets, opt, StopRule(1e-4, 30, 5000, measure_at=30), 10, _log)
+    np.testing.assert_array_equal(np.asarray(end.measured), np.asarray(end.params))
+    single = train(_quadratic, x0[1], targets[1], opt, StopRule(1e-4, 30, 5000, measure_at=7), 10, _log)
+    np.testing.assert_allclose(np.asarray(single.measured), np.asarray(cut.params)[1], rtol=0, atol=1e-14)

@@ -137,6 +137,7 @@ def test_measurement_point_rule():
 SHORT = replace(P["beyond_theorem/L6"], seeds=(200, 204), extra_steps=300)
 
 
+@pytest.mark.slow  # about 10 s (two stop rules compiled); the loop's own check: test_optim_train
 def test_error_is_read_at_the_measurement_point():
     """A run reads ``error`` after ``hit + measure_at`` updates (default: 201 of 300, the last logged)
     and ``error_end`` after all extra updates: measuring at a point equals ending the run there, and
