@@ -42,11 +42,11 @@ def rate(preset: str, n_seeds: int, keep_measured: bool = False, listen: bool = 
     rule = StopRule(cfg.eps, 1, cfg.max_steps, measure_at=0) if keep_measured else StopRule(cfg.eps, 0, cfg.max_steps)
     opt = make_optimizer(cfg.optimizer, cfg.lr)
     log = ts.trajectory_log(cfg.horizon, cfg.error_from)
-    jax.block_until_ready(train_batched(ts.train_loss, models, datas, opt, rule, cfg.log_every, log))  # compile
-    start = time.perf_counter()
     with progress.listening(lambda report: None) if listen else contextlib.nullcontext():
+        jax.block_until_ready(train_batched(ts.train_loss, models, datas, opt, rule, cfg.log_every, log))  # compile
+        start = time.perf_counter()
         res = jax.block_until_ready(train_batched(ts.train_loss, models, datas, opt, rule, cfg.log_every, log))
-    elapsed = time.perf_counter() - start
+        elapsed = time.perf_counter() - start
     return float(res.steps.sum()) / elapsed
 
 
