@@ -26,9 +26,10 @@ def test_every_benchmark_is_smoke_tested():
     assert sorted(FIGURES) == sorted(p.name for p in BENCH.glob("bench_*.py"))
 
 
-# the two slowest smokes (about 12 and 15 s each: model and poison compiles) run with the slow set
-# (make test-all), so that make test stays within its 5 minutes
-SLOW_SMOKES = {"bench_models.py", "bench_poison_synthetic.py"}
+# every smoke but bench_train's (9-15 s each: a fresh process that imports JAX and compiles) runs with the
+# slow set (make test-all), so that make test stays within its 5 minutes; the code they time is tested
+# in the fast set
+SLOW_SMOKES = {"bench_models.py", "bench_poison_synthetic.py", "bench_chains.py", "bench_table1.py"}
 
 
 @pytest.mark.parametrize(

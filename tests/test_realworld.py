@@ -198,6 +198,7 @@ def test_compiled_group_direction_equals_the_library_target_direction(seed0):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow  # about 23 s (a whole brew + retrain); the loader's checks stay fast in test_cli_help_and_limits
 def test_cifar10_path_on_fake_pickles_keeps_the_per_channel_budget_and_range(tmp_path):
     """The full-size path (sequential CIFAR-10 from a local directory, 3 channels, 1,024 steps) runs
     end to end on tiny fake data; every perturbation respects the raw ℓ∞ budget in each channel and
