@@ -71,17 +71,23 @@ def target_stats(model: PyTree, x_t, y_t, predict_fn: Callable | None = None) ->
     return np.asarray(loss), np.asarray(correct)
 
 
-def allocate_groups(losses, correct, n_poisons: int, seed: int = 0, n_groups: int = 2,
-                    high_quantile: float = 0.5) -> list[TargetGroup]:
-    """Split targets into groups and poisons among them (module docstring)."""
+def _checked_targets(losses, correct, n_poisons: int) -> tuple[np.ndarray, np.ndarray]:
+    """``losses`` (float) and ``correct`` (bool) as 1-d arrays of equal length; ``n_poisons >= 1``."""
     losses = np.asarray(losses, float)
     correct = np.asarray(correct, bool)
     if losses.shape != correct.shape or losses.ndim != 1:
         raise ValueError(f"losses and correct must be 1-d of equal length, got {losses.shape} and {correct.shape}")
-    if n_groups < 1:
-        raise ValueError(f"n_groups must be >= 1, got {n_groups}")
     if n_poisons < 1:
         raise ValueError(f"n_poisons must be >= 1, got {n_poisons}")
+    return losses, correct
+
+
+def allocate_groups(losses, correct, n_poisons: int, seed: int = 0, n_groups: int = 2,
+                    high_quantile: float = 0.5) -> list[TargetGroup]:
+    """Split targets into groups and poisons among them (module docstring)."""
+    losses, correct = _checked_targets(losses, correct, n_poisons)
+    if n_groups < 1:
+        raise ValueError(f"n_groups must be >= 1, got {n_groups}")
     if not 0.0 <= high_quantile < 1.0:
         raise ValueError(f"high_quantile must be in [0, 1), got {high_quantile}")
     perm = np.random.default_rng(seed).permutation(n_poisons)
@@ -106,12 +112,7 @@ def allocate_groups(losses, correct, n_poisons: int, seed: int = 0, n_groups: in
 def allocate_top_groups(losses, correct, n_poisons: int, seed: int = 0, n_high: int = 1000, group_size: int = 50,
                         high_frac: float = 0.5) -> list[TargetGroup]:
     """The authors' split of targets and poisons into groups (module docstring)."""
-    losses = np.asarray(losses, float)
-    correct = np.asarray(correct, bool)
-    if losses.shape != correct.shape or losses.ndim != 1:
-        raise ValueError(f"losses and correct must be 1-d of equal length, got {losses.shape} and {correct.shape}")
-    if n_poisons < 1:
-        raise ValueError(f"n_poisons must be >= 1, got {n_poisons}")
+    losses, correct = _checked_targets(losses, correct, n_poisons)
     if n_high < 1:
         raise ValueError(f"n_high must be >= 1, got {n_high}")
     if group_size < 0:
