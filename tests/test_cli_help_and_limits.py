@@ -201,3 +201,13 @@ def test_field_rows_show_type_and_default():
     t1 = runner.invoke(cli.app, ["run", "table1", "--preset", "per_theorem", "--help"]).output
     assert any(line.split()[:3] == ["lr", "float", "0.01"] and "0.001" in line for line in t1.splitlines())
     assert any(line.split()[:2] == ["d", "int"] and "(per preset: 10, 20)" in line for line in t1.splitlines())
+
+
+def test_mnist1d_is_sized_as_mnist1d():
+    """The real-world estimate for MNIST-1D counts its own 5,000 sequences of length 40 (not the digits
+    branch, whose test set 1797 - n_train would go negative at n_train = 4000), by hand."""
+    cfg = realworld.PRESETS["authors-cpu/s4d/mnist1d"]
+    terms = footprint._realworld_terms(cfg)
+    data = next(v for k, v in terms.items() if k.startswith("mnist1d data"))
+    assert data == 5000 * 40 * 8 + (cfg.n_train + 1000) * 40 * (8 + 4)
+    assert all(v > 0 for v in terms.values())

@@ -126,6 +126,9 @@ def _realworld_terms(c) -> dict[str, int]:
     if c.dataset == "cifar10":
         L, C, n_tr, n_te = 1024, 3, c.n_train, c.n_test or 10_000
         raw = 60_000 * 3072
+    elif c.dataset == "mnist1d":  # 4,000 training and 1,000 test sequences of length 40
+        L, C, n_tr, n_te = 40, 1, c.n_train, 1000
+        raw = 5000 * 40 * F64
     else:  # digits: 1,797 images of 8 x 8
         L, C, n_tr, n_te = 64, 1, c.n_train, 1797 - c.n_train
         raw = 1797 * 64 * F64
