@@ -136,7 +136,8 @@ def test_config_validation_names_the_field():
     ours = {f"{m}/digits/{r}" for m in ("s4d", "lru", "mamba2") for r in ("mean", "last")}
     authors = {f"{f}/{m}/{d}" for f in ("authors", "authors-cpu") for m in ("s4d", "lru", "mamba2")
                for d in ("digits", "mnist1d")}
-    assert set(rw.PRESETS) == ours | authors
+    cifar = {f"authors/{m}/cifar10" for m in ("s4d", "lru", "mamba2")}  # data_dir from --set
+    assert set(rw.PRESETS) == ours | authors | cifar
     assert all(len(c.seeds) >= 5 for c in rw.PRESETS.values())
 
 
@@ -222,8 +223,8 @@ def test_cifar10_path_on_fake_pickles_keeps_the_per_channel_budget_and_range(tmp
 
 
 def test_cifar10_config_errors():
-    with pytest.raises(ValueError, match="data_dir"):
-        replace(TINY, dataset="cifar10")
+    with pytest.raises(ValueError, match="needs data_dir"):  # checked when loading: presets may leave it to --set
+        replace(TINY, dataset="cifar10").load(0)
     with pytest.raises(ValueError, match="eps must be in"):
         replace(TINY, dataset="cifar10", data_dir="/x", eps=4.0, n_targets=10)
     with pytest.raises(ValueError, match="dataset must be"):

@@ -34,3 +34,35 @@ def t_interval(values, level: float = 0.95, comparisons: int = 1) -> tuple[float
     s = float(np.std(v, ddof=1))
     lvl = bonferroni_level(level, comparisons)
     return mean, float(_scipy_stats.t.ppf(0.5 + lvl / 2, n - 1) * s / math.sqrt(n))
+
+
+def t_test_pvalue(values) -> float:
+    """Two-sided p-value of the one-sample Student t-test of ``mean(values) = 0`` (for paired
+    differences: the paired t-test), ``t = mean / (s / sqrt(n))`` with ``s`` at ``ddof=1`` and
+    ``n - 1`` degrees of freedom. NaN for fewer than two values; 1 when every value is 0, 0 when
+    they are all equal and nonzero (``s = 0`` up to rounding)."""
+    v = np.asarray(values, float)
+    n = v.size
+    if n < 2:
+        return float("nan")
+    mean, s = float(np.mean(v)), float(np.std(v, ddof=1))
+    if s <= 1e-12 * abs(mean) or s == 0.0:  # equal values: the mean's rounding leaves s ~ 1e-17
+        return 1.0 if mean == 0.0 else 0.0
+    t = mean / (s / math.sqrt(n))
+    return float(2.0 * _scipy_stats.t.sf(abs(t), n - 1))
+
+
+def holm(pvalues) -> list[float]:
+    """Holm's step-down adjusted p-values (family-wise error control over every p-value given):
+    sorted ascending ``p_(1) <= ... <= p_(m)``, ``adj_(i) = max_{j <= i} min(1, (m - j + 1) p_(j))``,
+    returned in the input order. Rejecting where ``adj < alpha`` is Holm's procedure at level alpha.
+    NaN entries are left out of the family and stay NaN."""
+    p = np.asarray(pvalues, float)
+    out = np.full(p.shape, np.nan)
+    idx = np.flatnonzero(np.isfinite(p))
+    m = idx.size
+    running = 0.0
+    for rank, i in enumerate(idx[np.argsort(p[idx], kind="stable")]):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        out[i] = running
+    return out.tolist()

@@ -11,11 +11,13 @@ import numpy as np
 
 from ..experiments.realworld import NAME, PRESETS, VARIANTS
 from ..overrides import base_preset
-from ..stats import t_interval
+from ..stats import holm, t_interval, t_test_pvalue
 from .common import figure_link, latest_runs, preset_overrides, pyplot, save_figure
 
 FIGURE = "clean_vs_poisoned.png"
-
+AUTHORS_FIGURE = "authors_differences.png"
+ALPHA = 0.05  # family-wise level of the Holm-corrected verdicts
+COMPARISONS = ("clean", "uniform")  # the two controls every verdict needs (the p-value family: 2 per row)
 
 
 def rows(runs) -> list[dict]:
@@ -25,10 +27,11 @@ def rows(runs) -> list[dict]:
     for r in latest_runs(runs):
         m = r.metrics
         cfg = r.config
-        row = {"experiment": NAME, "preset": r.preset or "custom", "model": cfg["model"], "readout": cfg["readout"],
+        row = {"experiment": NAME, "preset": r.preset or "custom", "model": cfg["model"],
+               "dataset": cfg.get("dataset", "digits"), "readout": cfg["readout"],
                "eps": cfg["eps"], "poison_frac": cfg["poison_frac"], "penalty": cfg["penalty"], "mode": cfg["mode"],
                "epochs": cfg["epochs"], "iterations": cfg["iterations"], "restarts": cfg["restarts"],
-               "seeds": m["seeds"], "wall_seconds": m.get("wall_seconds"),
+               "seeds": m["seeds"], "wall_seconds": m.get("wall_seconds"), "run": r.path.name,
                "backend": (r.meta.get("versions") or {}).get("backend", "unknown")}
         overrides = preset_overrides(r, PRESETS)
         row["overrides"] = overrides
@@ -56,12 +59,29 @@ def rows(runs) -> list[dict]:
         err = {v: 1 - np.asarray(m[f"{v}_test_acc"], float) for v in VARIANTS}
         for a, b in (("poisoned", "clean"), ("poisoned", "uniform"), ("poisoned", "end")):
             row[f"diff_err_{a}_{b}_mean"], row[f"diff_err_{a}_{b}_ci"] = t_interval(err[a] - err[b])
+            row[f"p_{a}_{b}"] = t_test_pvalue(err[a] - err[b])
         row["brew_matching_mean"], row["brew_matching_ci"] = t_interval(m["brew_matching_mean"])
         row["clean_train_s_mean"] = float(np.mean(m["clean_train_s"]))
         row["brew_s_mean"] = float(np.mean(m["brew_s"]))
         out.append(row)
     out.sort(key=lambda r: r["preset"])
+    apply_holm(out)
     return out
+
+
+def apply_holm(rows: list[dict]) -> None:
+    """Holm-adjust, in place, the paired t-test p-values of poisoned test error against the clean model
+    and the uniform control over *every* row of the section (presets and sweep points alike: all of them
+    are reported, so all of them are in the family): ``p_holm_vs_<b>`` per comparison, ``p_holm`` (the
+    larger of the two: the verdict needs both) and ``holm_family`` (the number of comparisons)."""
+    keys = [(i, b) for i, r in enumerate(rows) for b in COMPARISONS]
+    adjusted = holm([rows[i][f"p_poisoned_{b}"] for i, b in keys])
+    family = sum(1 for i, b in keys if math.isfinite(rows[i][f"p_poisoned_{b}"]))
+    for (i, b), q in zip(keys, adjusted, strict=True):
+        rows[i][f"p_holm_vs_{b}"] = q
+    for r in rows:
+        r["p_holm"] = max(r[f"p_holm_vs_{b}"] for b in COMPARISONS)
+        r["holm_family"] = family
 
 
 def is_sweep_row(row) -> bool:
@@ -79,16 +99,21 @@ def _pm(row, key, scale=1.0, digits=3):
 
 
 def _compare(row, other: str) -> str:
+    """``above`` / ``below`` / ``not different from``: by the Holm-adjusted p-value at ``ALPHA`` when the
+    row has one (rows made by :func:`rows`), else by the paired 95% t-interval."""
     mean, ci = row[f"diff_err_poisoned_{other}_mean"], row[f"diff_err_poisoned_{other}_ci"]
-    if mean - ci > 0:
+    q = row.get(f"p_holm_vs_{other}")
+    significant = (q < ALPHA) if q is not None and math.isfinite(q) else (abs(mean) > ci)
+    if significant and mean > 0:
         return "above"
-    if mean + ci < 0:
+    if significant and mean < 0:
         return "below"
     return "not different from"
 
 
 def _decision(row) -> tuple[str, str, str]:
-    """``(kind, vs clean, vs uniform)`` from the paired 95% CIs of test error; ``kind`` is ``n/a``
+    """``(kind, vs clean, vs uniform)`` from the paired differences of test error (:func:`_compare`:
+    Holm-corrected p-values over the section); ``kind`` is ``n/a``
     (too few seeds), ``effect`` (significantly above both clean and the uniform control, every
     poisoned model fitting as well as clean), ``effect_not_fit``, ``reverse`` (significantly below
     clean) or ``none``."""
@@ -101,8 +126,9 @@ def _decision(row) -> tuple[str, str, str]:
 
 
 def verdict(row) -> str:
-    """One line from the paired 95% CIs of test error: an effect needs poisoned error significantly
-    above the clean model's *and* above the same-norm uniform control's."""
+    """One line from the paired differences of test error (Holm-corrected over the section where the
+    row carries p-values): an effect needs poisoned error significantly above the clean model's *and*
+    above the same-norm uniform control's."""
     kind, c, u = _decision(row)
     if kind == "n/a":
         return "too few seeds for an interval"
@@ -116,21 +142,28 @@ def verdict(row) -> str:
                 "seeds, so part of the gap may be under-fitting"
             )
         )
-        return "effect: poisoned test error significantly above both clean and the same-norm uniform control" + caveat
+        return "effect: poisoned test error significantly above both clean and the same-norm uniform control" + (
+            f" (Holm p = {row['p_holm']:.3g} over {row['holm_family']} comparisons)" if "p_holm" in row else ""
+        ) + caveat
     return (
         f"no significant effect: poisoned test error is {c} clean "
         f"({100 * row['diff_err_poisoned_clean_mean']:+.2f} ± {100 * row['diff_err_poisoned_clean_ci']:.2f} pts) "
         f"and {u} the uniform control "
         f"({100 * row['diff_err_poisoned_uniform_mean']:+.2f} ± {100 * row['diff_err_poisoned_uniform_ci']:.2f} pts)"
+        + (f"; Holm p = {row['p_holm']:.3g} over {row['holm_family']} comparisons" if "p_holm" in row else "")
     )
 
 
 def figures(runs, rows: list[dict], fig_dir: Path) -> list[Path]:
     """Clean vs retrained test error, one point per seed and variant (above the diagonal = worse),
     for the presets' runs (sweep points are left to the sweep table)."""
+    written = []
+    authors = [r for r in rows if is_authors_row(r)]
+    if authors:
+        written.append(_authors_figure(authors, Path(fig_dir) / AUTHORS_FIGURE))
     rows = [r for r in rows if not is_sweep_row(r)]
     if not rows:
-        return []
+        return written
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.6, 5.2))
     markers = {"poisoned": "o", "uniform": "^", "end": "s"}
@@ -162,7 +195,7 @@ def figures(runs, rows: list[dict], fig_dir: Path) -> list[Path]:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6, loc="upper left")
     fig.tight_layout()
-    return [save_figure(fig, Path(fig_dir) / FIGURE)]
+    return [*written, save_figure(fig, Path(fig_dir) / FIGURE)]
 
 
 def short_verdict(row) -> str:
@@ -173,6 +206,125 @@ def short_verdict(row) -> str:
 def _nfit(row, variant: str) -> str:
     fits = row.get(f"{variant}_fits_per_seed")
     return "-" if fits is None else f"{int(sum(fits))}/{len(fits)}"
+
+
+def is_authors_row(row) -> bool:
+    """A run of the authors' protocol (presets ``authors/...`` and ``authors-cpu/...``, issue #16)."""
+    return row["preset"].startswith(("authors/", "authors-cpu/")) and not is_sweep_row(row)
+
+
+def authors_verdict(row) -> str:
+    """The plain verdict of one authors'-protocol preset (Holm-corrected over the section)."""
+    kind = _decision(row)[0]
+    fits = row.get("poisoned_fits_per_seed") or []
+    if kind == "n/a":
+        return "too few seeds for a test"
+    if kind == "effect":
+        return f"poisoning raises test error beyond both controls at equal fit, Holm-corrected p < {ALPHA:g}"
+    if kind == "effect_not_fit":
+        return (
+            f"test error beyond both controls (Holm-corrected p < {ALPHA:g}), but only {int(sum(fits))}/{len(fits)} "
+            "poisoned models fit as well as the clean one: not at equal fit"
+        )
+    return f"no: poisoning does not raise test error beyond both controls (Holm-corrected p = {row['p_holm']:.2g})"
+
+
+def authors_markdown(rows: list[dict], out_dir: Path) -> str:
+    """The authors'-protocol presets: test errors of the four variants, paired differences with 95%
+    t-intervals, uncorrected and Holm-corrected p-values, fit, the two end-concentration metrics and a
+    verdict per preset; the forest plot of the differences."""
+    out = [
+        "### The authors' protocol (`authors/`, `authors-cpu/`)\n",
+        "Test error in % (mean ± 95% t-interval over seeds). Differences are paired per seed (poisoned minus "
+        "the clean model / minus the same-norm uniform control, percentage points); p: two-sided paired "
+        f"t-test; Holm: the larger of the two after Holm's correction over all {rows[0]['holm_family']} "
+        "comparisons of this section (every row and sweep point, against clean and uniform). Fit: poisoned "
+        "models whose last-epoch training loss came within `fit_tol` of the clean model's. Last row: the "
+        "authors' metric (mean over poisons of the last image row's share of ‖δ‖); energy share: share of "
+        "Σ|δ|² in the last quarter. All seeds here are discovery seeds; a preset with an effect needs "
+        "replication on new seeds before it counts.\n",
+        "| preset | seeds | clean | poisoned | uniform | end | poisoned - clean | poisoned - uniform "
+        "| p clean / uniform | Holm p | fit | last row | energy share | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        err = [f"{100 * (1 - r[f'{v}_test_acc_mean']):.2f}" for v in VARIANTS]
+        out.append(
+            f"| {r['preset']}{' *' if r['overrides'] else ''} | {len(r['seeds'])} | " + " | ".join(err)
+            + f" | {_pm(r, 'diff_err_poisoned_clean', 100, 2)} | {_pm(r, 'diff_err_poisoned_uniform', 100, 2)} | "
+            f"{r['p_poisoned_clean']:.2g} / {r['p_poisoned_uniform']:.2g} | {r['p_holm']:.2g} | "
+            f"{_nfit(r, 'poisoned')} | {_pm(r, 'poisoned_last_row_ratio', 1, 3)} | "
+            f"{_pm(r, 'poisoned_energy_share', 1, 3)} | {authors_verdict(r)} |"
+        )
+    link = figure_link(out_dir, out_dir / "figures" / NAME / AUTHORS_FIGURE,
+                       "paired differences of test error, authors' protocol")
+    if link:
+        out.append(f"\n{link}\n")
+    return "\n".join(out) + "\n"
+
+
+def authors_results(rows: list[dict], runs) -> dict:
+    """The machine-made summary of the authors'-protocol runs (``results/realworld-authors.json``, issue
+    #16): per preset its per-seed test errors of every variant, uncorrected and Holm-corrected p-values,
+    poisoned models that fit, the end-concentration metrics, backend and wall time, with the stored run's
+    config, hash and library versions (re-running that config reproduces the row on a CPU)."""
+    by_dir = {r.path.name: r for r in latest_runs(runs)}
+    out = []
+    for r in rows:
+        if not is_authors_row(r):
+            continue
+        run = by_dir[r["run"]]
+        err = {v: [1 - a for a in r[f"{v}_test_acc_per_seed"]] for v in VARIANTS}
+        out.append({
+            "preset": r["preset"], "model": r["model"], "dataset": r["dataset"], "seeds": r["seeds"],
+            **{f"{v}_error": err[v] for v in VARIANTS},
+            "diff_vs_clean": {"mean": r["diff_err_poisoned_clean_mean"], "ci95": r["diff_err_poisoned_clean_ci"]},
+            "diff_vs_uniform": {"mean": r["diff_err_poisoned_uniform_mean"],
+                                "ci95": r["diff_err_poisoned_uniform_ci"]},
+            "p_vs_clean": r["p_poisoned_clean"], "p_vs_uniform": r["p_poisoned_uniform"],
+            "p_holm": r["p_holm"], "p_holm_vs_clean": r["p_holm_vs_clean"],
+            "p_holm_vs_uniform": r["p_holm_vs_uniform"], "holm_family": r["holm_family"],
+            "fit": [bool(f) for f in r["poisoned_fits_per_seed"]],
+            "last_row_ratio": r["poisoned_last_row_ratio_per_seed"],
+            "end_energy_share": r["poisoned_energy_share_per_seed"],
+            "verdict": authors_verdict(r), "effect": _decision(r)[0] == "effect",
+            "overrides": r["overrides"], "backend": r["backend"], "wall_seconds": r["wall_seconds"],
+            "run": r["run"], "config": run.config, "versions": run.meta.get("versions"),
+        })
+    return {
+        "experiment": NAME,
+        "note": "authors'-protocol presets (issue #16): test error per seed of the clean model, the poisoned "
+        "retraining and the same-norm uniform and end controls; paired two-sided t-tests of poisoned minus "
+        "clean / minus uniform test error; Holm over every comparison of the report's real-world section "
+        f"(holm_family); effect = both Holm-corrected p < {ALPHA:g}, both differences positive, and every "
+        "poisoned model fitting as well as the clean model. All seeds are discovery seeds.",
+        "presets": out,
+    }
+
+
+def _authors_figure(rows: list[dict], path: Path) -> Path:
+    """Forest plot: per authors' preset, poisoned minus clean and minus uniform test error (points per
+    seed, mean and 95% t-interval)."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 0.55 * len(rows) + 1.4))
+    for i, r in enumerate(rows):
+        for j, (b, color) in enumerate((("clean", "C0"), ("uniform", "C1"))):
+            y = i + (j - 0.5) * 0.3
+            # error difference = accuracy of the control minus accuracy of the poisoned model
+            d = 100 * (np.asarray(r[f"{b}_test_acc_per_seed"]) - np.asarray(r["poisoned_test_acc_per_seed"]))
+            mean, ci = r[f"diff_err_poisoned_{b}_mean"] * 100, r[f"diff_err_poisoned_{b}_ci"] * 100
+            ax.scatter(d, np.full(d.shape, y), s=10, color=color, alpha=0.45)
+            ax.errorbar(mean, y, xerr=ci if math.isfinite(ci) else None, fmt="o", color=color, capsize=3,
+                        label=f"poisoned - {b}" if i == 0 else None)
+    ax.axvline(0, color="k", lw=1)
+    ax.set_yticks(range(len(rows)), [r["preset"] for r in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("test error difference (percentage points); right of 0 = poisoning hurts")
+    ax.set_title("one dot per seed; mean ± 95% t-interval", fontsize=9)
+    ax.grid(alpha=0.3, axis="x")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return save_figure(fig, path)
 
 
 def sweep_markdown(rows: list[dict]) -> str:
@@ -279,6 +431,9 @@ def markdown(rows: list[dict], out_dir: Path) -> str:
     link = figure_link(out_dir, out_dir / "figures" / NAME / FIGURE, "clean vs poisoned test error per seed")
     if link:
         out.append(f"\n{link}\n")
+    authors = [r for r in rows if is_authors_row(r)]
+    if authors:
+        out.append("\n" + authors_markdown(authors, out_dir))
     if swept:
         out.append("\n" + sweep_markdown(swept))
     return "\n".join(out) + "\n"
