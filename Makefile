@@ -45,6 +45,14 @@ bench-all: bench
 	$(BIN)/python benchmarks/bench_models.py
 	$(BIN)/python benchmarks/bench_poison_synthetic.py
 
+## make bench-torch: the authors-cpu/s4d/mnist1d victim trained in JAX beside the same S4D classifier in plain
+## PyTorch (same steps, ratio), then one full seed of brew + retrain (installs the optional extra bench-torch,
+## torch==2.13.0; about 5 minutes on 2 idle cores; BENCH_TORCH_ARGS=--quick scales epochs and iterations by 1/5).
+.PHONY: bench-torch
+bench-torch: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench-torch]'
+	$(BIN)/python benchmarks/bench_torch_s4d.py $(BENCH_TORCH_ARGS)
+
 ## make sweep-realworld: the issue #4 lever sweep (scripts/sweep_realworld.py: 45 stored runs of 5 seeds,
 ## resumable; about 3 CPU-hours on 2 cores; on a bigger machine: make sweep-realworld SWEEP_ARGS='--jobs 7').
 sweep-realworld: $(STAMP)

@@ -19,6 +19,7 @@ FIGURES = {
     "bench_chains.py": r"wall time, compile included, no compile cache: ([\d.]+) s",
     "bench_models.py": r"\| s4d \| \d+ \| ([\d.]+) \|",
     "bench_poison_synthetic.py": r"wall time ([\d.]+) s",
+    "bench_torch_s4d.py": r"ratio PyTorch / JAX time: ([\d.]+)",
 }
 
 
@@ -29,13 +30,16 @@ def test_every_benchmark_is_smoke_tested():
 # every smoke but bench_train's (9-15 s each: a fresh process that imports JAX and compiles) runs with the
 # slow set (make test-all), so that make test stays within its 5 minutes; the code they time is tested
 # in the fast set
-SLOW_SMOKES = {"bench_models.py", "bench_poison_synthetic.py", "bench_chains.py", "bench_table1.py"}
+SLOW_SMOKES = {"bench_models.py", "bench_poison_synthetic.py", "bench_chains.py", "bench_table1.py",
+               "bench_torch_s4d.py"}
 
 
 @pytest.mark.parametrize(
     "script", [pytest.param(s, marks=pytest.mark.slow) if s in SLOW_SMOKES else s for s in sorted(FIGURES)]
 )
 def test_benchmark_smoke(script, tmp_path):
+    if script == "bench_torch_s4d.py":
+        pytest.importorskip("torch")  # the optional extra bench-torch (make bench-torch)
     out = subprocess.run([sys.executable, str(BENCH / script), "--smoke"], capture_output=True, text=True,
                          cwd=tmp_path, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
