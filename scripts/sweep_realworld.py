@@ -1,31 +1,27 @@
-"""The realworld lever sweep of issue #4 (SPEC §4), as plain ``implicitbias run`` commands.
+"""The realworld lever sweep of issue #4 (SPEC §4): one grid of stored runs, on this machine or a Ray cluster.
 
-Each job is one stored run (one config, 5 seeds) made with the library's own CLI and store, so the
-sweep is resumable: a finished job is skipped, an interrupted one is redone. The grid varies one
-lever at a time around the ``s4d/digits/{mean,last}`` presets (ℓ∞ budget, poison fraction, number of
-clean examples, end-of-sequence penalty, normalisation, replace mode, attack iterations and
-restarts), adds the other models' presets, and a few combinations of the strongest levers.
+Each job is one stored run (one config, 5 seeds) of ``implicitbias run realworld`` made through the
+library's runner, store and backends (:mod:`implicitbias.backends`), so the sweep is resumable: a
+stored job is skipped before anything is submitted, an interrupted one is redone. The grid varies
+one lever at a time around the ``s4d/digits/{mean,last}`` presets (ℓ∞ budget, poison fraction,
+number of clean examples, end-of-sequence penalty, normalisation, replace mode, attack iterations
+and restarts), adds the other models' presets, and a few combinations of the strongest levers.
 
-    python scripts/sweep_realworld.py --list                  # the jobs, numbered
-    python scripts/sweep_realworld.py                         # all of them, one after another
-    python scripts/sweep_realworld.py --jobs 7 --only 0-29    # 7 processes at once (2 cores each)
-    implicitbias report                                       # the realworld section has a sweep table
+    python scripts/sweep_realworld.py --list                          # the jobs, numbered
+    python scripts/sweep_realworld.py                                 # all of them, here, one after another
+    python scripts/sweep_realworld.py --backend ray --cpus-per-run 2  # a local Ray instance, all cores
+    python scripts/sweep_realworld.py --backend ray --address auto --only 0-29 --gpus-per-heavy-run 1
+    implicitbias report                                               # the realworld section has a sweep table
 
-``--gpu`` runs the jobs marked heavy (Mamba2, long attacks) on the accelerator, ``--gpu-jobs`` at
-a time, beside the CPU jobs. ``--deadline S`` starts no job after S seconds and interrupts running
-ones at S (their completed runs are stored; the interrupted one is discarded).
+On Ray, the jobs marked heavy (Mamba2, long attacks) ask for ``--gpus-per-heavy-run`` GPUs (default:
+the same resources as the others); Ctrl-C cancels what is running and keeps every finished job.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import signal
-import subprocess
 import sys
-import time
-from pathlib import Path
 
 BASES = ("s4d/digits/mean", "s4d/digits/last")
 # one lever at a time around each base preset (preset values: eps 4, poison_frac 0.5, n_train 1000,
@@ -67,11 +63,20 @@ def jobs() -> list[tuple[str, tuple[str, ...], bool]]:
     return out
 
 
-def command(preset: str, items: tuple[str, ...], runs_dir: str) -> list[str]:
-    cmd = [sys.executable, "-m", "implicitbias", "run", "realworld", "--preset", preset, "--runs-dir", runs_dir]
-    for it in items:
-        cmd += ["--sweep", it]
-    return cmd
+def configs_of(chosen: list[int]) -> dict[str, object]:
+    """``name -> config`` of the chosen jobs, named as ``implicitbias run realworld --preset P --sweep ...``
+    names them (so the report reads them the same way)."""
+    from implicitbias import experiments
+    from implicitbias.overrides import apply_overrides, parse_sweeps, select_presets, sweep_label
+
+    exp = experiments.get("realworld")
+    out: dict[str, object] = {}
+    for i in chosen:
+        preset, items, _ = jobs()[i]
+        for name, cfg in select_presets(exp.PRESETS, [preset], exp.NAME).items():
+            for point in parse_sweeps(exp.Config, list(items)):
+                out[name + sweep_label(point)] = apply_overrides(cfg, point)
+    return out
 
 
 def _select(spec: str | None, n: int) -> list[int]:
@@ -87,15 +92,23 @@ def _select(spec: str | None, n: int) -> list[int]:
     return out
 
 
+def _fail(message: str) -> None:
+    """Bad input (a backend that cannot be used, an unwritable store): one line, exit 2."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--list", action="store_true", help="print the jobs and exit")
     ap.add_argument("--only", help="job numbers, e.g. 0-5,9")
-    ap.add_argument("--jobs", type=int, default=1, help="CPU processes at once")
-    ap.add_argument("--cores-per-job", type=int, default=2)
-    ap.add_argument("--gpu", action="store_true", help="run heavy jobs on the accelerator")
-    ap.add_argument("--gpu-jobs", type=int, default=2)
-    ap.add_argument("--deadline", type=float, default=None, help="seconds: start nothing after, interrupt at")
+    ap.add_argument("--backend", default="local", help="local (this process, default) or ray")
+    ap.add_argument("--address", help="ray: the cluster to join (auto, host:port, ray://host:port); "
+                    "default: a local Ray instance")
+    ap.add_argument("--cpus-per-run", type=float, help="ray: CPUs per job (default 1)")
+    ap.add_argument("--gpus-per-run", type=float, help="ray: GPUs per job (default 0)")
+    ap.add_argument("--gpus-per-heavy-run", type=float, help="ray: GPUs per heavy job (default: --gpus-per-run)")
+    ap.add_argument("--retries", type=int, help="ray: attempts after a failed one (default 2)")
     ap.add_argument("--runs-dir", default=os.environ.get("IMPLICITBIAS_RUNS", "runs"))
     args = ap.parse_args()
 
@@ -107,59 +120,49 @@ def main() -> None:
             print(f"{i:3d}  {p:18s} {' '.join(items) or '(preset)'}{'  [heavy]' if heavy else ''}")
         return
 
-    logs = Path(args.runs_dir) / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    start = time.monotonic()
-    pending = {"cpu": [i for i in chosen if not (args.gpu and all_jobs[i][2])],
-               "gpu": [i for i in chosen if args.gpu and all_jobs[i][2]]}
-    limit = {"cpu": args.jobs, "gpu": args.gpu_jobs}
-    free_cores = list(range(os.cpu_count() or 1))
-    running: dict[int, tuple[subprocess.Popen, str, list[int]]] = {}
-    taskset = shutil.which("taskset")
+    from implicitbias import backends, experiments
+    from implicitbias.runner import run_all
+    from implicitbias.store import Store, StoreError
 
-    def launch(i: int, kind: str) -> None:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        cores: list[int] = []
-        prefix: list[str] = []
-        if kind == "cpu":
-            env["JAX_PLATFORMS"] = "cpu"
-            cores = [free_cores.pop(0) for _ in range(min(args.cores_per_job, len(free_cores)))]
-            if taskset and cores:
-                prefix = [taskset, "-c", ",".join(map(str, cores))]
-        else:
-            env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
-        p, items, _ = all_jobs[i]
-        log = open(logs / f"job{i:03d}.log", "w")
-        proc = subprocess.Popen(prefix + command(p, items, args.runs_dir), env=env, stdout=log,
-                                stderr=subprocess.STDOUT)
-        running[i] = (proc, kind, cores)
-        print(f"[{time.monotonic() - start:6.0f}s] start job {i} ({kind}): {p} {' '.join(items)}", flush=True)
+    try:
+        configs = configs_of(chosen)
+        backend = backends.make(args.backend, address=args.address, cpus_per_run=args.cpus_per_run,
+                                gpus_per_run=args.gpus_per_run, retries=args.retries)
+    except ValueError as e:
+        _fail(str(e))
+    if args.gpus_per_heavy_run is not None:
+        if args.backend != "ray":
+            _fail("--gpus-per-heavy-run applies only to --backend ray")
+        heavy = {name for i in chosen if all_jobs[i][2] for name in configs_of([i])}
+        light = (backend.cpus, backend.gpus)
+        backend.resources = lambda name: (light[0], args.gpus_per_heavy_run) if name in heavy else light
+    backends.enable_compile_cache()
+    n = len(configs)
 
-    done, failed = [], []
-    while pending["cpu"] or pending["gpu"] or running:
-        late = args.deadline is not None and time.monotonic() - start > args.deadline
-        for kind in ("gpu", "cpu"):
-            while (
-                not late
-                and pending[kind]
-                and sum(k == kind for _, k, _ in running.values()) < limit[kind]
-                and (kind == "gpu" or len(free_cores) >= 1)
-            ):
-                launch(pending[kind].pop(0), kind)
-        if late:
-            pending = {"cpu": [], "gpu": []}
-            for proc, _, _ in running.values():
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGINT)
-        time.sleep(1.0)
-        for i in list(running):
-            proc, kind, cores = running[i]
-            if proc.poll() is not None:
-                free_cores.extend(cores)
-                (done if proc.returncode == 0 else failed).append(i)
-                print(f"[{time.monotonic() - start:6.0f}s] job {i} ended rc={proc.returncode}", flush=True)
-                del running[i]
-    print(f"done: {sorted(done)}; failed or interrupted: {sorted(failed)}")
+    def done(out) -> None:
+        note = "stored, skipped" if out.skipped else f"{out.wall_seconds:.0f}s"
+        if out.error:
+            note = f"FAILED after {out.attempts} attempts: {out.error}"
+        done.count += 1
+        print(f"[{done.count}/{n}] {out.preset}: {note}", flush=True)
+
+    done.count = 0
+    try:
+        outs = run_all(experiments.get("realworld"), configs, Store(args.runs_dir), backend=backend,
+                       on_start=lambda name: print(f"start {name}", flush=True), on_done=done,
+                       on_retry=lambda f: print(f"retry {f.key} (attempt {f.attempt} failed: {f.error})", flush=True))
+    except KeyboardInterrupt:
+        print("interrupted: finished jobs are stored; the running ones were cancelled", file=sys.stderr)
+        backend.close()
+        os._exit(130)  # XLA threads may still run the interrupted job (see implicitbias.cli)
+    except (StoreError, ValueError) as e:
+        backend.close()
+        _fail(str(e))
+    backend.close()
+    failed = [o.preset for o in outs if o.error]
+    print(f"done: {n - len(failed)} of {n} stored" + (f"; failed: {failed}" if failed else ""))
+    if failed:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from . import clihelp, experiments, footprint
+from . import backends, clihelp, experiments, footprint
 from . import progress as progress_mod
 from . import report as report_mod
 from .overrides import apply_overrides, parse_overrides, parse_sweeps, select_presets, sweep_label
@@ -55,12 +55,7 @@ def _fail_store(ctx: typer.Context, e: StoreError) -> None:
 
 def _enable_compile_cache() -> None:
     """Reuse compiled XLA programs across invocations (a second ``run`` skips most compile time)."""
-    import jax
-
-    cache = os.environ.get("IMPLICITBIAS_JAX_CACHE", str(Path.home() / ".cache" / "implicitbias" / "jax"))
-    if cache:
-        jax.config.update("jax_compilation_cache_dir", cache)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    backends.enable_compile_cache()
 
 
 @contextlib.contextmanager
@@ -113,6 +108,19 @@ def run(
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Recompute runs that are already stored.")] = False,
     runs_dir: RunsDir = Path("runs"),
+    backend: Annotated[
+        str, typer.Option("--backend", help="Where runs compute: local (this process) or ray (a Ray cluster; "
+                          f"{backends.RAY_HINT}).")
+    ] = "local",
+    address: Annotated[
+        str | None, typer.Option("--address", help="Ray: the cluster to join (auto, host:port, ray://host:port); "
+                                 "default: start a local Ray instance.")
+    ] = None,
+    cpus_per_run: Annotated[float | None, typer.Option("--cpus-per-run", help="Ray: CPUs per run (default 1).")] = None,
+    gpus_per_run: Annotated[float | None, typer.Option("--gpus-per-run", help="Ray: GPUs per run (default 0).")] = None,
+    retries: Annotated[
+        int | None, typer.Option("--retries", help="Ray: attempts after a failed one (lost worker...; default 2).")
+    ] = None,
 ) -> None:
     """Run presets of an experiment (stored; complete runs are skipped unless --force)."""
     try:
@@ -131,8 +139,10 @@ def run(
             for point in grid
         }
         footprint.check(exp, configs)  # a config whose arrays cannot fit in memory is refused here
+        executor = backends.make(backend, address=address, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run,
+                              retries=retries)
     except (ValueError, TypeError) as e:
-        _fail(str(e))
+        _fail(escape(str(e)))
     _enable_compile_cache()
     store = Store(runs_dir, warn=_warn)
     with (
@@ -159,27 +169,44 @@ def run(
 
         def done(out):
             note = "stored, skipped" if out.skipped else f"{out.wall_seconds:.1f}s"
+            if out.error:
+                note = f"FAILED ({out.attempts} attempts): {out.error}"
             progress.console.print(f"  {out.preset:28s} {note:>16s}  {out.path}", highlight=False, markup=False)
             progress.advance(task)
             progress.update(task, count=f"{progress.tasks[task].completed:.0f}/{len(configs)}")
 
+        def retry(failed):
+            progress.console.print(f"  {failed.key:28s} attempt {failed.attempt} failed, retrying: {failed.error}",
+                                   highlight=False, markup=False)
+
+        if executor.name != "local":
+            progress.update(task, description=escape(f"{experiment} on {executor.name}"))
         try:
             with progress_mod.listening(report_inside):
-                run_all(exp, configs, store, force=force, on_start=start, on_done=done)
+                outs = run_all(exp, configs, store, force=force, backend=executor, on_start=start, on_done=done,
+                               on_retry=retry)
         except StoreError as e:
             progress.stop()
+            executor.close()
             _fail_store(ctx, e)
-        except ValueError as e:
-            _fail(str(e))
+        except ValueError as e:  # a BackendError (Ray could not start) is one
+            executor.close()
+            _fail(escape(str(e)))
         except KeyboardInterrupt:
             progress.stop()
-            err.print("interrupted: completed runs are stored; the run in progress was discarded")
+            err.print("interrupted: completed runs are stored; the runs in progress were discarded")
+            executor.close()  # cancels nothing more: salvage already cancelled the rest; stops a local Ray
             # XLA may still be running the interrupted computation on its own threads; a normal
             # interpreter shutdown under it can crash, so leave at once (every completed run is
             # already on disk, written atomically).
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(130)
+    executor.close()
+    failed = [o for o in outs if o.error]
+    if failed:
+        _fail(f"{len(failed)} of {len(outs)} runs failed on every attempt (nothing stored for them): "
+              + escape("; ".join(f"{o.preset}: {o.error}" for o in failed)), code=1)
 
 
 @app.command()

@@ -225,10 +225,13 @@ class Store:
         preset: str | None,
         wall_seconds: float,
         replace: bool = True,
+        where: dict | None = None,
     ) -> Path:
         """Write a run atomically. An existing complete run is replaced (as ``--force`` asks), or with
         ``replace=False`` kept (another process finished the same run first); an existing damaged one
         is always replaced and kept aside. Safe when several processes save the same run at once.
+        ``where``: ``versions``, ``platform`` (and ``host``) of the process that computed the record
+        when it is not this one (a Ray worker), recorded in ``meta.json`` in place of this process's.
         Raises :class:`StoreError` if the store cannot be written (nothing half-written is left)."""
         final = self.run_dir(experiment, config)
         try:
@@ -249,6 +252,7 @@ class Store:
                     "seeds": list(getattr(config, "seeds", ())),
                     "hash": final.name,
                     "platform": platform.platform(),
+                    **(where or {}),
                 },
             )
             np.savez_compressed(tmp / "arrays.npz", **record.arrays)

@@ -1,0 +1,210 @@
+"""Backends without Ray (issue #20): the local backend, the retry loop of the Ray backend driven by a
+fake pool, the runner's skip / save / salvage logic around any backend, and the one-line errors of
+``--backend``. The same with a real Ray instance: ``tests/test_backends_ray.py`` (``make test-ray``)."""
+
+import json
+import socket
+import sys
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from implicitbias import __version__, backends, cli
+from implicitbias.backends import Failed, Finished, LocalBackend, Started, _Failure, _same_version, drive
+from implicitbias.experiments import table1
+from implicitbias.record import Record
+from implicitbias.runner import run_all
+from implicitbias.store import Store
+
+TINY = replace(table1.PRESETS["beyond_theorem/L6"], seeds=(200,), max_steps=300, log_every=50)
+GRID = {"a": TINY, "b": replace(TINY, lr=0.02), "c": replace(TINY, lr=0.03)}
+
+
+def fake_run(config):
+    """A record that depends on the config, computed without JAX."""
+    return Record({"lr": config.lr, "seeds": list(config.seeds)}, {"x": np.arange(3.0) * config.lr})
+
+
+class FakeExperiment:
+    NAME = "table1"
+    run = staticmethod(fake_run)
+
+
+WHERE = {"versions": {"implicitbias": __version__, "jax": "9.9"}, "host": "node7"}
+
+
+class ListBackend:
+    """A backend that computes in order, records what it was given, and yields a scripted failure."""
+
+    name = "fake"
+
+    def __init__(self, fail=(), salvage=()):
+        self.given, self.fail, self._salvage = [], set(fail), list(salvage)
+
+    def map(self, run, configs):
+        for key, cfg in configs.items():
+            self.given.append(key)
+            if key in self.fail:
+                yield Failed(key, "RuntimeError: boom", 1, False)
+                yield Failed(key, "RuntimeError: boom", 2, True)
+            else:
+                yield Finished(key, run(cfg), 0.5, WHERE)
+
+    def salvage(self):
+        return self._salvage
+
+    def close(self):
+        pass
+
+
+def test_local_backend_yields_each_run_in_order():
+    events = list(LocalBackend().map(fake_run, GRID))
+    assert [type(e) for e in events] == [Started, Finished] * 3
+    assert [e.key for e in events] == ["a", "a", "b", "b", "c", "c"]
+    assert [e.record.metrics["lr"] for e in events[1::2]] == [0.01, 0.02, 0.03]
+    assert all(e.where is None and e.wall_seconds >= 0 for e in events[1::2])
+
+
+class FakePool:
+    """``drive``'s pool: results scripted per key and attempt (a _Failure or a record)."""
+
+    def __init__(self, script):
+        self.script, self.pending, self.submitted, self._n = script, {}, [], 0
+
+    def submit(self, run, key, config):
+        self._n += 1
+        self.submitted.append(key)
+        return (self._n, key, self.submitted.count(key))
+
+    def wait(self, handles, timeout):
+        h = handles[0]
+        _, key, attempt = h
+        out = self.script.get((key, attempt))
+        return [(h, out if isinstance(out, _Failure) else (fake_run(GRID[key]), 0.1, None))]
+
+
+def test_drive_retries_transient_failures_and_gives_up_on_bad_input():
+    pool = FakePool({("a", 1): _Failure("WorkerCrashedError: the worker died", True),
+                     ("a", 2): _Failure("OSError: disk", True),
+                     ("b", 1): _Failure("ValueError: bad", False),
+                     ("c", 1): _Failure("WorkerCrashedError: x", True), ("c", 2): _Failure("x", True),
+                     ("c", 3): _Failure("x", True)})
+    events = list(drive(pool, fake_run, GRID, retries=2))
+    got = [(type(e).__name__, e.key, getattr(e, "attempt", None), getattr(e, "final", None)) for e in events]
+    assert got == [
+        ("Failed", "a", 1, False), ("Failed", "b", 1, True), ("Failed", "c", 1, False),
+        ("Failed", "a", 2, False), ("Failed", "c", 2, False),
+        ("Finished", "a", None, None), ("Failed", "c", 3, True),
+    ]
+    assert pool.submitted == ["a", "b", "c", "a", "c", "a", "c"] and pool.pending == {}
+    assert events[5].record.metrics["lr"] == 0.01
+
+
+def test_a_worker_with_another_library_version_is_refused():
+    ok = (Record({}), 1.0, WHERE)
+    assert _same_version(ok) is ok
+    bad = _same_version((Record({}), 1.0, {"versions": {"implicitbias": "0.0.9"}}))
+    assert isinstance(bad, _Failure) and not bad.transient and "implicitbias 0.0.9" in bad.error
+
+
+def test_drive_with_no_retries_gives_up_at_once():
+    pool = FakePool({("a", 1): _Failure("WorkerCrashedError: x", True)})
+    events = list(drive(pool, fake_run, {"a": TINY, "b": GRID["b"]}, retries=0))
+    assert [(type(e).__name__, e.key) for e in events] == [("Failed", "a"), ("Finished", "b")]
+    assert events[0].final
+
+
+def test_runner_skips_stored_runs_before_the_backend_and_stores_where_it_ran(tmp_path):
+    store = Store(tmp_path)
+    run_all(FakeExperiment, {"a": GRID["a"]}, store)
+    backend = ListBackend()
+    done = []
+    outs = run_all(FakeExperiment, GRID, store, backend=backend, on_done=lambda o: done.append(o.preset))
+    assert backend.given == ["b", "c"]  # "a" was complete: never handed to the backend
+    assert [o.preset for o in outs] == ["a", "b", "c"] and [o.skipped for o in outs] == [True, False, False]
+    assert done == ["a", "b", "c"]
+    meta = json.loads((outs[1].path / "meta.json").read_text())
+    assert meta["host"] == "node7" and meta["versions"] == WHERE["versions"] and meta["wall_seconds"] == 0.5
+    assert np.array_equal(store.load(outs[2].path).arrays()["x"], np.arange(3.0) * 0.03)
+    again = ListBackend()
+    assert all(o.skipped for o in run_all(FakeExperiment, GRID, store, backend=again)) and again.given == []
+
+
+def test_runner_reports_a_failed_run_and_keeps_the_others(tmp_path):
+    store = Store(tmp_path)
+    retried = []
+    outs = run_all(FakeExperiment, GRID, store, backend=ListBackend(fail={"b"}), on_retry=retried.append)
+    assert [(o.preset, o.error, o.attempts) for o in outs] == [
+        ("a", None, 1), ("b", "RuntimeError: boom", 2), ("c", None, 1)]
+    assert [(f.key, f.attempt) for f in retried] == [("b", 1)]
+    assert not outs[1].path.exists()
+    assert store.is_complete("table1", GRID["a"]) and store.is_complete("table1", GRID["c"])
+
+
+def test_runner_computes_a_config_named_twice_once(tmp_path):
+    store, backend = Store(tmp_path), ListBackend()
+    outs = run_all(FakeExperiment, {"a": TINY, "a-again": TINY, "b": GRID["b"]}, store, backend=backend)
+    assert backend.given == ["a", "b"]
+    assert outs[1].path == outs[0].path and outs[1].skipped and not outs[0].skipped
+
+
+def test_interrupt_keeps_runs_the_backend_finished_meanwhile(tmp_path):
+    store = Store(tmp_path)
+
+    class Interrupted(ListBackend):
+        def map(self, run, configs):
+            yield Finished("a", run(configs["a"]), 1.0)
+            raise KeyboardInterrupt
+
+    backend = Interrupted(salvage=[Finished("c", fake_run(GRID["c"]), 2.0)])
+    with pytest.raises(KeyboardInterrupt):
+        run_all(FakeExperiment, GRID, store, backend=backend)
+    assert {r.preset for r in store.runs("table1")} == {"a", "c"}
+    assert not store.run_dir("table1", GRID["b"]).exists()
+
+
+runner = CliRunner()
+ARGS = ["run", "table1", "--preset", "beyond_theorem/L6", "--seeds", "0"]
+
+
+def _one_error_line(res) -> str:
+    assert res.exit_code == 2, res.output
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(set(lines)) == 1 and "Traceback" not in res.output, res.stderr
+    return lines[0]
+
+
+def test_unknown_backend_is_one_line(tmp_path):
+    line = _one_error_line(runner.invoke(cli.app, ARGS + ["--backend", "slurm", "--runs-dir", str(tmp_path)]))
+    assert "unknown backend 'slurm'" in line and "local, ray" in line
+    assert not (tmp_path / "table1").exists()
+
+
+def test_ray_options_on_the_local_backend_are_one_line(tmp_path):
+    line = _one_error_line(runner.invoke(cli.app, ARGS + ["--address", "auto", "--gpus-per-run", "1"]))
+    assert "--address, --gpus-per-run apply only to --backend ray" in line
+
+
+def test_ray_not_installed_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    line = _one_error_line(runner.invoke(cli.app, ARGS + ["--backend", "ray", "--runs-dir", str(tmp_path)]))
+    assert "needs Ray, which is not installed" in line and "pip install 'implicitbias[ray]'" in line
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:{port}", "ray://127.0.0.1:{port}", "nonsense"])
+def test_unreachable_address_is_one_line(tmp_path, monkeypatch, address):
+    monkeypatch.setattr(backends, "import_ray", lambda: object())  # the check happens before Ray is used
+    address = address.format(port=_closed_port())
+    line = _one_error_line(runner.invoke(cli.app, ARGS + ["--backend", "ray", "--address", address,
+                                                          "--runs-dir", str(tmp_path)]))
+    expected = "expected auto, host:port" if address == "nonsense" else f"cannot reach the Ray cluster at {address}"
+    assert expected in line, line
+    assert not (tmp_path / "table1").exists()
