@@ -1,7 +1,8 @@
 """The PyTorch S4D classifier of benchmarks/bench_torch_s4d.py is the same classifier as ours for the
-preset ``authors-cpu/s4d/mnist1d`` (issue #16, item "Speed"): from a copy of our initial parameters its
-logits and loss gradients match ours, its optimizer (AdamW in two groups, per-epoch cosine) moves the
-parameters as ours does for the same gradients, and its time shift is our augmentation. The script
+preset ``authors-cpu/s4d/mnist1d`` (issue #16, item "Speed"): from a copy of our parameters its logits
+match ours to 1e-5 and its time shift is our augmentation (fast); its loss gradients match ours and its
+optimizer (AdamW in two groups, per-epoch cosine) moves the parameters as ours does for the same
+gradients (slow: 3 s of compilation each). The script
 without PyTorch exits with one line and status 2. PyTorch is an optional extra (``make bench-torch``):
 without it the comparisons are skipped (``pytest.importorskip``), the exit-2 check still runs.
 """
@@ -84,21 +85,35 @@ def _loss_and_logits(model, x, y):
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), logits
 
 
-def test_forward_and_gradients_match_ours():
+def _setup():
     torch, bench = _bench()
-    assert bench.SSM_FIELDS == SSM_KERNEL_FIELDS
-    mc = CFG.model_config
-    assert (mc.kind, mc.norm_position, mc.readout, mc.d_model, mc.d_state, mc.n_layers, mc.dropout) == (
-        "s4d", "post", "mean", 32, 32, 2, 0.1)
     jm = _model()
     tm = bench.from_jax(jm)
     tm.eval()  # dropout off, as ours without a key
     x, y = _batch()
+    return torch, bench, jm, tm, x, y
+
+
+def test_forward_matches_ours():
+    torch, bench, jm, tm, x, y = _setup()
+    assert bench.SSM_FIELDS == SSM_KERNEL_FIELDS
+    mc = CFG.model_config
+    assert (mc.kind, mc.norm_position, mc.readout, mc.d_model, mc.d_state, mc.n_layers, mc.dropout) == (
+        "s4d", "post", "mean", 32, 32, 2, 0.1)
+    logits_j = np.asarray(eqx.filter_jit(lambda m, xb: jax.vmap(m)(xb))(jm, jnp.asarray(x)))
+    with torch.no_grad():
+        logits_t = tm(torch.from_numpy(x)).numpy()
+    assert np.ptp(logits_j) > 0.5  # logits that differ between classes and examples
+    np.testing.assert_allclose(logits_t, logits_j, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow  # 3 s of CPU compiling the gradient: the fast suite's budget keeps the forward check only
+def test_gradients_match_ours():
+    torch, bench, jm, tm, x, y = _setup()
     (loss_j, logits_j), g_j = eqx.filter_jit(eqx.filter_value_and_grad(_loss_and_logits, has_aux=True))(
         jm, jnp.asarray(x), jnp.asarray(y))
     logits_t = tm(torch.from_numpy(x))
     np.testing.assert_allclose(logits_t.detach().numpy(), np.asarray(logits_j), rtol=1e-5, atol=1e-5)
-    assert np.ptp(np.asarray(logits_j)) > 0.5  # logits that differ between classes and examples
     loss_t = torch.nn.functional.cross_entropy(logits_t, torch.from_numpy(y).long())
     loss_t.backward()
     np.testing.assert_allclose(loss_t.item(), float(loss_j), rtol=1e-5)
