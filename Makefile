@@ -3,8 +3,9 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+RAY_STAMP := $(VENV)/.installed-ray
 
-.PHONY: run test test-all bench bench-all sweep-realworld install clean
+.PHONY: run test test-all test-ray bench bench-all bench-ray sweep-realworld install clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (set PYTHON=...)"; exit 2; }
@@ -16,6 +17,10 @@ $(STAMP): $(BIN)/python pyproject.toml
 	@touch $(STAMP)
 
 install: $(STAMP)
+
+$(RAY_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,ray]'
+	@touch $(RAY_STAMP)
 
 ## make run: reproduce Table 1 (all 12 cells x 4 seeds) and the dynamics figures, then write the report.
 run: $(STAMP)
@@ -34,6 +39,11 @@ test-all: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/python -m pytest -q -n logical -m ''
 
+## make test-ray: the tests that start a real local Ray instance (--backend ray: same records as local, a killed
+## worker retried, Ctrl-C, --address, the bench_backend smoke; minutes: see docs/findings/ray-backend.md). Installs the ray extra.
+test-ray: $(RAY_STAMP)
+	$(BIN)/python -m pytest -q -m ray
+
 ## make bench: speed figures (steps/s per seed, full Table 1 wall time).
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_train.py
@@ -45,6 +55,10 @@ bench-all: bench
 	$(BIN)/python benchmarks/bench_models.py
 	$(BIN)/python benchmarks/bench_poison_synthetic.py
 
+## make bench-ray: the overhead of --backend ray against local on a 64-run grid (installs the ray extra).
+bench-ray: $(RAY_STAMP)
+	$(BIN)/python benchmarks/bench_backend.py
+
 ## make bench-torch: the authors-cpu/s4d/mnist1d victim trained in JAX beside the same S4D classifier in plain
 ## PyTorch (same steps, ratio), then one full seed of brew + retrain (installs the optional extra bench-torch,
 ## torch==2.13.0; about 5 minutes on 2 idle cores; BENCH_TORCH_ARGS=--quick scales epochs and iterations by 1/5).
@@ -53,8 +67,9 @@ bench-torch: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench-torch]'
 	$(BIN)/python benchmarks/bench_torch_s4d.py $(BENCH_TORCH_ARGS)
 
-## make sweep-realworld: the issue #4 lever sweep (scripts/sweep_realworld.py: 45 stored runs of 5 seeds,
-## resumable; about 3 CPU-hours on 2 cores; on a bigger machine: make sweep-realworld SWEEP_ARGS='--jobs 7').
+## make sweep-realworld: the issue #4 lever sweep (scripts/sweep_realworld.py: 47 stored runs of 5 seeds,
+## resumable; about 3 CPU-hours on 2 cores). On a Ray cluster (README, "Sweeps on a Ray cluster"):
+## make sweep-realworld SWEEP_ARGS='--backend ray --address auto --cpus-per-run 2'.
 sweep-realworld: $(STAMP)
 	$(BIN)/python scripts/sweep_realworld.py $(SWEEP_ARGS)
 	$(BIN)/implicitbias report

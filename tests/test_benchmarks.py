@@ -20,6 +20,7 @@ FIGURES = {
     "bench_models.py": r"\| s4d \| \d+ \| ([\d.]+) \|",
     "bench_poison_synthetic.py": r"wall time ([\d.]+) s",
     "bench_torch_s4d.py": r"ratio PyTorch / JAX time: ([\d.]+)",
+    "bench_backend.py": r"ray/local wall-time ratio: ([\d.]+)",
 }
 
 
@@ -32,14 +33,18 @@ def test_every_benchmark_is_smoke_tested():
 # in the fast set
 SLOW_SMOKES = {"bench_models.py", "bench_poison_synthetic.py", "bench_chains.py", "bench_table1.py",
                "bench_torch_s4d.py"}
+RAY_SMOKES = {"bench_backend.py"}  # starts a Ray instance: with the ray tests (make test-ray)
 
 
 @pytest.mark.parametrize(
-    "script", [pytest.param(s, marks=pytest.mark.slow) if s in SLOW_SMOKES else s for s in sorted(FIGURES)]
+    "script", [pytest.param(s, marks=pytest.mark.slow) if s in SLOW_SMOKES else
+               pytest.param(s, marks=pytest.mark.ray) if s in RAY_SMOKES else s for s in sorted(FIGURES)]
 )
 def test_benchmark_smoke(script, tmp_path):
     if script == "bench_torch_s4d.py":
         pytest.importorskip("torch")  # the optional extra bench-torch (make bench-torch)
+    if script in RAY_SMOKES:
+        pytest.importorskip("ray")  # the optional extra ray (make test-ray)
     out = subprocess.run([sys.executable, str(BENCH / script), "--smoke"], capture_output=True, text=True,
                          cwd=tmp_path, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
