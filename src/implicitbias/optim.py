@@ -192,3 +192,30 @@ class StopRule:
     def measured_after(self) -> int:
         """Updates after the hit at which the measured parameters are taken."""
         return self.extra_steps if self.measure_at is None else self.measure_at
+
+
+class GroupRMSpropState(NamedTuple):
+    square_avg: jax.Array  # running average of the squared gradient norm, summed over all parameters
+    count: jax.Array  # updates taken so far
+
+
+def group_rmsprop(lr: float, alpha: float = 0.99, eps: float = 1e-6) -> optax.GradientTransformation:
+    """The "GD" of Alexander et al.'s matrix-factorization code (``common/models/group_rmsprop.py`` in
+    ``YoniSlutzky98/nn-gd-gen-mf``, one parameter group): ``v_t = alpha v_{t-1} + (1 - alpha) sum_W
+    ||grad_W L||^2`` (squared norms, all parameters together), ``v_0 = 0``, and the update
+    ``-lr / (sqrt(v_t / (1 - alpha^t)) + eps) * grad`` for ``t = 1, 2, ...``: gradient descent whose
+    step is normalised by a running RMS of the whole gradient's norm (SPEC §5, G&C vs GD)."""
+
+    def init(params):
+        dtype = jax.tree_util.tree_leaves(params)[0].dtype
+        return GroupRMSpropState(jnp.zeros((), dtype), jnp.zeros((), jnp.int32))
+
+    def update(grads, state, params=None):
+        del params
+        t = state.count + 1
+        sq = sum(jnp.sum(g * g) for g in jax.tree_util.tree_leaves(grads))
+        v = alpha * state.square_avg + (1.0 - alpha) * sq
+        step = lr / (jnp.sqrt(v / (1.0 - alpha ** t.astype(v.dtype))) + eps)
+        return jax.tree_util.tree_map(lambda g: -step * g, grads), GroupRMSpropState(v, t)
+
+    return optax.GradientTransformation(init, update)

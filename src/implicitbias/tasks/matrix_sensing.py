@@ -1,0 +1,467 @@
+"""Matrix sensing with a (non-linear) matrix factorization: Guess & Check vs gradient descent
+(SPEC §5, "Guess & Check vs GD"; Alexander, Slutzky, Ran-Milo, Cohen, arXiv 2506.03931).
+
+Every detail below was settled by reading the authors' code, ``YoniSlutzky98/nn-gd-gen-mf``
+(it does not run as published: ``common/parser.py`` refuses the width configs, which list 8
+G&C batch sizes for 6 widths):
+
+* **Ground truth** (``common/utils/matrix_utils.py``, ``random_fixed_rank_matrix``):
+  ``W* = U V`` with ``U (n_rows, r)``, ``V (r, n_cols)`` i.i.d. N(0, 1), scaled to Frobenius norm
+  ``gt_norm`` (1).
+* **Measurements** (``generate_data``): ``m`` matrices ``A_i`` with i.i.d. N(0, 1) entries, each
+  scaled to unit Frobenius norm; ``b_i = <A_i, W*>``.
+* **Complement basis** (``orthonormal_complement_basis``): an orthonormal basis ``B_j`` of the
+  orthogonal complement of span{A_i} in ``R^(n_rows x n_cols)`` (``n_rows n_cols - rank`` matrices);
+  theirs takes the last columns of a complete QR, ours the last left singular vectors (the same
+  subspace; the loss below does not depend on which basis of it is used).
+* **Losses** (``gnc_sensing_loss`` / ``gd_sensing_loss``): ``mean_i (<A_i, Y> - b_i)^2`` for training
+  and ``mean_j (<B_j, Y> - <B_j, W*>)^2`` for generalisation (a mean, not a sum, over directions).
+* **Model** (``common/models/matrix_factorization.py`` and ``train_gnc`` in ``common/training.py``):
+  ``Y = act(... act(act(W_1) W_2) ...) W_depth`` with ``W_1 (n_rows, width)``, ``W_l (width, width)``,
+  ``W_depth (width, n_cols)``; activation between layers, none after the last; no biases. Their GD
+  model computes the transpose of the same form (``nn.Linear`` on the identity, then ``.t()``); the
+  problem's distribution is the same under transposition, so one orientation serves both here.
+* **G&C prior** (``train_gnc``): entries i.i.d. N(0, 1) (``gauss``) or U[-1, 1] (``unif``), every layer
+  but the last divided by ``sqrt(width)`` (its fan-out), the last by ``sqrt(n_cols)``; optionally
+  ``Y <- Y / (||Y||_F + softening)`` (``normalize``, softening 1e-6). A sample is accepted when its
+  training loss is ``< eps_train`` (strict). "Chance" (their ``prior_gen_loss``) is the mean
+  generalisation loss over *all* samples, fitted or not. With no accepted sample their G&C loss is
+  1.0; ours is ``None`` with ``accepted = 0`` (1.0 is not a loss G&C attained).
+* **GD** (``train_gd``): PyTorch's default ``nn.Linear`` init ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``
+  times ``init_scale``, full-batch ``GroupRMSprop`` (``common/models/group_rmsprop.py``; see
+  :func:`implicitbias.optim.group_rmsprop`) for a fixed number of epochs; its loss is the final
+  generalisation loss. Their ``momentum`` option is computed and then not applied (the update uses
+  the raw gradient), so it is not offered here.
+
+Closed form of chance (tested): for a linear network the prior's ``Y`` has mean 0 and covariance
+``sigma^2 I`` with ``sigma^2 = v^depth / n_cols`` (``v`` = the base distribution's variance: 1 for
+``gauss``, 1/3 for ``unif``); normalised and Gaussian, ``Y / ||Y||`` is invariant under ``Y -> U Y V``
+(orthogonal ``U``, ``V``), so its covariance is ``I / (n_rows n_cols)``. Either way chance
+``= sigma^2 + mean_j <B_j, W*>^2`` (:func:`chance_closed_form`).
+
+**The sampler.** Sample ``i`` of a run draws all its weights from ``fold_in(key, i)``, so what sample
+``i`` is does not depend on how samples are grouped. Sums over samples are taken in fixed blocks of
+:data:`BLOCK` samples, each summed by a fixed pairwise tree of element-wise additions, and the block
+sums are added one after another in sample order; a chunk (one compiled call, the memory bound) is
+a whole number of blocks. Counts, sums and minima are therefore bit-identical for every chunk size
+(tested).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import time
+from dataclasses import dataclass
+from typing import Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .. import progress
+from ..optim import StopRule, group_rmsprop, make_optimizer
+from ..train import train_batched
+
+ACTIVATIONS = ("linear", "tanh", "leaky_relu")
+PRIORS = ("gauss", "unif")
+BLOCK = 1024  # samples per block (one compiled loop body; the numbers depend on it, so it is fixed)
+PRIOR_VARIANCE = {"gauss": 1.0, "unif": 1.0 / 3.0}
+
+
+# --------------------------------------------------------------------------------------------
+# the problem
+# --------------------------------------------------------------------------------------------
+
+
+class Problem(NamedTuple):
+    """One matrix-sensing instance (a leading seed axis where batched).
+
+    ``W_star (n_rows, n_cols)``; ``A (m, n_rows, n_cols)`` unit-norm measurements, ``b (m,)``;
+    ``B (k, n_rows, n_cols)`` orthonormal basis of span{A_i}'s complement, ``b_test (k,) = <B_j, W*>``.
+    """
+
+    W_star: jax.Array
+    A: jax.Array
+    b: jax.Array
+    B: jax.Array
+    b_test: jax.Array
+
+
+def complement_basis(A: np.ndarray, tol: float = 1e-10) -> np.ndarray:
+    """Orthonormal basis ``(n_rows n_cols - rank, n_rows, n_cols)`` of the orthogonal complement of
+    span{A_i} (``A (m, n_rows, n_cols)``), from the SVD of the ``(n_rows n_cols, m)`` matrix of
+    flattened ``A_i`` (singular values ``<= tol * largest`` count as zero)."""
+    A = np.asarray(A, np.float64)
+    m, r, c = A.shape
+    U, s, _ = np.linalg.svd(A.reshape(m, r * c).T, full_matrices=True)
+    rank = int(np.sum(s > tol * s.max())) if s.size else 0
+    return U[:, rank:].T.reshape(r * c - rank, r, c)
+
+
+def make_problem(seed: int, n_rows: int = 5, n_cols: int = 5, rank: int = 1, n_measurements: int = 15,
+                 gt_norm: float = 1.0) -> Problem:
+    """The instance of ``seed`` (``matrix_utils.generate_data``): ``W*`` from ``fold_in(key, 0)``, the
+    measurements from ``fold_in(key, 1)`` with ``key = PRNGKey(seed)``; float64."""
+    key = jax.random.PRNGKey(seed)
+    ku, kv = jax.random.split(jax.random.fold_in(key, 0))
+    U = jax.random.normal(ku, (n_rows, rank), jnp.float64)
+    V = jax.random.normal(kv, (rank, n_cols), jnp.float64)
+    W = np.asarray(U @ V)
+    W = W * (gt_norm / np.linalg.norm(W))
+    A = np.asarray(jax.random.normal(jax.random.fold_in(key, 1), (n_measurements, n_rows, n_cols), jnp.float64))
+    A = A / np.linalg.norm(A, axis=(1, 2), keepdims=True)
+    B = complement_basis(A)
+    return Problem(*(jnp.asarray(x) for x in (W, A, np.einsum("mrc,rc->m", A, W), B, np.einsum("krc,rc->k", B, W))))
+
+
+def stack_problems(problems: list[Problem]) -> Problem:
+    """One :class:`Problem` with a leading seed axis (all must share shapes)."""
+    return Problem(*(jnp.stack(xs) for xs in zip(*problems)))
+
+
+def sensing_loss(Y: jax.Array, A: jax.Array, b: jax.Array) -> jax.Array:
+    """``mean_i (<A_i, Y> - b_i)^2`` for ``Y (..., r, c)``, ``A (m, r, c)``, ``b (m,)`` -> ``(...)``."""
+    preds = jnp.einsum("...rc,mrc->...m", Y, A)
+    return jnp.mean((preds - b) ** 2, axis=-1)
+
+
+def generalisation_loss(Y: jax.Array, p: Problem) -> jax.Array:
+    """``mean_j (<B_j, Y> - <B_j, W*>)^2`` over the complement basis (``Y (..., r, c)`` -> ``(...)``)."""
+    return sensing_loss(Y, p.B, p.b_test)
+
+
+# --------------------------------------------------------------------------------------------
+# the network
+# --------------------------------------------------------------------------------------------
+
+
+def layer_shapes(n_rows: int, n_cols: int, width: int, depth: int) -> list[tuple[int, int]]:
+    """``[(n_rows, width), (width, width) x (depth - 2), (width, n_cols)]`` (``depth >= 2``)."""
+    return [(n_rows, width)] + [(width, width)] * (depth - 2) + [(width, n_cols)]
+
+
+def activation_fn(name: str, negative_slope: float = 0.2):
+    if name == "linear":
+        return lambda x: x
+    if name == "tanh":
+        return jnp.tanh
+    if name == "leaky_relu":
+        return lambda x: jnp.where(x >= 0, x, negative_slope * x)
+    raise ValueError(f"activation must be one of {ACTIVATIONS}, got {name!r}")
+
+
+def forward(weights, activation: str, negative_slope: float = 0.2) -> jax.Array:
+    """``Y = act(... act(act(W_1) W_2) ...) W_depth`` (``weights`` a list of ``(..., a, b)`` arrays,
+    optional leading batch axes); ``act(W_1)`` is ``act(I W_1)``, the network applied to the identity."""
+    act = activation_fn(activation, negative_slope)
+    Y = act(weights[0])
+    for W in weights[1:-1]:
+        Y = act(Y @ W)
+    return Y @ weights[-1]
+
+
+# --------------------------------------------------------------------------------------------
+# Guess & Check
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GCSpec:
+    """Everything static about a G&C run (hashable: one compiled chunk per spec and chunk size)."""
+
+    n_rows: int
+    n_cols: int
+    width: int
+    depth: int
+    activation: Literal["linear", "tanh", "leaky_relu"] = "linear"
+    negative_slope: float = 0.2
+    prior: Literal["gauss", "unif"] = "gauss"
+    normalize: bool = False
+    softening: float = 1e-6
+    eps_train: float = 0.02
+
+    @property
+    def shapes(self) -> list[tuple[int, int]]:
+        return layer_shapes(self.n_rows, self.n_cols, self.width, self.depth)
+
+    @property
+    def n_params(self) -> int:
+        return sum(a * b for a, b in self.shapes)
+
+    @property
+    def scales(self) -> list[float]:
+        """``1/sqrt(width)`` for every layer but the last, ``1/sqrt(n_cols)`` for it (``train_gnc``)."""
+        return [1 / math.sqrt(self.width)] * (self.depth - 1) + [1 / math.sqrt(self.n_cols)]
+
+
+def raw_draws(key: jax.Array, prior: str, n: int) -> jax.Array:
+    """The ``n`` unscaled prior numbers of one sample: N(0, 1) or U[-1, 1), float64."""
+    if prior == "gauss":
+        return jax.random.normal(key, (n,), jnp.float64)
+    return jax.random.uniform(key, (n,), jnp.float64, -1.0, 1.0)
+
+
+def weights_from_draws(draws, spec: GCSpec) -> list:
+    """Split ``(..., n_params)`` raw draws into the scaled layers (row-major, layer by layer)."""
+    out, at = [], 0
+    for (a, b), s in zip(spec.shapes, spec.scales):
+        out.append(draws[..., at:at + a * b].reshape(draws.shape[:-1] + (a, b)) * s)
+        at += a * b
+    return out
+
+
+def sample_draws(key: jax.Array, spec: GCSpec, indices) -> jax.Array:
+    """``(len(indices), n_params)`` raw draws of the samples ``indices``: sample ``i`` from ``fold_in(key, i)``."""
+    idx = jnp.asarray(indices, jnp.uint32)
+    return jax.vmap(lambda i: raw_draws(jax.random.fold_in(key, i), spec.prior, spec.n_params))(idx)
+
+
+def sample_losses(draws, p: Problem, spec: GCSpec):
+    """``(train, gen)`` losses of the networks of ``draws (N, n_params)``, each ``(N,)``."""
+    Y = forward(weights_from_draws(draws, spec), spec.activation, spec.negative_slope)
+    if spec.normalize:
+        Y = Y / (jnp.linalg.norm(Y, axis=(-2, -1), keepdims=True) + spec.softening)
+    return sensing_loss(Y, p.A, p.b), generalisation_loss(Y, p)
+
+
+class GCState(NamedTuple):
+    """Running totals of one G&C run (scalars): accepted count, sums of the accepted samples'
+    generalisation losses and of their squares, sum over all samples (chance), least training loss."""
+
+    accepted: jax.Array
+    gen_sum: jax.Array
+    gen_sq_sum: jax.Array
+    prior_sum: jax.Array
+    min_train: jax.Array
+
+    @staticmethod
+    def zero() -> GCState:
+        z = jnp.zeros((), jnp.float64)
+        return GCState(jnp.zeros((), jnp.int64), z, z, z, jnp.full((), jnp.inf, jnp.float64))
+
+
+def _tree_sum(x: jax.Array) -> jax.Array:
+    """Sum of a ``(BLOCK,)`` vector by halving with element-wise adds: a fixed order of additions
+    (an XLA reduction may regroup them with the surrounding program)."""
+    while x.shape[0] > 1:
+        h = x.shape[0] // 2
+        x = x[:h] + x[h:]
+    return x[0]
+
+
+@functools.partial(jax.jit, static_argnames=("net",))
+def gc_chunk(state: GCState, key: jax.Array, start: jax.Array, n_blocks: jax.Array, samples: jax.Array,
+             eps_train: jax.Array, p: Problem, net: GCSpec) -> GCState:
+    """Add samples ``start .. start + n_blocks BLOCK - 1`` (those ``< samples``) to ``state``, one
+    block of :data:`BLOCK` samples after another; accepted: training loss ``< eps_train``. Every block
+    is the same computation of the same shapes (the loop's body), so a sample's losses do not depend
+    on the chunk (a vmap over the whole chunk does: XLA's batched kernels round differently with the
+    batch size). ``net``'s own ``eps_train`` is not read; the chunk length and the threshold are data,
+    so one compiled program serves every chunk size and threshold of a network."""
+
+    def block(b, state: GCState) -> GCState:
+        idx = start + b * BLOCK + jnp.arange(BLOCK, dtype=jnp.int64)
+        valid = idx < samples
+        train, gen = sample_losses(sample_draws(key, net, idx), p, net)
+        ok = valid & (train < eps_train)
+        zero = jnp.zeros_like(gen)
+        acc = jnp.where(ok, gen, zero)
+        return GCState(
+            state.accepted + jnp.sum(ok.astype(jnp.int64)),
+            state.gen_sum + _tree_sum(acc),
+            state.gen_sq_sum + _tree_sum(acc * acc),
+            state.prior_sum + _tree_sum(jnp.where(valid, gen, zero)),
+            jnp.minimum(state.min_train, jnp.min(jnp.where(valid, train, jnp.inf))),
+        )
+
+    return jax.lax.fori_loop(jnp.zeros((), jnp.int64), n_blocks.astype(jnp.int64), block, state)
+
+
+def auto_chunk(spec: GCSpec, draw_bytes: float = 32e6) -> int:
+    """Samples per compiled call holding about ``draw_bytes`` of raw float64 draws (a multiple of BLOCK)."""
+    return max(BLOCK, int(draw_bytes / (8 * spec.n_params) // BLOCK) * BLOCK)
+
+
+@dataclass(frozen=True)
+class SamplerProgress:
+    """One report of :func:`guess_and_check` over all seeds of a run (``describe()`` for the CLI)."""
+
+    samples: int  # drawn so far, all seeds
+    total: int  # to draw, all seeds
+    accepted: int  # so far, all seeds
+    seed_index: int
+    seeds: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.samples / self.seconds if self.seconds > 0 else 0.0
+
+    def describe(self) -> str:
+        eta = (self.total - self.samples) / self.rate if self.rate > 0 else None
+        text = (f"G&C samples {self.samples:,}/{self.total:,} · seed {self.seed_index + 1}/{self.seeds} · "
+                f"{self.accepted:,} accepted · {self.rate:,.0f} samples/s")
+        return text + (f" · ETA {eta:,.0f} s" if eta is not None else "")
+
+
+class GCResult(NamedTuple):
+    """Per seed (NumPy, shape ``(S,)``): accepted count, mean (and std) generalisation loss of the
+    accepted samples (NaN where none), chance (mean over all samples), least training loss."""
+
+    accepted: np.ndarray
+    gen_mean: np.ndarray
+    gen_std: np.ndarray
+    chance: np.ndarray
+    min_train: np.ndarray
+
+
+def summarise(states: list[GCState], samples: int) -> GCResult:
+    acc = np.array([int(s.accepted) for s in states])
+    gsum = np.array([float(s.gen_sum) for s in states])
+    gsq = np.array([float(s.gen_sq_sum) for s in states])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(acc > 0, gsum / np.maximum(acc, 1), np.nan)
+        var = np.where(acc > 0, gsq / np.maximum(acc, 1) - mean**2, np.nan)
+    return GCResult(acc, mean, np.sqrt(np.maximum(var, 0.0)),
+                    np.array([float(s.prior_sum) for s in states]) / samples,
+                    np.array([float(s.min_train) for s in states]))
+
+
+def guess_and_check(keys: list[jax.Array], problems: list[Problem], spec: GCSpec, samples: int,
+                    chunk: int = 0) -> GCResult:
+    """G&C for each (key, problem) pair (one per seed): ``samples`` prior draws each, evaluated
+    ``chunk`` at a time (0: :func:`auto_chunk`), reporting :class:`SamplerProgress` after each chunk
+    while someone listens. The numbers do not depend on ``chunk`` (module docstring)."""
+    chunk = chunk or auto_chunk(spec)
+    if chunk % BLOCK:
+        raise ValueError(f"chunk must be a multiple of {BLOCK}, got {chunk}")
+    if samples >= 2**32:
+        raise ValueError(f"samples must be < 2^32 (sample indices are folded into the key), got {samples}")
+    n_chunks = math.ceil(samples / chunk)
+    listened = progress.listened()
+    net, eps = dataclasses.replace(spec, eps_train=0.0), jnp.asarray(spec.eps_train, jnp.float64)
+    t0, states, accepted = time.perf_counter(), [], 0
+    for s, (key, p) in enumerate(zip(keys, problems)):
+        state = GCState.zero()
+        for c in range(n_chunks):
+            state = gc_chunk(state, key, jnp.asarray(c * chunk, jnp.int64), jnp.asarray(chunk // BLOCK, jnp.int64),
+                             jnp.asarray(samples, jnp.int64), eps, p, net)
+            if listened:
+                progress.report(SamplerProgress(s * samples + min((c + 1) * chunk, samples), samples * len(keys),
+                                                accepted + int(state.accepted), s, len(keys),
+                                                time.perf_counter() - t0))
+        accepted += int(state.accepted)
+        states.append(state)
+    return summarise(states, samples)
+
+
+def numpy_guess_and_check(draws: np.ndarray, p: Problem, spec: GCSpec) -> tuple[int, float, float, float]:
+    """The same sampler in plain NumPy on given raw draws ``(N, n_params)`` (an independent reference
+    for tests and the benchmark): ``(accepted, sum of accepted gen losses, sum of all gen losses,
+    least training loss)``."""
+    draws = np.asarray(draws, np.float64)
+    Ws, at = [], 0
+    for (a, b), s in zip(spec.shapes, spec.scales):
+        Ws.append(draws[:, at:at + a * b].reshape(-1, a, b) * s)
+        at += a * b
+    if spec.activation == "linear":
+        act = lambda x: x
+    elif spec.activation == "tanh":
+        act = np.tanh
+    else:
+        act = lambda x: np.where(x >= 0, x, spec.negative_slope * x)
+    Y = act(Ws[0])
+    for W in Ws[1:-1]:
+        Y = act(np.matmul(Y, W))
+    Y = np.matmul(Y, Ws[-1])
+    if spec.normalize:
+        Y = Y / (np.sqrt(np.sum(Y * Y, axis=(1, 2), keepdims=True)) + spec.softening)
+    flat = Y.reshape(len(Y), -1)
+    A, B = np.asarray(p.A).reshape(len(p.A), -1), np.asarray(p.B).reshape(len(p.B), -1)
+    train = np.mean((flat @ A.T - np.asarray(p.b)) ** 2, axis=1)
+    gen = np.mean((flat @ B.T - np.asarray(p.b_test)) ** 2, axis=1)
+    ok = train < spec.eps_train
+    return int(ok.sum()), float(gen[ok].sum()), float(gen.sum()), float(train.min())
+
+
+def chance_closed_form(p: Problem, spec: GCSpec) -> float:
+    """Chance for a linear network (module docstring): ``sigma^2 + mean_j <B_j, W*>^2`` with
+    ``sigma^2 = v^depth / n_cols`` unnormalised, ``1 / (n_rows n_cols)`` normalised (Gaussian prior;
+    the softening is neglected)."""
+    if spec.activation != "linear" or (spec.normalize and spec.prior != "gauss"):
+        raise ValueError("the closed form holds for linear networks (normalised: Gaussian prior only)")
+    if spec.normalize:
+        sigma2 = 1 / (spec.n_rows * spec.n_cols)
+    else:
+        sigma2 = PRIOR_VARIANCE[spec.prior] ** spec.depth / spec.n_cols
+    return float(sigma2 + np.mean(np.asarray(p.b_test) ** 2))
+
+
+# --------------------------------------------------------------------------------------------
+# gradient descent
+# --------------------------------------------------------------------------------------------
+
+
+def gd_init(key: jax.Array, shapes: list[tuple[int, int]], init_scale: float) -> list[jax.Array]:
+    """PyTorch's default ``nn.Linear`` init, ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``, times ``init_scale``
+    (``near_zero_init``); layer ``l`` from ``fold_in(key, l)``."""
+    return [init_scale * jax.random.uniform(jax.random.fold_in(key, l), s, jnp.float64, -1.0, 1.0) / math.sqrt(s[0])
+            for l, s in enumerate(shapes)]
+
+
+@functools.cache
+def _gd_fns(activation: str, negative_slope: float):
+    """``(loss_fn, log_fn)`` for the training loop, cached so compiled loops are reused."""
+
+    def loss_fn(params, p: Problem):
+        return sensing_loss(forward(params, activation, negative_slope), p.A, p.b)
+
+    def log_fn(params, p: Problem):
+        Y = forward(params, activation, negative_slope)
+        return {"train": sensing_loss(Y, p.A, p.b), "gen": generalisation_loss(Y, p)}
+
+    return loss_fn, log_fn
+
+
+GD_OPTIMIZERS = ("group_rmsprop", "gd")
+
+
+@functools.cache
+def gd_optimizer(name: str, lr: float):
+    """``"group_rmsprop"`` (the authors' "GD", :func:`implicitbias.optim.group_rmsprop`) or ``"gd"`` (plain)."""
+    if name == "group_rmsprop":
+        return group_rmsprop(lr)
+    if name == "gd":
+        return make_optimizer("gd", lr)
+    raise ValueError(f"optimizer must be one of {GD_OPTIMIZERS}, got {name!r}")
+
+
+class GDResult(NamedTuple):
+    """Per seed (NumPy ``(S,)``): final generalisation and training losses, diverged flags, and the
+    logged curves ``(S, rows)`` (NaN past a run's end)."""
+
+    gen: np.ndarray
+    train: np.ndarray
+    diverged: np.ndarray
+    log_steps: np.ndarray
+    gen_curve: np.ndarray
+    train_curve: np.ndarray
+
+
+def gradient_descent(keys: list[jax.Array], problems: list[Problem], shapes: list[tuple[int, int]], activation: str,
+                     negative_slope: float, init_scale: float, optimizer: str, lr: float, epochs: int,
+                     log_every: int) -> GDResult:
+    """Full-batch training of every seed's network for ``epochs`` updates, all seeds in one
+    compiled loop (:func:`implicitbias.train.train_batched`); a non-finite loss stops a seed."""
+    params = [jnp.stack(ws) for ws in zip(*(gd_init(k, shapes, init_scale) for k in keys))]
+    data = stack_problems(problems)
+    loss_fn, log_fn = _gd_fns(activation, negative_slope)
+    # a fixed number of updates, as train_gd: a loss threshold that is never reached
+    rule = StopRule(eps=np.finfo(np.float64).tiny, extra_steps=0, max_steps=epochs)
+    res = train_batched(loss_fn, params, data, gd_optimizer(optimizer, lr), rule, log_every, log_fn)
+    Y = jax.vmap(lambda ws: forward(ws, activation, negative_slope))(res.params)
+    return GDResult(np.asarray(jax.vmap(generalisation_loss)(Y, data)), np.asarray(res.final_loss),
+                    np.asarray(res.diverged), np.asarray(res.log_steps), np.asarray(res.logs["gen"]),
+                    np.asarray(res.logs["train"]))
