@@ -2,17 +2,19 @@
 fake pool, the runner's skip / save / salvage logic around any backend, and the one-line errors of
 ``--backend``. The same with a real Ray instance: ``tests/test_backends_ray.py`` (``make test-ray``)."""
 
+import importlib.util
 import json
 import socket
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from implicitbias import __version__, backends, cli
-from implicitbias.backends import Failed, Finished, LocalBackend, Started, _Failure, _same_version, drive
+from implicitbias.backends import BackendError, Failed, Finished, LocalBackend, Started, _Failure, _same_version, drive
 from implicitbias.experiments import table1
 from implicitbias.record import Record
 from implicitbias.runner import run_all
@@ -36,7 +38,8 @@ WHERE = {"versions": {"implicitbias": __version__, "jax": "9.9"}, "host": "node7
 
 
 class ListBackend:
-    """A backend that computes in order, records what it was given, and yields a scripted failure."""
+    """A backend that computes ``fake_run`` (whatever ``run`` it is given) in order, records what it
+    was given, and yields a scripted failure."""
 
     name = "fake"
 
@@ -50,7 +53,7 @@ class ListBackend:
                 yield Failed(key, "RuntimeError: boom", 1, False)
                 yield Failed(key, "RuntimeError: boom", 2, True)
             else:
-                yield Finished(key, run(cfg), 0.5, WHERE)
+                yield Finished(key, fake_run(cfg), 0.5, WHERE)
 
     def salvage(self):
         return self._salvage
@@ -176,6 +179,16 @@ def _one_error_line(res) -> str:
     return lines[0]
 
 
+def test_cli_lists_a_run_that_failed_every_attempt_and_exits_1(tmp_path, monkeypatch):
+    monkeypatch.setattr(backends, "make", lambda *a, **k: ListBackend(fail={"beyond_theorem/L6/special"}))
+    res = runner.invoke(cli.app, ARGS + ["--runs-dir", str(tmp_path)])
+    assert res.exit_code == 1, res.output
+    assert "beyond_theorem/L6/special attempt 1 failed, retrying: RuntimeError: boom" in " ".join(res.stdout.split())
+    assert "1 of 2 runs failed on every attempt (nothing stored for them): beyond_theorem/L6/special: " \
+           "RuntimeError: boom" in res.stderr
+    assert [r.preset for r in Store(tmp_path).runs("table1")] == ["beyond_theorem/L6"]
+
+
 def test_unknown_backend_is_one_line(tmp_path):
     line = _one_error_line(runner.invoke(cli.app, ARGS + ["--backend", "slurm", "--runs-dir", str(tmp_path)]))
     assert "unknown backend 'slurm'" in line and "local, ray" in line
@@ -208,3 +221,56 @@ def test_unreachable_address_is_one_line(tmp_path, monkeypatch, address):
     expected = "expected auto, host:port" if address == "nonsense" else f"cannot reach the Ray cluster at {address}"
     assert expected in line, line
     assert not (tmp_path / "table1").exists()
+
+
+class FakeRay:
+    """Enough of the ``ray`` module for the backend to start, measure the cluster and stop."""
+
+    class exceptions:
+        RayError = RuntimeError
+
+    def __init__(self, resources):
+        self.resources, self.inits, self.stopped = resources, [], False
+
+    def init(self, **kwargs):
+        self.inits.append(kwargs)
+
+    def cluster_resources(self):
+        return self.resources
+
+    def remote(self, fn):
+        return fn
+
+    def shutdown(self):
+        self.stopped = True
+
+
+def test_a_run_larger_than_the_cluster_is_refused_not_left_waiting(monkeypatch, tmp_path):
+    fake = FakeRay({"CPU": 2.0})
+    monkeypatch.setattr(backends, "import_ray", lambda: fake)
+    backend = backends.make("ray", cpus_per_run=2)
+    assert list(backend.map(fake_run, {})) == [] and fake.inits == []  # nothing to run: Ray not started
+    backend._start()
+    backend._check_fits(GRID)  # 2 CPUs per run fit
+    backend.close()
+    assert fake.inits[0]["address"] == "local" and fake.stopped
+    with pytest.raises(BackendError, match=r"asks for 1 GPU \(--gpus-per-run\) but the local Ray instance has 0 GPU"):
+        list(backends.make("ray", gpus_per_run=1).map(fake_run, GRID))
+    line = _one_error_line(runner.invoke(cli.app, ARGS + ["--backend", "ray", "--cpus-per-run", "3",
+                                                          "--runs-dir", str(tmp_path)]))
+    assert "asks for 3 CPU (--cpus-per-run) but the local Ray instance has 2 CPU in all" in line
+
+
+def test_the_realworld_sweep_script_names_the_runs_the_old_pool_stored():
+    """scripts/sweep_realworld.py builds its configs in-process now; their names (preset + sweep label)
+    are those of the 47 runs its subprocess pool of ``implicitbias run`` commands stored
+    (results/realworld-sweep.json), so the report and the resumed sweep find them."""
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("sweep_realworld", root / "scripts" / "sweep_realworld.py")
+    sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sweep)
+    configs = sweep.configs_of(list(range(len(sweep.jobs()))))
+    stored = json.loads((root / "results" / "realworld-sweep.json").read_text())["runs"]
+    assert sorted(configs) == sorted(r["preset"] for r in stored)
+    assert len({Store("x").run_dir("realworld", c) for c in configs.values()}) == len(configs) == 47
+    assert configs["s4d/digits/last[mode=replace,seeds=[5, 6, 7, 8, 9]]"].seeds == (5, 6, 7, 8, 9)

@@ -186,8 +186,9 @@ def check_address(address: str, timeout: float = _CONNECT_TIMEOUT_S) -> None:
 class RayBackend:
     """Every run a Ray task asking for ``cpus_per_run`` CPUs and ``gpus_per_run`` GPUs (fractions
     allowed), all submitted at once; Ray places them. ``address`` None starts a local Ray instance on
-    this machine (stopped by :meth:`close`); else joins a running cluster (``auto``, ``host:port``,
-    ``ray://host:port``). ``resources(key) -> (cpus, gpus)`` overrides the two per run.
+    this machine when there is something to run (stopped by :meth:`close`); else joins a running
+    cluster at once (``auto``, ``host:port``, ``ray://host:port``). ``resources(key) -> (cpus,
+    gpus)`` overrides the two per run.
 
     A run without GPUs gets ``JAX_PLATFORMS=cpu`` (on a GPU node it would otherwise take the
     accelerator it did not ask for); one with GPUs gets ``XLA_PYTHON_CLIENT_PREALLOCATE=false``
@@ -215,6 +216,8 @@ class RayBackend:
         self.pending: dict = {}
         self._started = False
         self._remote = None
+        if address is not None:
+            self._start()  # joining is quick; a cluster that is not there is told before anything runs
 
     def _start(self) -> None:
         if self._started:
@@ -263,7 +266,19 @@ class RayBackend:
         if not configs:
             return
         self._start()
+        self._check_fits(configs)
         yield from drive(self, run, configs, self.retries)
+
+    def _check_fits(self, configs: Mapping[str, Any]) -> None:
+        """:class:`BackendError` if some run asks for more CPUs or GPUs than the whole cluster has
+        now: Ray would keep such a task waiting for ever (it only warns, on the cluster's log)."""
+        total = self.ray.cluster_resources()
+        for i, (kind, flag) in enumerate((("CPU", "--cpus-per-run"), ("GPU", "--gpus-per-run"))):
+            need = max((self.resources(k) if self.resources else (self.cpus, self.gpus))[i] for k in configs)
+            have = total.get(kind, 0)
+            if need > have:
+                where = self.address or "the local Ray instance"
+                raise BackendError(f"a run asks for {need:g} {kind} ({flag}) but {where} has {have:g} {kind} in all")
 
     def salvage(self) -> list[Finished]:
         """After an interrupt: the runs that finished but were not collected yet (to be stored), and
