@@ -39,8 +39,9 @@ test-all: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/python -m pytest -q -n logical -m ''
 
-## make test-ray: the tests that start a real local Ray instance (--backend ray: same records as local, a killed
-## worker retried, Ctrl-C, --address, the bench_backend smoke; minutes: see docs/findings/ray-backend.md). Installs the ray extra.
+## make test-ray: the tests that start a real local Ray instance (--backend ray: same records as local, a
+## killed worker retried, Ctrl-C, --address, the bench_backend smoke; 5 minutes on 2 loaded cores, see
+## docs/findings/ray-backend.md). Installs the ray extra.
 test-ray: $(RAY_STAMP)
 	$(BIN)/python -m pytest -q -m ray
 
