@@ -86,6 +86,29 @@ def test_authors_presets_hold_their_values(model, dataset):
     assert cfg.model == model and cfg.dataset == dataset and len(cfg.seeds) >= 5
 
 
+@pytest.mark.parametrize("model", ["s4d", "lru", "mamba2"])
+def test_paper_table2_preset_is_their_cifar_run_and_needs_only_the_data(model, tmp_path):
+    """``implicitbias run realworld --preset authors/<model>/cifar10 --set data_dir=DIR`` is the paper's
+    Table 2 at the authors' full settings: their counts (20,000 training images of 50,000, 3,000 targets,
+    1,000 high-loss), eps 16/255 and their S4/LRU scan; without ``data_dir`` it is one line, exit 2."""
+    cfg = rw.PRESETS[f"authors/{model}/cifar10"]
+    want = {**THEIRS, **PER_MODEL[model], "eps": 16 / 255, "clip": True, "n_pool": 50_000, "n_train": 20_000,
+            "n_targets": 3000, "n_high_targets": 1000, "scan": "channel_major"}
+    for name, value in want.items():
+        got = getattr(cfg, name)
+        assert got == pytest.approx(value) if isinstance(value, float) else got == value, (name, got, value)
+    if model != "s4d":
+        return
+    from typer.testing import CliRunner
+
+    from implicitbias import cli
+
+    res = CliRunner().invoke(cli.app, ["run", "realworld", "--preset", "authors/s4d/cifar10",
+                                       "--runs-dir", str(tmp_path)])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert "needs data_dir" in res.stderr and "--set data_dir=" in res.stderr
+
+
 def test_authors_cpu_changes_only_the_listed_knobs():
     assert rw.AUTHORS_CPU == {"d_model": 32, "n_layers": 2, "epochs": 30, "restarts": 1}
     for model in ("s4d", "lru", "mamba2"):
