@@ -110,7 +110,7 @@ def run(
     runs_dir: RunsDir = Path("runs"),
     backend: Annotated[
         str, typer.Option("--backend", help="Where runs compute: local (this process) or ray (a Ray cluster; "
-                          f"{backends.RAY_HINT}).")
+                          f"{escape(backends.RAY_HINT)}).")
     ] = "local",
     address: Annotated[
         str | None, typer.Option("--address", help="Ray: the cluster to join (auto, host:port, ray://host:port); "
