@@ -318,11 +318,11 @@ def _authors_figure(rows: list[dict], path: Path) -> Path:
                         label=f"poisoned - {b}" if i == 0 else None)
     ax.axvline(0, color="k", lw=1)
     ax.set_yticks(range(len(rows)), [r["preset"] for r in rows], fontsize=8)
-    ax.invert_yaxis()
+    ax.set_ylim(len(rows) - 0.4, -0.6)  # first preset on top, room for both offset rows
     ax.set_xlabel("test error difference (percentage points); right of 0 = poisoning hurts")
     ax.set_title("one dot per seed; mean ± 95% t-interval", fontsize=9)
     ax.grid(alpha=0.3, axis="x")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=2, frameon=False)
     fig.tight_layout()
     return save_figure(fig, path)
 
