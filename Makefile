@@ -34,10 +34,10 @@ test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/python -m pytest -q -n logical
 
-## make test-all: the fast suite plus the slow full reproductions.
+## make test-all: the fast suite plus the slow full reproductions (the Ray tests have make test-ray).
 test-all: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks scripts
-	$(BIN)/python -m pytest -q -n logical -m ''
+	$(BIN)/python -m pytest -q -n logical -m 'not ray'
 
 ## make test-ray: the tests that start a real local Ray instance (--backend ray: same records as local, a
 ## killed worker retried, Ctrl-C, --address, the bench_backend smoke; 5 minutes on 2 loaded cores, see
