@@ -1,6 +1,8 @@
-"""Chain identification (SPEC §5, issue #5): generator, checkers, the REINFORCE estimator against
-the exact gradient on an enumerable case, and a small version of the experiment."""
+"""Chain identification (SPEC §5, issues #5 and #18): the generator against the authors' format, the
+model against a direct loop over the prefix, the REINFORCE estimator against the exact gradient on an
+enumerable case, one tied step against the projected full step, and a small version of the experiment."""
 
+import copy
 import dataclasses
 import itertools
 
@@ -16,86 +18,97 @@ from implicitbias.store import Store
 from implicitbias.tasks import chains as ch
 
 # ------------------------------------------------------------------------------------------
-# generator
+# the authors' format (YuvMilo/trans-rl-experiments: DAGTokenizer and
+# PermutationListClassificationDataset), written out by hand
 # ------------------------------------------------------------------------------------------
 
-def _walk_chains(edges):
-    """Rebuild the chains from an edge list by hand; asserts in/out degree <= 1."""
-    succ, pred = {}, {}
-    for u, w in edges:
-        assert u not in succ and w not in pred, "a vertex with two outgoing or two incoming edges"
-        succ[u], pred[w] = w, u
-    heads = [u for u in succ if u not in pred]
-    chains = []
-    for h in heads:
-        c = [h]
-        while c[-1] in succ:
-            c.append(succ[c[-1]])
-        chains.append(c)
-    return chains
+
+def _their_vocab(N):
+    """Their vocabulary: 5 special tokens, v0..v{N-1}, then (i,j) for i != j in row-major order."""
+    return ["<PAD>", "<BOS>", "<EOS>", "<UNK>", "<SEP>"] + [f"v{i}" for i in range(N)] + [
+        f"({i},{j})" for i in range(N) for j in range(N) if i != j]
 
 
-@pytest.mark.parametrize("n,complexities", [(4, (1, 2, 3)), (8, (7,)), (12, (1, 5, 11))])
-def test_generator_makes_two_disjoint_chains_with_the_requested_complexity(n, complexities):
-    N = 24
-    batch = jax.tree_util.tree_map(np.asarray, ch.sample_batch(jax.random.PRNGKey(n), 64, N, n, complexities))
-    seen_chains = set()
-    for i in range(64):
-        prompt = np.asarray(batch.prompt[i])
-        assert prompt.shape == (2 * (n - 1) + 1,)
-        assert np.all(prompt[:-1] >= N) and prompt[-1] < N  # edges, then the start vertex
-        u, w = ch.edge_endpoints(prompt[:-1], N)
-        chains = _walk_chains(list(zip(u.tolist(), w.tolist())))
-        assert len(chains) == 2 and all(len(c) == n for c in chains)
-        assert len(set(chains[0]) | set(chains[1])) == 2 * n  # disjoint, distinct labels
-        start, c = int(prompt[-1]), int(batch.complexity[i])
-        assert c in complexities
-        mine = next(ch_ for ch_ in chains if start in ch_)
-        assert len(mine) - 1 - mine.index(start) == c  # distance start -> terminal
-        assert int(batch.answer[i]) == mine[-1] == int(batch.chains[i, 0, -1])
-        path = np.asarray(batch.path[i])
-        assert path[:c].tolist() == mine[mine.index(start) + 1:] and np.all(path[c:] == -1)
-        has_out = np.asarray(batch.has_out[i])
-        assert set(np.flatnonzero(has_out).tolist()) == set(u.tolist())
-        seen_chains.add(tuple(mine))
-    assert len(seen_chains) == 64  # labels are redrawn per example
+def _their_instance(perm, n, start_index):
+    """Their sample for a permutation, two chains of ``n`` (the rest isolated), start index."""
+    chains, cur, edges = [], [perm[0]], []
+    pattern = [True] * (n - 1) + [False] + [True] * (n - 1) + [False] * (len(perm) - 2 * n)
+    for i in range(len(perm) - 1):
+        if pattern[i]:
+            edges.append((perm[i], perm[i + 1]))
+            cur.append(perm[i + 1])
+        else:
+            chains.append(cur)
+            cur = [perm[i + 1]]
+    chains.append(cur)
+    source = perm[start_index]
+    target = next(c for c in chains if source in c)[-1]
+    tokens = [f"({u},{w})" for u, w in edges] + [f"v{source}"]
+    return tokens, target, sorted(c[-1] for c in chains)
 
 
-def test_generator_weights_and_determinism():
-    b1 = ch.sample_batch(jax.random.PRNGKey(3), 200, 24, 4, (1, 2, 3), jnp.array([0.0, 1.0, 0.0]))
-    assert np.all(np.asarray(b1.complexity) == 2)
-    b2 = ch.sample_batch(jax.random.PRNGKey(3), 200, 24, 4, (1, 2, 3))
-    counts = np.bincount(np.asarray(b2.complexity), minlength=4)[1:]
-    assert counts.min() > 40  # uniform over 1..3
-    b3 = ch.sample_batch(jax.random.PRNGKey(3), 200, 24, 4, (1, 2, 3))
-    assert np.array_equal(np.asarray(b2.prompt), np.asarray(b3.prompt))
+def test_vocabulary_is_theirs_minus_the_special_tokens():
+    for N in (4, 8, 24):
+        theirs = _their_vocab(N)
+        assert ch.authors_token_strings(N) == theirs[ch.N_SPECIAL:]
+        assert ch.vocab_size(N) == len(theirs) - ch.N_SPECIAL == N * N
+    N = 8
+    assert ch.edge_token(3, 5, N) + ch.N_SPECIAL == _their_vocab(N).index("(3,5)")
+    u, w = ch.edge_endpoints(jnp.arange(N, N * N), N)
+    assert np.all(np.asarray(u) != np.asarray(w))
 
 
-def test_tokenizer_round_trip_on_the_talks_example():
-    edges = [(1, 2), (3, 4), (2, 3), (5, 6), (6, 7), (7, 8)]
-    prompt = ch.tokenize(jnp.array(edges), 5, 10)
-    assert ch.detokenize(prompt, 10) == "(1,2) (3,4) (2,3) (5,6) (6,7) (7,8) | 5"
+@pytest.fixture(scope="module")
+def batches():
+    """Instances at N = 2n (exp_train_on_D, chain 4) and with isolated vertices (N = 24, chain 12)."""
+    return {(N, n): jax.tree_util.tree_map(np.asarray, ch.sample_batch(jax.random.PRNGKey(N), 200, N, n, cs))
+            for N, n, cs in ((8, 4, (1, 2, 3)), (24, 12, (1, 5, 11)))}
+
+
+@pytest.mark.parametrize("N,n", [(8, 4), (24, 12)])
+def test_generator_matches_their_format(batches, N, n):
+    b = batches[(N, n)]
+    vocab = _their_vocab(N)
+    for i in range(0, 200, 7):
+        labels = b.chains[i].ravel().tolist()
+        perm = labels + sorted(set(range(N)) - set(labels))  # the isolated vertices' order is irrelevant
+        c = int(b.complexity[i])
+        tokens, target, sinks = _their_instance(perm, n, n - 1 - c)
+        assert (b.prompt[i] + ch.N_SPECIAL).tolist() == [vocab.index(t) for t in tokens]
+        assert ch.detokenize(b.prompt[i], N).replace("| ", "v").split() == tokens
+        assert int(b.answer[i]) == target
+        assert np.flatnonzero(~b.has_out[i]).tolist() == sinks  # their sinks: each chain's last vertex
+        assert b.path[i, :c].tolist() == b.chains[i, 0, n - c:].tolist() and np.all(b.path[i, c:] == -1)
+
+
+def test_generator_batches_weights_and_determinism(batches):
+    b = batches[(24, 12)]
+    assert set(b.complexity.tolist()) == {1, 5, 11} and np.bincount(b.complexity)[[1, 5, 11]].min() > 45
+    assert len({tuple(p) for p in b.prompt}) == 200  # labels redrawn per example
+    assert sorted(np.unique(batches[(8, 4)].chains[0]).tolist()) == list(range(8))  # N = 2n: all labels used
+    w = ch.sample_batch(jax.random.PRNGKey(24), 200, 24, 12, (1, 5, 11), jnp.array([0.0, 1.0, 0.0]))
+    assert np.all(np.asarray(w.complexity) == 5)
+    again = ch.sample_batch(jax.random.PRNGKey(24), 200, 24, 12, (1, 5, 11))
+    assert np.array_equal(np.asarray(again.prompt), b.prompt)
 
 
 # ------------------------------------------------------------------------------------------
-# checkers on hand-made trajectories (the talk's example: start 5, answer 8)
+# checkers on hand-made trajectories (start 5, answer 8; vertex 9 isolated, so a sink)
 # ------------------------------------------------------------------------------------------
 
-EDGES = [(1, 2), (3, 4), (2, 3), (5, 6), (6, 7), (7, 8)]
+EDGES = [(1, 2), (2, 3), (3, 4), (5, 6), (6, 7), (7, 8)]
 HAS_OUT = jnp.zeros(10, bool).at[jnp.array([u for u, _ in EDGES])].set(True)
-PATH = jnp.array([6, 7, 8, -1, -1, -1, -1])  # chain_len 4 would pad to 3; any padding works
+PATH = jnp.array([6, 7, 8])
 
 
 @pytest.mark.parametrize("trace,answer,length,correct,traversal", [
-    ([6, 7, 8, 0, 0, 0], 8, 3, True, True),  # the forward walk
-    ([6, 7, 8, 1, 4, 9], 8, 3, True, True),  # tokens after the answer are ignored
-    ([8, 0, 0, 0, 0, 0], 8, 1, True, False),  # right answer, skipped the chain
-    ([6, 6, 7, 8, 0, 0], 8, 4, True, False),  # repeats a vertex
-    ([6, 5, 6, 7, 8, 0], 8, 5, True, False),  # steps back
-    ([6, 7, 4, 0, 0, 0], 4, 3, False, False),  # jumps to the other chain's terminal
-    ([2, 3, 4, 0, 0, 0], 4, 3, False, False),  # walks the other chain
-    ([9, 0, 0, 0, 0, 0], 9, 1, False, False),  # a label not in the graph ends the walk
-    ([6, 7, 6, 7, 6, 7], ch.NO_ANSWER, 6, False, False),  # no answer within the budget
+    ([6, 7, 8, 0], 8, 3, True, True),  # the forward walk
+    ([6, 7, 8, 4], 8, 3, True, True),  # tokens after the answer are ignored
+    ([8, 0, 0, 0], 8, 1, True, False),  # right answer, skipped the chain
+    ([6, 6, 7, 8], 8, 4, True, False),  # repeats a vertex
+    ([6, 7, 4, 0], 4, 3, False, False),  # jumps to the other chain's end
+    ([9, 0, 0, 0], 9, 1, False, False),  # an isolated vertex is a sink (their sinks)
+    ([6, 7, 6, 7], ch.NO_ANSWER, 4, False, False),  # no sink within the budget
 ])
 def test_answer_and_traversal_checkers(trace, answer, length, correct, traversal):
     trace = jnp.array(trace)
@@ -105,29 +118,86 @@ def test_answer_and_traversal_checkers(trace, answer, length, correct, traversal
     assert bool(ch.is_traversal(trace, ln, PATH, 3)) == traversal
 
 
-def test_traversal_needs_the_budget():
-    # complexity 3 with only 2 emitted tokens can never be a traversal
-    assert not bool(ch.is_traversal(jnp.array([6, 7]), 2, PATH, 3))
+# ------------------------------------------------------------------------------------------
+# the model against a direct loop, tied tables, and the tied step against the full one
+# ------------------------------------------------------------------------------------------
+
+
+def _loop_logits(A, V, seq, i, attention, scale):
+    """Their forward at position i, one key at a time: counts of context tokens in the prefix, then
+    softmax over the prefix positions (or counts * A[q]) and V."""
+    A, V = np.asarray(A, float), np.asarray(V, float)
+    q = int(seq[i])
+    if attention == "softmax":
+        e = [np.exp(A[q, int(seq[j])]) for j in range(i + 1)]
+        z = sum(e)
+        return scale * sum(e[j] / z * V[int(seq[j])] for j in range(i + 1))
+    counts = np.zeros(A.shape[1])
+    for j in range(i + 1):
+        counts[int(seq[j])] += 1
+    return scale * (counts * A[q]) @ V
+
+
+@pytest.mark.parametrize("attention", ["softmax", "linear"])
+def test_logits_equal_a_direct_loop_over_the_prefix(attention):
+    N = 6
+    params = ch.init_params(jax.random.PRNGKey(1), "full", N, 0.7, jnp.float64)
+    A, V = ch.matrices(params, N)
+    inst = ch.sample_instance(jax.random.PRNGKey(2), N, 3, 2)
+    seq = jnp.concatenate([inst.prompt, jnp.array([inst.start, 2, inst.start], jnp.int32)])  # repeats a vertex
+    pos = jnp.array([4, 5, 7])  # the source, then emitted vertices
+    got = ch.attention_logits(A, V, seq, pos, attention, 20.0)
+    for row, i in zip(np.asarray(got), pos.tolist()):
+        np.testing.assert_allclose(row, _loop_logits(A, V, np.asarray(seq), i, attention, 20.0), rtol=1e-12)
+
+
+def test_tied_tables_are_the_relations():
+    N = 5
+    theta = {"theta_A": jnp.arange(1.0, 6.0), "theta_V": jnp.arange(10.0, 15.0)}
+    A, V = (np.asarray(m) for m in ch.matrices(theta, N))
+    for q in range(N):
+        for k, tok in enumerate(ch.authors_token_strings(N)):
+            if tok.startswith("v"):
+                want = 4 if int(tok[1:]) == q else 5
+            else:
+                u, w = (int(x) for x in tok[1:-1].split(","))
+                want = 1 if u == q else 2 if w == q else 3
+            assert A[q, k] == want
+            if tok.startswith("v"):
+                want_v = 13 if int(tok[1:]) == q else 14
+            else:
+                want_v = 10 if u == q else 11 if w == q else 12
+            assert V[k, q] == want_v
+    counts = ch.relation_counts(24)
+    assert counts["A"].tolist() == [552, 552, 12144, 24, 552] and counts["A"].sum() == 24 * 24 * 24
+
+
+def test_one_tied_step_equals_the_projected_full_step():
+    """From a tied point, one SGD step of the full model averaged over each relation's entries is the
+    tied SGD step with rates divided by the entries per relation (any batch: the chain rule)."""
+    N, n, T, lr = 8, 4, 5, 0.3
+    theta = {"theta_A": jnp.array([0.9, -0.2, 0.1, 0.3, -0.4]), "theta_V": jnp.array([-0.5, 1.2, 0.05, -0.3, 0.2])}
+    A, V = ch.matrices(theta, N)
+    full = {"A": A, "V": V}
+    inst = ch.sample_batch(jax.random.PRNGKey(0), 40, N, n, (1, 2, 3))
+    ro = ch.rollout(jax.random.PRNGKey(1), A, V, inst, T, "softmax", 20.0)
+    adv = ch.advantages(ro.rewards, "mean")
+    assert 0 < float(ro.rewards.mean()) < 1
+    grad = jax.jit(lambda p: ch.policy_gradient(p, N, inst.prompt, ro.traces, ro.lengths, adv, "softmax", 20.0))
+    g_full, g_tied = grad(full), grad(theta)
+    step_full = ch.project_to_tied(jax.tree_util.tree_map(lambda p, g: p + lr * g, full, g_full), N)
+    scale = ch.tied_gradient_scale(N, jnp.float64)
+    step_tied = jax.tree_util.tree_map(lambda p, g, s: p + lr * s * g, theta, g_tied, scale)
+    for k in theta:
+        np.testing.assert_allclose(step_full[k], step_tied[k], rtol=1e-10, atol=1e-14)
+        assert float(jnp.max(jnp.abs(step_tied[k] - theta[k]))) > 1e-6  # the step moved
+    # without the per-relation rates the tied step is not the full one
+    assert not np.allclose(theta["theta_A"] + lr * g_tied["theta_A"], step_full["theta_A"], rtol=1e-3)
 
 
 # ------------------------------------------------------------------------------------------
-# the model against the formula, and REINFORCE against the exact gradient
+# REINFORCE against the exact gradient, and the sampler against the policy
 # ------------------------------------------------------------------------------------------
-
-def _naive_log_prob(params, V, N, prompt, trace, length, sigma):
-    """``H = sigma(Mask(X A X^T)) X V`` with explicit one-hot X and a (D, D) A (zero non-vertex rows)."""
-    D = ch.vocab_size(N)
-    A_full = jnp.zeros((D, D)).at[:N].set(ch.attention_matrix(params, N))
-    seq = jnp.concatenate([prompt, trace])
-    X = jax.nn.one_hot(seq, D)
-    S = X @ A_full @ X.T
-    L = seq.shape[0]
-    causal = jnp.tril(jnp.ones((L, L), bool))
-    W = jax.nn.softmax(jnp.where(causal, S, -jnp.inf), axis=-1) if sigma == "softmax" else jnp.where(causal, S, 0.0)
-    H = W @ X @ V
-    P, T = prompt.shape[0], trace.shape[0]
-    lp = jax.nn.log_softmax(H[P - 1: P - 1 + T], axis=-1)[jnp.arange(T), trace]
-    return jnp.sum(jnp.where(jnp.arange(T) < length, lp, 0.0))
 
 
 def _enumerate(N, T, has_out):
@@ -139,12 +209,10 @@ def _enumerate(N, T, has_out):
     return seqs[keep]
 
 
-def _tiny_case(parameterisation, key=0):
+def _tiny_case(key=0):
     N, n, T = 6, 3, 3  # two chains of 3 vertices, complexity 2, 3 emitted tokens
     inst = ch.sample_instance(jax.random.PRNGKey(key), N, n, 2)
-    theta = jnp.array([0.7, -0.3, 0.2, 0.4, -0.5])
-    params = {"theta": theta} if parameterisation == "tied" else {
-        "A": ch.tied_attention(theta, N) + 0.3 * jax.random.normal(jax.random.PRNGKey(7), (N, ch.vocab_size(N)))}
+    params = ch.init_params(jax.random.PRNGKey(7), "full", N, 0.3, jnp.float64)
     return N, T, inst, params
 
 
@@ -152,148 +220,98 @@ def _allclose(a, b):
     jax.tree_util.tree_map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-8, atol=1e-12), a, b)
 
 
-@pytest.mark.parametrize("parameterisation,sigma", [("tied", "softmax"), ("full", "identity")])
-def test_reinforce_expectation_equals_exact_gradient(parameterisation, sigma):
-    N, T, inst, params = _tiny_case(parameterisation)
-    V = ch.value_matrix(N, 3.0, "head", jnp.float64)
+def test_reinforce_expectation_equals_exact_gradient():
+    """Over all trajectories: the single-episode estimator with any fixed baseline has expectation
+    grad J; the authors' batch-mean baseline over B = 2 episodes has expectation (B - 1)/B grad J."""
+    N, T, inst, params = _tiny_case()
+    scale = 3.0
     trajs = _enumerate(N, T, inst.has_out)
     answers, lengths = jax.vmap(ch.final_answer, in_axes=(0, None))(trajs, inst.has_out)
     R = ch.is_correct(answers, inst.answer).astype(jnp.float64)
     assert 0 < float(R.sum()) < len(R)
 
-    # the library's log-probabilities equal the formula's, and the trajectories exhaust the mass
-    A = ch.attention_matrix(params, N)
-    lp = jax.vmap(lambda t, l: ch.trace_log_prob(A, V, inst.prompt, t, l, sigma))(trajs, lengths)
-    naive = jax.vmap(_naive_log_prob, in_axes=(None, None, None, None, 0, 0, None))
-    np.testing.assert_allclose(lp, naive(params, V, N, inst.prompt, trajs, lengths, sigma), rtol=1e-10, atol=1e-12)
-    pi = jnp.exp(lp)
-    np.testing.assert_allclose(jnp.sum(pi), 1.0, rtol=1e-10)
+    def logp(p):
+        A, V = ch.matrices(p, N)
+        return jax.vmap(lambda t, ln: ch.trace_log_prob(A, V, inst.prompt, t, ln, "softmax", scale))(trajs, lengths)
 
-    # exact objective J = sum_tau pi(tau) R(tau) by the formula; its gradient by autodiff
-    exact = jax.grad(lambda p: jnp.sum(jnp.exp(naive(p, V, N, inst.prompt, trajs, lengths, sigma)) * R))(params)
-    assert float(jnp.max(jnp.abs(jax.tree_util.tree_leaves(exact)[0]))) > 1e-3  # non-trivial
+    pi = jnp.exp(logp(params))
+    np.testing.assert_allclose(jnp.sum(pi), 1.0, rtol=1e-10)  # the trajectories exhaust the mass
+    exact = jax.grad(lambda p: jnp.sum(jnp.exp(logp(p)) * R))(params)
+    assert float(jnp.max(jnp.abs(exact["V"]))) > 1e-3 and float(jnp.max(jnp.abs(exact["A"]))) > 1e-4
 
-    # the estimator on one episode with advantage R - b, for every trajectory, weighted by pi
-    def g_one(t, l, adv):
-        return ch.policy_gradient(params, V, N, inst.prompt[None], t[None], l[None], adv[None], sigma)
-
-    estimates = jax.jit(jax.vmap(g_one))
-    for b in (0.0, 0.37):  # any baseline independent of the episode: unbiased
-        gs = estimates(trajs, lengths, R - b)
-        _allclose(jax.tree_util.tree_map(lambda g: jnp.tensordot(pi, g, axes=1), gs), exact)
-
-    # batches of two with the leave-one-out baseline: the batch estimator is the mean of the
-    # single-episode ones with advantages R_a - R_b and R_b - R_a; over all pairs its expectation
-    # is grad J - E[R] E[grad log pi] = grad J, as E[grad log pi] = 0
-    score = estimates(trajs, lengths, jnp.ones_like(R))  # grad log pi per trajectory
-    _allclose(jax.tree_util.tree_map(lambda g: jnp.tensordot(pi, g, axes=1), score),
-              jax.tree_util.tree_map(jnp.zeros_like, exact))
-    rng = np.random.default_rng(0)
-    for a, b in rng.integers(0, len(R), size=(3, 2)):
-        r = jnp.stack([R[a], R[b]])
-        batch = ch.policy_gradient(params, V, N, jnp.stack([inst.prompt] * 2), trajs[jnp.array([a, b])],
-                                   lengths[jnp.array([a, b])], r - ch.leave_one_out_baseline(r), sigma)
-        by_hand = jax.tree_util.tree_map(lambda g, a=a, b=b: 0.5 * ((R[a] - R[b]) * g[a] + (R[b] - R[a]) * g[b]), score)
-        _allclose(batch, by_hand)
-    pair = jax.tree_util.tree_map(
-        lambda g: (
-            0.5
-            * jnp.einsum(
-                "i,j,ij...->...",
-                pi,
-                pi,
-                (R[:, None] - R[None, :])[..., *([None] * (g.ndim - 1))] * (g[:, None] - g[None, :]),
-            )
-        ),
-        score,
-    )
-    _allclose(pair, exact)
+    # per-trajectory score grad log pi(tau), then the estimators by hand from it
+    score = jax.jit(jax.vmap(lambda t, ln: ch.policy_gradient(
+        params, N, inst.prompt[None], t[None], ln[None], jnp.ones(1), "softmax", scale)))(trajs, lengths)
+    for b in (0.0, 0.37):  # single episode, fixed baseline: unbiased
+        _allclose(jax.tree_util.tree_map(lambda g, b=b: jnp.tensordot(pi * (R - b), g, axes=1), score), exact)
+    a, b = 3, int(jnp.argmax(R))  # the library's batch of two with the mean baseline, against the formula
+    r = jnp.stack([R[a], R[b]])
+    batch = ch.policy_gradient(params, N, jnp.stack([inst.prompt] * 2), trajs[jnp.array([a, b])],
+                               lengths[jnp.array([a, b])], ch.advantages(r, "mean"), "softmax", scale)
+    _allclose(batch, jax.tree_util.tree_map(lambda g: 0.25 * (R[a] - R[b]) * (g[a] - g[b]), score))
+    pair = jax.tree_util.tree_map(  # expectation over independent pairs of 0.25 (R_a - R_b)(g_a - g_b)
+        lambda g: 0.25 * jnp.einsum("i,j,ij...->...", pi, pi, (R[:, None] - R[None, :])[(...,) + (None,) * (g.ndim - 1)]
+                                    * (g[:, None] - g[None, :])), score)
+    _allclose(pair, jax.tree_util.tree_map(lambda e: 0.5 * e, exact))
 
 
-def test_sampler_follows_the_policy():
-    """Empirical frequencies of sampled answers match the enumerated probabilities."""
-    N, T, inst, params = _tiny_case("tied", key=1)
-    V = ch.value_matrix(N, 3.0, "head", jnp.float64)
-    A = ch.attention_matrix(params, N)
+def test_sampler_follows_the_policy_and_greedy_takes_the_argmax():
+    N, T, inst, params = _tiny_case(key=1)
+    A, V = ch.matrices(params, N)
     n = 4000
-    sample = jax.jit(jax.vmap(lambda k: ch.sample_trace(k, A, V, inst.prompt, T)))
-    traces = sample(jax.random.split(jax.random.PRNGKey(0), n))
+    traces = jax.jit(jax.vmap(lambda k: ch.sample_trace(k, A, V, inst.prompt, T, "softmax", 3.0)))(
+        jax.random.split(jax.random.PRNGKey(0), n))
     answers, _ = jax.vmap(ch.final_answer, in_axes=(0, None))(traces, inst.has_out)
     trajs = _enumerate(N, T, inst.has_out)
     a2, l2 = jax.vmap(ch.final_answer, in_axes=(0, None))(trajs, inst.has_out)
-    pi = jnp.exp(jax.vmap(lambda t, l: ch.trace_log_prob(A, V, inst.prompt, t, l))(trajs, l2))
-    for v in (ch.NO_ANSWER, *range(N)):  # distribution of the final answer
+    pi = jnp.exp(jax.vmap(lambda t, ln: ch.trace_log_prob(A, V, inst.prompt, t, ln, "softmax", 3.0))(trajs, l2))
+    for v in (ch.NO_ANSWER, *range(N)):  # the distribution of the final answer
         p = float(jnp.sum(jnp.where(a2 == v, pi, 0.0)))
         f = float(jnp.mean(answers == v))
         assert abs(f - p) < 4 * np.sqrt(p * (1 - p) / n) + 1e-9, (v, f, p)
-    assert float(jnp.sum(jnp.where(a2 == ch.NO_ANSWER, 0.0, pi))) > 0.3
+    greedy = np.asarray(ch.sample_trace(jax.random.PRNGKey(0), A, V, inst.prompt, T, "softmax", 3.0, greedy=True))
+    seq = np.concatenate([np.asarray(inst.prompt), greedy])
+    P = inst.prompt.shape[0]
+    for t in range(T):
+        assert greedy[t] == np.argmax(_loop_logits(A, V, seq, P - 1 + t, "softmax", 3.0))
 
 
 # ------------------------------------------------------------------------------------------
-# the experiment, small
+# presets and the authors' numbers
 # ------------------------------------------------------------------------------------------
 
-SMALL = dict(steps=150, batch=64, n_eval=200, seeds=(0, 1), curve_points=50)
-SIMPLE = exp.Config(train_complexities=(1, 2, 3), test_complexities=(1, 3, 6), test_chain_len=7, **SMALL)
-ONLY3 = dataclasses.replace(SIMPLE, train_weights=(0.0, 0.0, 1.0))  # same compiled program, other weights
 
-
-@pytest.fixture(scope="module")
-def small_runs():
-    return exp.run(SIMPLE), exp.run(ONLY3)
-
-
-def test_small_experiment_simple_examples_help_and_runs_are_deterministic(small_runs):
-    r1, r3 = small_runs
-    # trained on 1-3 (chains of 4): traverses chains of 7 at complexities 1, 3 and 6
-    assert min(r1.metrics["accuracy"]) > 0.9 and min(r1.metrics["traversal"]) > 0.85
-    # trained only on complexity 3, same budget: clearly worse on complexity 3
-    acc3 = np.asarray(r3.metrics["accuracy_per_complexity"])[:, 1]
-    trav3 = np.asarray(r3.metrics["traversal_per_complexity"])[:, 1]
-    assert acc3.max() < 0.6 and trav3.max() < 0.1
-    assert r1.arrays["reward"].shape == (2, 150) and r1.arrays["reward"][:, -20:].mean() > 0.9
-    again = exp.run(SIMPLE)
-    assert again.metrics["accuracy_per_complexity"] == r1.metrics["accuracy_per_complexity"]
-    assert np.array_equal(again.arrays["theta"], r1.arrays["theta"])
-
-
-def test_report_rows_and_markdown(tmp_path, small_runs):
-    store = Store(tmp_path / "runs")
-    for cfg, rec in zip((SIMPLE, ONLY3), small_runs):
-        store.save(exp.NAME, cfg, rec, preset="train1-3/test3", wall_seconds=1.0)
-    rows = report_chains.rows(list(store.runs(exp.NAME)))
-    assert len(rows) == 2
-    row = next(r for r in rows if "train_weights" not in r["overrides"])
-    assert row["experiment"] == "chains" and row["preset"] == "train1-3/test3"
-    assert row["overrides"] == {
-        "test_complexities": [1, 3, 6],
-        "test_chain_len": 7,
-        "steps": 150,
-        "batch": 64,
-        "n_eval": 200,
-        "seeds": [0, 1],
-        "curve_points": 50,
-    }
-    assert row["talk_accuracy"] is None  # overridden rows are not compared with the talk
-    assert len(row["curve_reward"]) == 50 and row["curve_reward"][-1] > 0.9 > row["curve_reward"][0]
-    assert row["accuracy_mean"] == pytest.approx(np.mean(small_runs[0].metrics["accuracy"]))
-    runs_dir = tmp_path / "runs"
-    written = report_chains.figures(list(store.runs(exp.NAME)), rows, runs_dir / "figures" / "chains")
-    assert written == [runs_dir / "figures" / "chains" / "learning_curves.png"]
-    md = report_chains.markdown(rows, tmp_path / "runs")
-    assert (
-        "| train1-3/test3 test_complexities=" in md
-        and "![chains learning curves](figures/chains/learning_curves.png)" in md
-    )
-    assert (tmp_path / "runs" / "figures" / "chains" / "learning_curves.png").stat().st_size > 1000
-
-
-def test_presets_are_the_talks_rows():
-    assert list(exp.PRESETS) == list(exp.TALK)
+def test_presets_follow_the_authors_code():
     p = exp.PRESETS
-    assert p["train1-3/test1-11"].chain_len("train") == 4 and p["train1-3/test1-11"].chain_len("test") == 12
-    assert p["train3/test3"].train_complexities == (3,) and p["train3/test3"].steps == p["train1-3/test3"].steps
-    assert len({c.steps for c in p.values()}) == 1  # one step budget for every row
+    assert list(p)[:6] == list(exp.TALK)
+    d = p["authors/chain8"]  # exp_train_on_D.py --softmax, run_exp_util.train_list_classifier
+    assert (d.model, d.attention, d.init_std, d.optimizer, d.lr, d.baseline) == (
+        "full", "softmax", 1e-8, "adam", 1e-2, "mean")
+    assert (d.batch, d.sub_batches, d.steps_per_epoch, d.epochs, d.early_stop) == (50_000, 30, 20, 300, True)
+    assert d.seeds == (42, 43, 44) and d.vertices() == 16 and d.spec().max_new_tokens == 9
+    assert d.spec().scale == pytest.approx(20.0) and p["authors/linear/chain8"].spec().scale == pytest.approx(5.0)
+    lin = p["authors/linear/chain12"]
+    assert (lin.batch, lin.sub_batches, lin.steps_per_epoch, lin.epochs) == (200_000, 80, 10, 200)
+    m = p["authors/train4-test4-8-12"]  # exp_train_on_D_m.py
+    s = m.spec()
+    assert (s.n_vertices, s.train_chain_len, s.test_chain_lens, s.max_new_tokens, s.test_max_new_tokens) == (
+        24, 4, (4, 8, 12), 13, (20, 20, 20))
+    assert s.test_complexities == ((1, 2, 3), tuple(range(1, 8)), tuple(range(1, 12)))
+    assert p["authors/linear/train4-test4-8-12"].spec().scale == pytest.approx(20.0)  # tmp 1/20 there
+    assert p["train1-7/test1-7"] == p["authors/chain8"] and p["train1-3/test1-3"] == p["authors/chain4"]
+    three, simple = p["train3/test3"], p["train1-3/test3"]
+    assert three.train_complexities == (3,) and simple.train_complexities == (1, 2, 3)
+    assert dataclasses.replace(three, train_complexities=(1, 2, 3)) == simple  # the same budget
+    assert exp.talk_row(three, 4) == "train3/test3" and exp.talk_row(m, 12) == "train1-3/test1-11"
+    assert exp.committed_key(p["authors/chain12"], 12) == ("softmax", 12) and exp.committed_key(m, 12) is None
+
+
+def test_committed_numbers_aggregate_as_their_csv():
+    """The copied per-seed numbers give the copied mean and np.std (rounded to 2 decimals as theirs)."""
+    for key, row in exp.AUTHORS_COMMITTED.items():
+        for name in ("test_accuracy", "traversal"):
+            mean, std, seeds = row[name]
+            assert round(float(np.mean(seeds)), 2) == mean and round(float(np.std(seeds)), 2) == std, (key, name)
 
 
 @pytest.mark.parametrize(
@@ -302,11 +320,12 @@ def test_presets_are_the_talks_rows():
         ("train_complexities", (), "train_complexities must not be empty"),
         ("test_complexities", (0, 1), "test_complexities must be integers >= 1"),
         ("train_weights", (1.0,), "train_weights must have one weight"),
-        ("n_vertices", 6, "n_vertices must be >= 2"),
-        ("test_chain_len", 3, "test_chain_len must be 0"),
+        ("n_vertices", 6, "n_vertices must be 0"),
+        ("test_chain_lens", (2, 1), "test_chain_lens must be integers >= 2"),
+        ("batch", 59, "batch must hold >= 2 episodes per sub-batch"),
         ("lr", -1.0, "lr must be > 0"),
-        ("sigma", "relu", "sigma must be"),
-        ("batch", 1, "batch must be >= 2"),
+        ("attention", "relu", "attention must be"),
+        ("model", "lookup", "model must be"),
         ("seeds", (), "seeds must not be empty"),
     ],
 )
@@ -316,5 +335,84 @@ def test_bad_config_values(field, value, match):
 
 
 def test_overrides_parse():
-    o = parse_overrides(exp.Config, ["steps=10", "train_complexities=1,2", "sigma=identity", "forward_bias=0.25"])
-    assert o == {"steps": 10, "train_complexities": (1, 2), "sigma": "identity", "forward_bias": 0.25}
+    o = parse_overrides(exp.Config, ["epochs=10", "train_complexities=1,2", "attention=linear", "model=tied"])
+    assert o == {"epochs": 10, "train_complexities": (1, 2), "attention": "linear", "model": "tied"}
+
+
+# ------------------------------------------------------------------------------------------
+# the experiment, tiny: determinism, the record and the report
+# ------------------------------------------------------------------------------------------
+
+TINY = dict(batch=40, sub_batches=2, steps_per_epoch=2, epochs=2, n_val=30, n_eval=50, seeds=(0, 1))
+
+
+@pytest.fixture(scope="module")
+def tiny_run():
+    cfg = dataclasses.replace(exp.PRESETS["train1-3/test3"], **TINY)
+    return cfg, exp.run(cfg)
+
+
+def test_tiny_run_is_deterministic_and_its_metrics_are_the_counts(tiny_run):
+    cfg, rec = tiny_run
+    assert rec.metrics["epochs_run"] == [2, 2] and rec.metrics["steps_run"] == [4, 4]
+    t = rec.metrics["tests"][0]
+    c = {k: rec.arrays[f"test_{k}"] for k in ("n", "valid", "correct", "traversal")}
+    assert c["n"].shape == (2, 1, 3) and np.all(c["n"][:, 0, :2] == 0) and np.all(c["n"][:, 0, 2] == 50)
+    np.testing.assert_allclose(t["test_accuracy"], 100 * c["correct"].sum(-1)[:, 0] / c["valid"].sum(-1)[:, 0])
+    np.testing.assert_allclose(t["traversal"], 100 * c["traversal"].sum(-1)[:, 0] / c["valid"].sum(-1)[:, 0])
+    assert rec.arrays["A"].shape == (2, 8, 64) and rec.arrays["V"].shape == (2, 64, 8)
+    assert np.all(np.isfinite(rec.arrays["val_accuracy"]))  # no early stop: every epoch ran
+    again = exp.run(cfg)
+    assert again.metrics["tests"] == rec.metrics["tests"] and np.array_equal(again.arrays["A"], rec.arrays["A"])
+
+
+def _shifted(rec, delta):
+    """A copy of a record with its per-seed test numbers moved by ``delta`` points (for the report)."""
+    m = copy.deepcopy(rec.metrics)
+    t = m["tests"][0]
+    t["test_accuracy"] = [a - delta for a in t["test_accuracy"]]
+    t["traversal"] = [a - 2 * delta for a in t["traversal"]]
+    return type(rec)(m, rec.arrays)
+
+
+def test_report_rows_gap_and_tied_table(tmp_path, tiny_run):
+    cfg, rec = tiny_run
+    store = Store(tmp_path / "runs")
+    store.save(exp.NAME, cfg, rec, preset="train1-3/test3", wall_seconds=1.0)
+    store.save(exp.NAME, dataclasses.replace(cfg, model="tied"), _shifted(rec, 1.0), preset="train1-3/test3",
+               wall_seconds=1.0)
+    store.save(exp.NAME, dataclasses.replace(cfg, train_complexities=(3,)), _shifted(rec, 5.0),
+               preset="train3/test3", wall_seconds=1.0)
+    rows = report_chains.rows(list(store.runs(exp.NAME)))
+    assert len(rows) == 3
+    full = next(r for r in rows if r["model"] == "full" and r["train"] == "1-3")
+    three = next(r for r in rows if r["train"] == "3")
+    assert (full["attention"], full["chain_size"], full["test"]) == ("softmax", 4, "3")
+    assert full["test_accuracy"] == rec.metrics["tests"][0]["test_accuracy"]
+    assert full["talk_row"] == "train1-3/test3" and (full["talk_accuracy"], full["talk_traversal"]) == (100.0, 100.0)
+    assert three["talk_row"] == "train3/test3" and three["gap_reference"].startswith("train1-3/test3")
+    np.testing.assert_allclose(three["gap_accuracy"], [5.0, 5.0])
+    np.testing.assert_allclose(three["gap_traversal"], [10.0, 10.0])
+    pairs = report_chains.tied_vs_full(rows)
+    assert [(f["model"], t["model"]) for f, t in pairs] == [("full", "tied")]
+    np.testing.assert_allclose(np.subtract(pairs[0][0]["test_accuracy"], pairs[0][1]["test_accuracy"]), [1.0, 1.0])
+    md = report_chains.markdown(rows, tmp_path / "runs")
+    assert "**Gap at the same budget" in md and "**Tied model (per-relation rates)" in md
+    written = report_chains.figures(list(store.runs(exp.NAME)), rows, tmp_path / "runs" / "figures" / "chains")
+    assert written[0].stat().st_size > 1000
+
+
+# ------------------------------------------------------------------------------------------
+# learning (slow)
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_chain4_learns_to_traverse_and_complexity3_alone_does_not_at_the_same_budget():
+    """Chains of 4 at a tenth of the authors' batch: the full model trained on 1-3 traverses; trained on
+    3 alone, same budget, it does worse on complexity 3."""
+    small = dict(batch=3000, sub_batches=3, steps_per_epoch=20, epochs=8, early_stop=False, seeds=(42, 43))
+    simple = exp.run(dataclasses.replace(exp.PRESETS["train1-3/test3"], **small)).metrics["tests"][0]
+    three = exp.run(dataclasses.replace(exp.PRESETS["train3/test3"], **small)).metrics["tests"][0]
+    assert min(simple["test_accuracy"]) > 95 and min(simple["traversal"]) > 90
+    assert max(three["traversal"]) < min(simple["traversal"]) - 20

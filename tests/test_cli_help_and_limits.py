@@ -113,7 +113,7 @@ def _no_compute(monkeypatch):
 
 @pytest.mark.parametrize("args,largest", [
     (["run", "table1", "--set", "d=100000000"], "d=100000000"),
-    (["run", "chains", "--set", "trace_factor=1e9"], "T=3000000000 emitted tokens"),
+    (["run", "chains", "--set", "max_new_tokens=1000000000"], "T=1000000000"),
     (["run", "dynamics", "--preset", "standalone/L6", "--set", "log_every=1", "--set", "max_steps=100000000000"],
      "trajectory logs"),
     (["run", "realworld", "--preset", "s4d/digits/mean", "--set", "d_model=100000000"], "activations"),
@@ -151,7 +151,7 @@ def test_estimates_grow_with_the_sizes_that_matter():
     small, big = (table1.footprint_bytes(replace(base, d=d, max_steps=1000)) for d in (100, 1000))
     assert big > 50 * small  # the (d, d) kernel and the Keras draws are quadratic in d
     c = chains.PRESETS["train1-3/test1-3"]
-    f = [chains.footprint_bytes(replace(c, trace_factor=t)) for t in (2.0, 20.0, 200.0)]
+    f = [chains.footprint_bytes(replace(c, max_new_tokens=t)) for t in (5, 50, 500)]
     assert f[0] < f[1] < f[2] and f[2] > 10 * f[0]  # the teacher-forced scores are quadratic in T
 
 
@@ -195,9 +195,9 @@ def test_field_rows_show_type_and_default():
     rows = {line.split()[0]: line.split()[1:] for line in
             runner.invoke(cli.app, ["run", "chains", "--help"]).output.splitlines() if line.startswith("  ")
             and len(line.split()) >= 3}
-    assert rows["trace_factor"][:2] == ["float", "2.0"]
-    assert rows["sigma"][:2] == ["softmax|identity", "softmax"]
-    assert rows["seeds"][:2] == ["list", "of"] and rows["seeds"][3] == "[0,1,2]"
+    assert rows["init_std"][:2] == ["float", "1e-08"]
+    assert rows["attention"][:2] == ["softmax|linear", "softmax"]
+    assert rows["seeds"][:2] == ["list", "of"] and rows["seeds"][3] == "[42,43,44]"
     t1 = runner.invoke(cli.app, ["run", "table1", "--preset", "per_theorem", "--help"]).output
     assert any(line.split()[:3] == ["lr", "float", "0.01"] and "0.001" in line for line in t1.splitlines())
     assert any(line.split()[:2] == ["d", "int"] and "(per preset: 10, 20)" in line for line in t1.splitlines())

@@ -1,31 +1,42 @@
 """Chain identification: outcome-based RL teaches a one-layer transformer to traverse chains, but
 only with simple examples in the training data (SPEC §5; companion result, Ran-Milo, Alexander,
 Mendel, Cohen 2026). The pieces (task, model, sampling, checkers, REINFORCE) are in
-:mod:`implicitbias.tasks.chains`; this module is the experiment: the config, the talk's six rows as
-presets (their numbers in :data:`TALK`) and ``run``; the report section is :mod:`implicitbias.report.chains`.
+:mod:`implicitbias.tasks.chains`; this module is the experiment: the config, the presets (the talk's
+six rows and the authors' committed runs), the numbers to compare with (:data:`TALK`,
+:data:`AUTHORS_COMMITTED`) and ``run``; the report section is :mod:`implicitbias.report.chains`.
 
-A row with complexities ``1..c`` uses two chains of ``n = c + 1`` vertices each (``train_chain_len``
-/ ``test_chain_len`` override it). ``Config`` fields (default):
+The defaults are the authors' ``theoretically_inspired/exp_train_on_D.py --softmax`` with
+``run_exp_util.train_list_classifier``: their model (A and V trained, init N(0, 1e-8), softmax
+attention, temperature 1/20), Adam lr 1e-2, REINFORCE with the sub-batch mean reward as baseline,
+batches of 50,000 episodes in 30 sub-batches, 20 steps per epoch (their 1,000,000 training samples
+/ 50,000), at most 300 epochs, early stop at 100% train and validation accuracy, greedy validation
+and test on 1,000 instances, at most ``n + 1`` emitted tokens, seeds 42-44.
 
-* ``n_vertices`` (24): vertex labels, redrawn per example; ``N + N^2`` tokens (vertices, then edges);
-* ``trace_factor`` (2): at most ``ceil(trace_factor (n-1))`` emitted tokens; the answer is the first
-  emitted vertex with no outgoing edge in the prompt (no answer: reward 0);
-* ``sigma`` (``"softmax"``; ``"identity"`` is linear): ``H = sigma(Mask(X A X^T)) X V``;
-* ``value_kind`` / ``value_scale`` (``"head"``, 10): fixed ``V``, edge ``(u, w)`` -> ``value_scale e_w``
-  (``"endpoints"``: ``value_scale (e_u + e_w)``), vertex tokens -> 0;
-* ``parameterisation`` (``"tied"``): five numbers, one per relation of query vertex to key token;
-  ``"full"`` trains the whole ``(N, D)`` table; only ``A`` is trained;
-* ``forward_bias`` (0.5): relabelling-symmetric init, this value on the "edge leaving the query" entry;
-* ``optimizer`` (``"sgd"``; ``"adam"``), ``lr`` (1.0), ``batch`` (128 episodes), ``baseline``
-  (``"loo"``: leave-one-out mean reward; ``"none"``), ``steps`` (1500), ``dtype`` (``"float32"``);
-* ``n_eval`` (1000): fresh instances per test complexity, traces sampled (not greedy); seeds (0, 1, 2).
+``Config`` fields (default):
 
-Why each default, the results with them and the sensitivity study: docs/findings/chains.md.
+* ``train_complexities`` / ``test_complexities``: distances from the source to its chain's end
+  (their start index ``n - 1 - c``); ``train_weights`` (uniform);
+* ``train_chain_len`` (0: ``max(train_complexities) + 1``), ``test_chain_lens`` (empty: one test
+  chain length ``max(test_complexities) + 1``; each length tests the complexities below it);
+* ``n_vertices`` (0: two chains' worth, ``2 max(chain lengths)``; larger leaves isolated vertices);
+* ``model`` (``"full"``: the authors' ``(N, N^2)`` A and ``(N^2, N)`` V; ``"tied"``: five numbers each,
+  per-relation rates so that its flow is the full model's, see :mod:`implicitbias.tasks.chains`);
+* ``attention`` (``"softmax"``; ``"linear"``), ``temperature`` (0: 1/20 softmax, 1/5 linear);
+* ``init_std`` (1e-8), ``optimizer`` (``"adam"``; ``"sgd"``), ``lr`` (1e-2), ``baseline``
+  (``"mean"``; ``"loo"``, ``"none"``);
+* ``batch`` (50,000 episodes per step), ``sub_batches`` (30; the baseline is per sub-batch; every
+  sub-batch has ``batch // sub_batches`` episodes, 1,666: 49,980 per step, where their last one
+  takes the remainder),
+  ``steps_per_epoch`` (20), ``epochs`` (300, at most), ``early_stop`` (True);
+* ``max_new_tokens`` (0: ``train_chain_len + 1``; training and validation), ``test_max_new_tokens``
+  (0: test chain length + 1), ``n_val`` (1000), ``n_eval`` (1000 per test chain length),
+  ``dtype`` (``"float32"``).
+
+Choices, results and wall times: docs/findings/chains.md.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -43,29 +54,32 @@ NAME = "chains"
 
 @dataclass(frozen=True)
 class Config:
-    """One row of the table: a training distribution, a test set, and every open choice."""
+    """One run: a training distribution, test sets, the model and the budget."""
 
     train_complexities: tuple[int, ...]
     test_complexities: tuple[int, ...]
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] = (42, 43, 44)
     train_weights: tuple[float, ...] = ()  # empty: uniform over train_complexities
     train_chain_len: int = 0  # 0: max(train_complexities) + 1
-    test_chain_len: int = 0  # 0: max(test_complexities) + 1
-    n_vertices: int = 24
-    trace_factor: float = 2.0
-    parameterisation: Literal["tied", "full"] = "tied"
-    forward_bias: float = 0.5
-    value_kind: Literal["head", "endpoints"] = "head"
-    value_scale: float = 10.0
-    sigma: Literal["softmax", "identity"] = "softmax"
-    optimizer: Literal["sgd", "adam"] = "sgd"
-    lr: float = 1.0
-    baseline: Literal["loo", "none"] = "loo"
-    batch: int = 128
-    steps: int = 1500
+    test_chain_lens: tuple[int, ...] = ()  # empty: (max(test_complexities) + 1,)
+    n_vertices: int = 0  # 0: 2 * the longest chain
+    model: Literal["full", "tied"] = "full"
+    attention: Literal["softmax", "linear"] = "softmax"
+    temperature: float = 0.0  # 0: 1/20 (softmax) or 1/5 (linear), as exp_train_on_D
+    init_std: float = 1e-8
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: float = 1e-2
+    baseline: Literal["mean", "loo", "none"] = "mean"
+    batch: int = 50_000
+    sub_batches: int = 30
+    steps_per_epoch: int = 20
+    epochs: int = 300
+    early_stop: bool = True
+    max_new_tokens: int = 0  # 0: train_chain_len + 1
+    test_max_new_tokens: int = 0  # 0: test chain length + 1
+    n_val: int = 1000
     n_eval: int = 1000
     dtype: Literal["float32", "float64"] = "float32"
-    curve_points: int = 300  # learning-curve points kept in the report rows
 
     def __post_init__(self):
         for name in ("train_complexities", "test_complexities"):
@@ -90,56 +104,63 @@ class Config:
             f"train_chain_len must be 0 (auto) or > max(train_complexities) = {max(self.train_complexities)}, "
             f"got {self.train_chain_len}",
         )
-        require(
-            self.test_chain_len == 0 or self.test_chain_len > max(self.test_complexities),
-            f"test_chain_len must be 0 (auto) or > max(test_complexities) = {max(self.test_complexities)}, "
-            f"got {self.test_chain_len}",
-        )
-        n_max = max(self.chain_len("train"), self.chain_len("test"))
-        require(
-            self.n_vertices >= 2 * n_max, f"n_vertices must be >= 2 * chain length = {2 * n_max}, got {self.n_vertices}"
-        )
+        require(all(isinstance(n, int) and n >= 2 for n in self.test_chain_lens),
+                f"test_chain_lens must be integers >= 2, got {self.test_chain_lens}")
+        for n in self.chain_lens_test():
+            require(any(c < n for c in self.test_complexities),
+                    f"test chain length {n} has no test complexity below it (test_complexities "
+                    f"{self.test_complexities})")
+        n_max = max(self.chain_len_train(), *self.chain_lens_test())
+        require(self.n_vertices == 0 or self.n_vertices >= 2 * n_max,
+                f"n_vertices must be 0 (auto) or >= 2 * the longest chain = {2 * n_max}, got {self.n_vertices}")
         require(self.n_vertices <= 64, f"n_vertices must be <= 64 (the vocabulary grows as N^2), got {self.n_vertices}")
-        require(
-            math.isfinite(self.trace_factor) and self.trace_factor >= 1,
-            f"trace_factor must be >= 1 (room for the forward walk), got {self.trace_factor}",
-        )
-        require(
-            self.parameterisation in ("tied", "full"),
-            f"parameterisation must be 'tied' or 'full', got {self.parameterisation!r}",
-        )
-        require(math.isfinite(self.forward_bias), f"forward_bias must be finite, got {self.forward_bias}")
-        require(
-            self.value_kind in ("head", "endpoints"),
-            f"value_kind must be 'head' or 'endpoints', got {self.value_kind!r}",
-        )
-        require(
-            math.isfinite(self.value_scale) and self.value_scale > 0, f"value_scale must be > 0, got {self.value_scale}"
-        )
-        require(self.sigma in ("softmax", "identity"), f"sigma must be 'softmax' or 'identity', got {self.sigma!r}")
+        require(self.model in ("full", "tied"), f"model must be 'full' or 'tied', got {self.model!r}")
+        require(self.attention in ("softmax", "linear"),
+                f"attention must be 'softmax' or 'linear', got {self.attention!r}")
+        require(math.isfinite(self.temperature) and self.temperature >= 0,
+                f"temperature must be 0 (auto) or > 0, got {self.temperature}")
+        require(math.isfinite(self.init_std) and self.init_std >= 0, f"init_std must be >= 0, got {self.init_std}")
         require(self.optimizer in ("sgd", "adam"), f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
         require(math.isfinite(self.lr) and self.lr > 0, f"lr must be > 0, got {self.lr}")
-        require(self.baseline in ("loo", "none"), f"baseline must be 'loo' or 'none', got {self.baseline!r}")
-        require(self.batch >= 2, f"batch must be >= 2 (the leave-one-out baseline), got {self.batch}")
-        require(self.steps >= 1, f"steps must be >= 1, got {self.steps}")
-        require(self.n_eval >= 1, f"n_eval must be >= 1, got {self.n_eval}")
+        require(self.baseline in ("mean", "loo", "none"),
+                f"baseline must be 'mean', 'loo' or 'none', got {self.baseline!r}")
+        require(self.sub_batches >= 1, f"sub_batches must be >= 1, got {self.sub_batches}")
+        require(self.batch >= 2 * self.sub_batches,
+                f"batch must hold >= 2 episodes per sub-batch ({self.sub_batches} sub-batches), got {self.batch}")
+        require(self.steps_per_epoch >= 1, f"steps_per_epoch must be >= 1, got {self.steps_per_epoch}")
+        require(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
+        require(self.max_new_tokens >= 0 and self.test_max_new_tokens >= 0,
+                "max_new_tokens and test_max_new_tokens must be >= 0 (0: chain length + 1)")
+        require(self.n_val >= 1 and self.n_eval >= 1, f"n_val and n_eval must be >= 1, got {self.n_val}, {self.n_eval}")
         require(self.dtype in ("float32", "float64"), f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
-        require(self.curve_points >= 2, f"curve_points must be >= 2, got {self.curve_points}")
 
-    def chain_len(self, which: str) -> int:
-        """Vertices per chain for ``"train"`` or ``"test"``."""
-        n = self.train_chain_len if which == "train" else self.test_chain_len
-        cs = self.train_complexities if which == "train" else self.test_complexities
-        return n or max(cs) + 1
+    def chain_len_train(self) -> int:
+        return self.train_chain_len or max(self.train_complexities) + 1
+
+    def chain_lens_test(self) -> tuple[int, ...]:
+        return self.test_chain_lens or (max(self.test_complexities) + 1,)
+
+    def vertices(self) -> int:
+        return self.n_vertices or 2 * max(self.chain_len_train(), *self.chain_lens_test())
+
+    def complexities_at(self, n: int) -> tuple[int, ...]:
+        """The test complexities of test chain length ``n``."""
+        return tuple(c for c in self.test_complexities if c < n)
 
     def spec(self) -> ch.Spec:
-        """The static part of the run (every field but seeds, weights and report sizes): one
-        compilation per spec, shared by configs that differ only in those."""
-        names = {f.name for f in dataclasses.fields(ch.Spec)} - {"train_chain_len", "test_chain_len"}
+        """The static part of the run (every field but seeds and weights): one compilation per spec."""
+        tests = self.chain_lens_test()
         return ch.Spec(
-            **{n: getattr(self, n) for n in names},
-            train_chain_len=self.chain_len("train"),
-            test_chain_len=self.chain_len("test"),
+            n_vertices=self.vertices(), train_chain_len=self.chain_len_train(),
+            train_complexities=tuple(self.train_complexities), test_chain_lens=tests,
+            test_complexities=tuple(self.complexities_at(n) for n in tests), model=self.model,
+            attention=self.attention,
+            scale=1.0 / (self.temperature or (1 / 20 if self.attention == "softmax" else 1 / 5)),
+            init_std=self.init_std, optimizer=self.optimizer, lr=self.lr, baseline=self.baseline, batch=self.batch,
+            sub_batches=self.sub_batches, steps_per_epoch=self.steps_per_epoch, epochs=self.epochs,
+            early_stop=self.early_stop, max_new_tokens=self.max_new_tokens or self.chain_len_train() + 1,
+            test_max_new_tokens=tuple(self.test_max_new_tokens or n + 1 for n in tests),
+            n_val=self.n_val, n_eval=self.n_eval, dtype=self.dtype,
         )
 
 
@@ -147,63 +168,182 @@ def _r(a: int, b: int) -> tuple[int, ...]:
     return tuple(range(a, b + 1))
 
 
+def _train_on_d(n: int, **kw) -> Config:
+    """``exp_train_on_D`` at chain size ``n``: train and test on complexities 1..n-1, N = 2n."""
+    return Config(train_complexities=_r(1, n - 1), test_complexities=_r(1, n - 1), **kw)
+
+
+# The authors' linear budget in exp_train_on_D / _D_m: 2,000,000 samples in batches of 200,000
+# (10 steps per epoch), 80 sub-batches, at most 200 epochs.
+_LINEAR = dict(attention="linear", batch=200_000, sub_batches=80, steps_per_epoch=10, epochs=200)
+# exp_train_on_D_m: train on chain 4 inside a 24-vertex graph (16 isolated vertices), 13 emitted
+# tokens in training (max test chain + 1), test with 20; temperature 1/20 for both attentions.
+_D_M = dict(train_complexities=_r(1, 3), test_complexities=_r(1, 11), test_chain_lens=(4, 8, 12), n_vertices=24,
+            max_new_tokens=13, test_max_new_tokens=20, temperature=1 / 20)
+# The CPU budget for chain 12 (see the preset list): a tenth of their batch, same sub-batch size.
+_CPU12 = dict(batch=5_000, sub_batches=3, epochs=100)
+# The complexity-3 rows (the talk's "train 1-3 / test 3" and "train 3 / test 3", their
+# exp_vanish_grad at chain 4: start positions {0, 1, 2} vs {0}, tested at position 0): the same
+# fixed budget for both, no early stop (as exp_vanish_grad), softmax defaults otherwise.
+_C3 = dict(test_complexities=(3,), train_chain_len=4, early_stop=False, epochs=20)
+
 PRESETS: dict[str, Config] = {
-    "train1-3/test1-3": Config(train_complexities=_r(1, 3), test_complexities=_r(1, 3)),
-    "train1-7/test1-7": Config(train_complexities=_r(1, 7), test_complexities=_r(1, 7)),
-    "train1-11/test1-11": Config(train_complexities=_r(1, 11), test_complexities=_r(1, 11)),
-    "train1-3/test1-11": Config(train_complexities=_r(1, 3), test_complexities=_r(1, 11)),
-    "train1-3/test3": Config(train_complexities=_r(1, 3), test_complexities=(3,)),
-    "train3/test3": Config(train_complexities=(3,), test_complexities=(3,)),
+    # the talk's six rows, mapped to the authors' experiments
+    "train1-3/test1-3": _train_on_d(4),  # exp_train_on_D, chain 4
+    "train1-7/test1-7": _train_on_d(8),  # exp_train_on_D, chain 8
+    "train1-11/test1-11": _train_on_d(12, **_CPU12),  # exp_train_on_D, chain 12 (CPU budget)
+    "train1-3/test1-11": Config(**{**_D_M, "test_chain_lens": (12,)}),  # exp_train_on_D_m, test chain 12
+    "train1-3/test3": Config(train_complexities=_r(1, 3), **_C3),  # exp_vanish_grad, k = 3
+    "train3/test3": Config(train_complexities=(3,), **_C3),  # exp_vanish_grad, k = 1
+    # the authors' committed runs (result/theoretically_inspired/exp_train_on_D[_linear]/)
+    "authors/chain4": _train_on_d(4),
+    "authors/chain8": _train_on_d(8),
+    "authors/chain12": _train_on_d(12, **_CPU12),
+    "authors/chain12-full": _train_on_d(12),  # their budget: for a GPU
+    "authors/linear/chain4": _train_on_d(4, **_LINEAR),
+    "authors/linear/chain8": _train_on_d(8, **_LINEAR),
+    "authors/linear/chain12": _train_on_d(12, **_LINEAR),
+    "authors/train4-test4-8-12": Config(**_D_M),  # exp_train_on_D_m --softmax
+    "authors/linear/train4-test4-8-12": Config(**_D_M, **_LINEAR),
+}
+"""Presets. The talk's rows keep their names and run the authors' experiments. ``authors/chain12``
+and ``train1-11/test1-11`` scale their budget for a 2-core CPU: 5,000 episodes per step in 3
+sub-batches (their sub-batch size, 1,667, so the baseline is as noisy; 10 times fewer episodes per
+step), 20 steps per epoch, at most 100 epochs (their 300), early stop as theirs (an epoch is then
+100,000 episodes, so 100% train accuracy is judged on 10 times fewer episodes);
+``authors/chain12-full`` is their budget. The linear presets are their budget (200,000 episodes per
+step): GPU-sized. The complexity-3 rows run 20 epochs of 20 steps of 50,000 episodes without early
+stop (their exp_vanish_grad runs 1,000 epochs)."""
+
+# The talk's numbers per row, in percent: (accuracy, share of chain-traversal trajectories).
+TALK = {
+    "train1-3/test1-3": (100.0, 100.0),
+    "train1-7/test1-7": (100.0, 99.0),
+    "train1-11/test1-11": (99.0, 94.0),
+    "train1-3/test1-11": (100.0, 100.0),
+    "train1-3/test3": (100.0, 100.0),
+    "train3/test3": (64.0, 1.0),
 }
 
-# The talk's numbers per row: (accuracy, share of chain-traversal trajectories).
-TALK = {
-    "train1-3/test1-3": (1.00, 1.00),
-    "train1-7/test1-7": (1.00, 0.99),
-    "train1-11/test1-11": (0.99, 0.94),
-    "train1-3/test1-11": (1.00, 1.00),
-    "train1-3/test3": (1.00, 1.00),
-    "train3/test3": (0.64, 0.01),
+# The authors' committed results, copied as data: exp_train_on_D (train and test on chains of n,
+# N = 2n), per attention and chain size, in percent, from
+# result/theoretically_inspired/exp_train_on_D{,_linear}/results_aggregated.csv (mean, np.std over
+# seeds 42-44) and .../seed_{42,43,44}/results_train_on_D.csv (per seed), repository
+# YuvMilo/trans-rl-experiments, commit ec5ff38a7e7bcd5f01bc233491172d4133875ee6. Their
+# exp_train_on_D_m and exp_vanish_grad results are committed only as pickles and figures.
+AUTHORS_COMMITTED = {
+    ("softmax", 4): {"test_accuracy": (100.0, 0.0, (100.0, 100.0, 100.0)),
+                     "traversal": (100.0, 0.0, (100.0, 100.0, 100.0))},
+    ("softmax", 8): {"test_accuracy": (100.0, 0.0, (100.0, 100.0, 100.0)),
+                     "traversal": (98.87, 0.98, (100.0, 97.6, 99.0))},
+    ("softmax", 12): {"test_accuracy": (98.59, 1.99, (100.0, 100.0, 95.77)),
+                      "traversal": (93.2, 4.37, (95.4, 97.1, 87.1))},
+    ("linear", 4): {"test_accuracy": (100.0, 0.0, (100.0, 100.0, 100.0)),
+                    "traversal": (100.0, 0.0, (100.0, 100.0, 100.0))},
+    ("linear", 8): {"test_accuracy": (100.0, 0.0, (100.0, 100.0, 100.0)),
+                    "traversal": (99.5, 0.71, (100.0, 98.5, 100.0))},
+    ("linear", 12): {"test_accuracy": (100.0, 0.0, (100.0, 100.0, 100.0)),
+                     "traversal": (99.7, 0.22, (99.9, 99.4, 99.8))},
 }
+AUTHORS_SOURCE = ("YuvMilo/trans-rl-experiments@ec5ff38a7e7bcd5f01bc233491172d4133875ee6:"
+                  "result/theoretically_inspired/exp_train_on_D{,_linear}/results_aggregated.csv")
+
+
+def _task(config: Config, n: int) -> tuple:
+    """What a test row measures, whatever the model and budget: (train complexities, train chain,
+    test complexities, test chain, vertices)."""
+    return (tuple(config.train_complexities), config.chain_len_train(), config.complexities_at(n), n,
+            config.vertices())
+
+
+def talk_row(config: Config, n: int) -> str | None:
+    """The talk's row that the test on chains of ``n`` of ``config`` measures (None if none)."""
+    for name in TALK:
+        p = PRESETS[name]
+        if _task(p, p.chain_lens_test()[-1]) == _task(config, n) and not config.train_weights:
+            return name
+    return None
+
+
+def committed_key(config: Config, n: int) -> tuple[str, int] | None:
+    """The key of :data:`AUTHORS_COMMITTED` that the test on chains of ``n`` measures (None if none)."""
+    key = (config.attention, n)
+    if key in AUTHORS_COMMITTED and _task(config, n) == _task(_train_on_d(n), n) and not config.train_weights:
+        return key
+    return None
+
+
+def _pct(x) -> float | None:
+    return None if not np.isfinite(x) else float(100.0 * x)
 
 
 def run(config: Config) -> Record:
-    """Train every seed (one vmapped, compiled program) and evaluate per test complexity."""
+    """Train every seed (one vmapped, compiled program), then test each test chain length (greedy)."""
     start = time.perf_counter()
     spec = config.spec()
-    params, curves, evals = ch.train_and_evaluate(spec, tuple(config.seeds), config.train_weights or None)
-    acc = np.asarray(evals["accuracy"], float)  # (seeds, n_test_complexities)
-    trav = np.asarray(evals["traversal"], float)
-    reward = np.asarray(curves["reward"], float)  # (seeds, steps)
-    traversal_curve = np.asarray(curves["traversal"], float)
-    acc_seed, trav_seed = acc.mean(axis=1), trav.mean(axis=1)
-    am, asd = mean_std(acc_seed)
-    tm, tsd = mean_std(trav_seed)
+    params, curves, counts = ch.train_and_evaluate(spec, tuple(config.seeds), config.train_weights or None)
+    cnt = {k: np.asarray(v, float) for k, v in counts.items()}  # (seeds, tests, width)
+    valid = cnt["valid"].sum(-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        acc = cnt["correct"].sum(-1) / valid  # (seeds, tests)
+        trav = cnt["traversal"].sum(-1) / valid
+        acc_c = cnt["correct"] / cnt["valid"]
+    epochs_run = np.asarray(curves["epochs_run"], int)
+    tests = []
+    for i, n in enumerate(spec.test_chain_lens):
+        a, t = [_pct(x) for x in acc[:, i]], [_pct(x) for x in trav[:, i]]
+        am, asd = mean_std([x if x is not None else np.nan for x in a])
+        tm, tsd = mean_std([x if x is not None else np.nan for x in t])
+        cs = spec.test_complexities[i]
+        tests.append({
+            "chain_size": n, "test_complexities": list(cs),
+            "test_accuracy": a, "traversal": t,
+            "test_accuracy_mean": _pct(am / 100), "test_accuracy_std": _pct(asd / 100),
+            "traversal_mean": _pct(tm / 100), "traversal_std": _pct(tsd / 100),
+            "valid_share": (valid[:, i] / spec.n_eval).tolist(),
+            "accuracy_per_complexity": [[_pct(acc_c[s, i, c - 1]) for c in cs] for s in range(len(config.seeds))],
+        })
     metrics = {
-        "accuracy_mean": am,
-        "accuracy_std": asd,
-        "traversal_mean": tm,
-        "traversal_std": tsd,
-        "seeds": list(config.seeds),
-        "accuracy": acc_seed.tolist(),
-        "traversal": trav_seed.tolist(),
-        "test_complexities": list(config.test_complexities),
-        "accuracy_per_complexity": acc.tolist(),
-        "traversal_per_complexity": trav.tolist(),
-        "final_train_reward": reward[:, -100:].mean(axis=1).tolist(),
-        "final_train_traversal": traversal_curve[:, -100:].mean(axis=1).tolist(),
-        "steps_to_reward_0.9": ch.steps_to_reward(reward, 0.9),
-        "steps": config.steps,
-        "train_chain_len": config.chain_len("train"),
-        "test_chain_len": config.chain_len("test"),
+        "model": config.model, "attention": config.attention, "seeds": list(config.seeds),
+        "n_vertices": spec.n_vertices, "train_chain_len": spec.train_chain_len,
+        "tests": tests,
+        "epochs_run": epochs_run.tolist(),
+        "steps_run": (epochs_run * config.steps_per_epoch).tolist(),
+        "episodes": (epochs_run * config.steps_per_epoch * config.batch).tolist(),
+        "final_val_accuracy": [_pct(np.asarray(curves["val_accuracy"])[s, e - 1]) for s, e in enumerate(epochs_run)],
+        "final_val_traversal": [_pct(np.asarray(curves["val_traversal"])[s, e - 1]) for s, e in enumerate(epochs_run)],
     }
-    arrays = {"reward": reward, "traversal": traversal_curve, "accuracy": acc, "traversal_rate": trav}
-    if "theta" in params:
-        theta = np.asarray(params["theta"], float)
-        metrics["theta"] = {name: theta[:, i].tolist() for i, name in enumerate(ch.RELATIONS)}
-        arrays["theta"] = theta
-    else:
-        arrays["A"] = np.asarray(params["A"], float)
+    arrays = {k: np.asarray(curves[k], float) for k in ("train_accuracy", "val_accuracy", "val_traversal")}
+    arrays.update({f"test_{k}": v for k, v in cnt.items()})
+    arrays.update({k: np.asarray(v, float) for k, v in params.items()})
     metrics["compute_seconds"] = time.perf_counter() - start
     return Record(metrics, arrays)
-from ..footprint import chains as footprint_bytes  # noqa: E402, F401  (the memory estimate; see footprint.check)
+
+
+def _footprint_terms(c: Config) -> dict[str, int]:
+    """Per seed: one sub-batch's teacher-forced attention (``T x (P + T)`` per episode, six such
+    arrays with the gradient) and value rows, the ``(N, N^2)`` tables with Adam moments, the
+    validation and test rollouts."""
+    S, N, b = len(c.seeds), c.vertices(), 4 if c.dtype == "float32" else 8
+    n = c.chain_len_train()
+    T = c.max_new_tokens or n + 1
+    L = 2 * (n - 1) + 1 + T
+    sub = c.batch // c.sub_batches
+    out = {
+        f"a sub-batch's attention (T, P + T) with T={T}, {sub} episodes x {S} seeds": S * sub * (6 * T * L + L * N) * b,
+        f"A and V tables (N, N^2) with gradients and Adam moments, N={N} x {S} seeds": S * 8 * N * N * N * b,
+    }
+    for m in c.chain_lens_test():
+        Tm = c.test_max_new_tokens or m + 1
+        Lm = 2 * (m - 1) + 1 + Tm
+        out[f"test rollouts on chains of {m}: (P + T, N) value rows, T={Tm}, {c.n_eval} episodes x {S} seeds"] = (
+            S * max(c.n_eval, c.n_val) * Lm * (N + 2) * b)
+    return out
+
+
+def footprint_bytes(config: Config) -> int:
+    """A lower bound of the bytes a run of ``config`` holds at once (see :mod:`implicitbias.footprint`)."""
+    return int(sum(_footprint_terms(config).values()))
+
+
+footprint_bytes.terms = _footprint_terms  # type: ignore[attr-defined]

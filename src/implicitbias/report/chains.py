@@ -1,5 +1,6 @@
-"""The chains report section: accuracy and traversal beside the talk's numbers, the gap of the
-one-complexity row to its ``1..c`` partner, and the learning curves."""
+"""The chains report section: test accuracy and traversal (percent, per seed) beside the talk's
+numbers and the authors' committed CSVs, the gap of the one-complexity row to its ``1..c`` partner,
+the tied model against the full model on the same rows, and the validation curves."""
 
 from __future__ import annotations
 
@@ -8,13 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..experiments.chains import NAME, PRESETS, TALK, Config
+from ..experiments.chains import AUTHORS_COMMITTED, AUTHORS_SOURCE, NAME, PRESETS, TALK, Config, committed_key, talk_row
 from ..overrides import as_tuples
-from ..tasks.chains import smooth
 from .common import figure_link, latest_runs, preset_overrides, pyplot, save_figure
 
-FIGURE = "learning_curves.png"
-
+FIGURE = "validation_curves.png"
 
 
 def _span(cs) -> str:
@@ -24,136 +23,207 @@ def _span(cs) -> str:
     return ",".join(str(c) for c in cs)
 
 
+def _mean_curve(a: np.ndarray) -> list:
+    """Mean over seeds per epoch (seeds that stopped early hold their last value), in percent."""
+    a = np.asarray(a, float)
+    filled = np.where(np.isnan(a), np.nan, a)
+    for s in range(a.shape[0]):
+        last = np.flatnonzero(~np.isnan(a[s]))
+        if len(last):
+            filled[s, last[-1] + 1:] = a[s, last[-1]]
+    m = np.nanmean(filled, axis=0) if np.any(~np.isnan(filled)) else np.full(a.shape[1], np.nan)
+    keep = ~np.all(np.isnan(a), axis=0)
+    return [None if not np.isfinite(x) else float(100 * x) for x in m[keep]]
+
+
 def rows(runs) -> list[dict]:
-    """One JSON-able row per stored config (the latest run of it), the talk's numbers beside it,
-    learning curves downsampled to ``curve_points`` points (mean over seeds)."""
+    """One JSON-able row per stored config (its latest run) and test chain length. Runs of the
+    issue #5 model (fixed value matrix; configs without ``model``) are left out."""
     out = []
     fields = {f.name for f in dataclasses.fields(Config)}
     for r in latest_runs(runs):
+        if "model" not in r.config:
+            continue
         cfg = Config(**{k: as_tuples(v) for k, v in r.config.items() if k in fields})
-        preset = r.preset or "custom"
         overrides = preset_overrides(r, PRESETS)
         m = r.metrics
         arrays = r.arrays()
-        reward, trav = arrays["reward"], arrays["traversal"]
-        window = max(1, reward.shape[1] // 100)
-        idx = np.unique(np.linspace(0, reward.shape[1] - 1, min(cfg.curve_points, reward.shape[1])).astype(int))
-        talk = TALK.get(preset) if not overrides else None
-        out.append({
-            "experiment": NAME, "preset": preset, "overrides": overrides,
-            "train": _span(cfg.train_complexities), "test": _span(cfg.test_complexities),
-            "train_chain_len": cfg.chain_len("train"), "test_chain_len": cfg.chain_len("test"),
-            "steps": cfg.steps, "batch": cfg.batch, "seeds": m["seeds"],
-            "accuracy_mean": m["accuracy_mean"], "accuracy_std": m["accuracy_std"],
-            "traversal_mean": m["traversal_mean"], "traversal_std": m["traversal_std"],
-            "accuracy_per_seed": m["accuracy"], "traversal_per_seed": m["traversal"],
-            "test_complexities": m["test_complexities"],
-            "accuracy_per_complexity": np.mean(m["accuracy_per_complexity"], axis=0).tolist(),
-            "traversal_per_complexity": np.mean(m["traversal_per_complexity"], axis=0).tolist(),
-            "min_accuracy_over_complexities": float(np.min(np.mean(m["accuracy_per_complexity"], axis=0))),
-            "min_traversal_over_complexities": float(np.min(np.mean(m["traversal_per_complexity"], axis=0))),
-            "steps_to_reward_0.9": m["steps_to_reward_0.9"],
-            "talk_accuracy": None if talk is None else talk[0], "talk_traversal": None if talk is None else talk[1],
-            "curve_step": idx.tolist(),
-            "curve_reward": smooth(reward, window).mean(axis=0)[idx].tolist(),
-            "curve_traversal": smooth(trav, window).mean(axis=0)[idx].tolist(),
-            "wall_seconds": r.meta.get("wall_seconds"),
-        })
+        curve_acc, curve_trav = _mean_curve(arrays["val_accuracy"]), _mean_curve(arrays["val_traversal"])
+        for t in m["tests"]:
+            n = t["chain_size"]
+            talk = talk_row(cfg, n)
+            key = committed_key(cfg, n)
+            committed = AUTHORS_COMMITTED.get(key) if key else None
+            out.append({
+                "experiment": NAME, "preset": r.preset or "custom", "overrides": overrides,
+                "model": cfg.model, "attention": cfg.attention,
+                "train": _span(cfg.train_complexities), "test": _span(t["test_complexities"]),
+                "chain_size": n, "train_chain_len": cfg.chain_len_train(), "n_vertices": cfg.vertices(),
+                "batch": cfg.batch, "sub_batches": cfg.sub_batches, "steps_per_epoch": cfg.steps_per_epoch,
+                "epochs": cfg.epochs, "early_stop": cfg.early_stop, "seeds": m["seeds"],
+                "test_accuracy": t["test_accuracy"], "traversal": t["traversal"],
+                "test_accuracy_mean": t["test_accuracy_mean"], "test_accuracy_std": t["test_accuracy_std"],
+                "traversal_mean": t["traversal_mean"], "traversal_std": t["traversal_std"],
+                "valid_share": t["valid_share"],
+                "accuracy_per_complexity": _seed_mean(t["accuracy_per_complexity"]),
+                "epochs_run": m["epochs_run"], "steps_run": m["steps_run"],
+                "talk_row": talk,
+                "talk_accuracy": TALK[talk][0] if talk else None, "talk_traversal": TALK[talk][1] if talk else None,
+                "authors_test_accuracy": list(committed["test_accuracy"][:2]) if committed else None,
+                "authors_traversal": list(committed["traversal"][:2]) if committed else None,
+                "authors_test_accuracy_per_seed": list(committed["test_accuracy"][2]) if committed else None,
+                "authors_traversal_per_seed": list(committed["traversal"][2]) if committed else None,
+                "authors_source": AUTHORS_SOURCE if committed else None,
+                "curve_val_accuracy": curve_acc, "curve_val_traversal": curve_trav,
+                "config": r.config,
+                "wall_seconds": r.meta.get("wall_seconds"),
+            })
     order = {name: i for i, name in enumerate(PRESETS)}
-    out.sort(key=lambda row: (bool(row["overrides"]), order.get(row["preset"], len(order)), row["preset"]))
+    out.sort(key=lambda row: (bool(row["overrides"]), order.get(row["preset"], len(order)), row["preset"],
+                              row["model"], row["chain_size"]))
     _add_gap(out)
     return out
 
 
-def _add_gap(rows: list[dict]) -> None:
-    """Beside each row trained on one complexity ``c`` only and tested on ``c``: its gap to the row
-    trained on ``1..c`` tested on ``c`` with everything else equal (same budget, seeds, overrides)."""
-    def rest(row):
-        return {k: v for k, v in row["overrides"].items() if k != "train_complexities"}
+def _seed_mean(per_seed: list) -> list:
+    a = np.array([[np.nan if x is None else x for x in s] for s in per_seed], float)
+    m = np.nanmean(a, axis=0) if a.size and np.any(~np.isnan(a)) else np.full(a.shape[-1], np.nan)
+    return [None if not np.isfinite(x) else float(x) for x in m]
 
+
+def _same_but(a: dict, b: dict, *names: str) -> bool:
+    """Equal configs apart from ``names``."""
+    keys = (set(a) | set(b)) - set(names)
+    return all(a.get(k) == b.get(k) for k in keys)
+
+
+def _add_gap(rows: list[dict]) -> None:
+    """Beside each row trained on one complexity ``c`` only and tested on ``c``: the per-seed gap to
+    the row trained on ``1..c`` with everything else equal (budget, seeds, model, test)."""
     for r in rows:
         if "-" in r["train"] or "," in r["train"] or r["test"] != r["train"]:
             continue
         c = int(r["train"])
-        ref = next((o for o in rows if o["train"] == f"1-{c}" and o["test"] == r["test"] and o["steps"] == r["steps"]
-                    and o["seeds"] == r["seeds"] and o["train_chain_len"] == r["train_chain_len"]
-                    and o["test_chain_len"] == r["test_chain_len"] and rest(o) == rest(r)), None)
-        if ref is not None:
-            r["gap_reference"] = _label(ref)
-            r["gap_accuracy"] = ref["accuracy_mean"] - r["accuracy_mean"]
-            r["gap_traversal"] = ref["traversal_mean"] - r["traversal_mean"]
+        ref = next((o for o in rows if o["train"] == f"1-{c}" and o["chain_size"] == r["chain_size"]
+                    and _same_but(o["config"], r["config"], "train_complexities")), None)
+        if ref is None:
+            continue
+        r["gap_reference"] = _label(ref)
+        r["gap_accuracy"] = [None if a is None or b is None else a - b
+                             for a, b in zip(ref["test_accuracy"], r["test_accuracy"])]
+        r["gap_traversal"] = [None if a is None or b is None else a - b
+                              for a, b in zip(ref["traversal"], r["traversal"])]
+
+
+def tied_vs_full(rows: list[dict]) -> list[tuple[dict, dict]]:
+    """Pairs (full, tied) of rows with equal configs apart from ``model``, on the same test chain."""
+    pairs = []
+    for f in rows:
+        if f["model"] != "full":
+            continue
+        for t in rows:
+            if (t["model"] == "tied" and t["chain_size"] == f["chain_size"]
+                    and _same_but(f["config"], t["config"], "model")):
+                pairs.append((f, t))
+    return pairs
 
 
 def _label(r: dict) -> str:
     return r["preset"] + "".join(f" {k}={v}" for k, v in r["overrides"].items())
 
 
-def _pct(x) -> str:
-    return "-" if x is None else f"{100 * x:.1f}%"
+def _f(x, digits: int = 1) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
 
 
 def _pm(m, s) -> str:
-    return f"{100 * m:.1f} ± {100 * s:.1f}%"
+    return "-" if m is None else f"{m:.1f} ± {_f(s)}"
+
+
+def _seeds(xs) -> str:
+    return ", ".join(_f(x) for x in xs)
 
 
 def figures(runs, rows: list[dict], fig_dir: Path) -> list[Path]:
-    """The learning curves of every row (training reward and traversal rate, mean over seeds)."""
-    if not rows:
+    """Greedy validation accuracy and traversal per epoch (mean over seeds) of every stored run."""
+    seen, curves = set(), []
+    for r in rows:
+        label = _label(r) + f" [{r['model']}, {r['attention']}]"
+        if label not in seen:
+            seen.add(label)
+            curves.append((label, r["curve_val_accuracy"], r["curve_val_traversal"]))
+    if not curves:
         return []
     fig, axes = pyplot().subplots(1, 2, figsize=(12, 4.2), sharex=True)
-    for r in rows:
-        label = f"{r['preset']}" + (" *" if r["overrides"] else "")
-        axes[0].plot(r["curve_step"], r["curve_reward"], label=label)
-        axes[1].plot(r["curve_step"], r["curve_traversal"], label=label)
-    axes[0].set_title("training reward (final-answer accuracy)")
-    axes[1].set_title("training chain-traversal rate")
+    for label, acc, trav in curves:
+        x = np.arange(1, len(acc) + 1)
+        axes[0].plot(x, [np.nan if v is None else v for v in acc], label=label)
+        axes[1].plot(x, [np.nan if v is None else v for v in trav], label=label)
+    axes[0].set_title("validation accuracy (greedy, training distribution)")
+    axes[1].set_title("validation chain traversal (greedy)")
     for ax in axes:
-        ax.set_xlabel("policy-gradient step")
-        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel("epoch")
+        ax.set_ylim(-2, 102)
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7, loc="center right")
+    axes[1].legend(fontsize=6, loc="lower right")
     fig.tight_layout()
     return [save_figure(fig, Path(fig_dir) / FIGURE)]
 
 
 def markdown(rows: list[dict], out_dir: Path) -> str:
-    """The chains section: accuracy and traversal (mean ± std over seeds, and per seed) beside the
-    talk's numbers, the gap of the complexity-3-only row, and the learning curves."""
-    out = ["| preset | train | test | n train/test | steps | accuracy | traversal | per seed acc / trav "
-           "| min over test c (acc / trav) | talk acc / trav | steps to reward 0.9 |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    """The chains section: one line per run and test chain length, the gap, tied vs full."""
+    out = ["| preset | model | attention | train | test | n (N) | steps run per seed (batch) | test accuracy % "
+           "| traversal % | per seed acc / trav | talk acc / trav | authors' committed acc / trav (per seed) |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        name = _label(r)
-        pairs = zip(r["accuracy_per_seed"], r["traversal_per_seed"])
-        per_seed = ", ".join(f"{100 * a:.0f}/{100 * t:.0f}" for a, t in pairs)
-        hits = ", ".join(str(s) if s >= 0 else "never" for s in r["steps_to_reward_0.9"])
+        per_seed = ", ".join(f"{_f(a)}/{_f(t)}" for a, t in zip(r["test_accuracy"], r["traversal"]))
+        talk = "-" if r["talk_row"] is None else f"{_f(r['talk_accuracy'], 0)} / {_f(r['talk_traversal'], 0)}"
+        if r["authors_test_accuracy"] is None:
+            authors = "-"
+        else:
+            authors = (f"{_pm(*r['authors_test_accuracy'])} / {_pm(*r['authors_traversal'])} "
+                       f"({_seeds(r['authors_test_accuracy_per_seed'])} / {_seeds(r['authors_traversal_per_seed'])})")
+        steps = ", ".join(str(s) for s in r["steps_run"])
         out.append(
-            f"| {name} | {r['train']} | {r['test']} | {r['train_chain_len']}/{r['test_chain_len']} | {r['steps']} | "
-            f"{_pm(r['accuracy_mean'], r['accuracy_std'])} | {_pm(r['traversal_mean'], r['traversal_std'])} | "
-            f"{per_seed} | "
-            f"{_pct(r['min_accuracy_over_complexities'])} / {_pct(r['min_traversal_over_complexities'])} | "
-            f"{_pct(r['talk_accuracy'])} / {_pct(r['talk_traversal'])} | {hits} |"
+            f"| {_label(r)} | {r['model']} | {r['attention']} | {r['train']} | {r['test']} | "
+            f"{r['chain_size']} ({r['n_vertices']}) | {steps} ({r['batch']}) | "
+            f"{_pm(r['test_accuracy_mean'], r['test_accuracy_std'])} | "
+            f"{_pm(r['traversal_mean'], r['traversal_std'])} | "
+            f"{per_seed} | {talk} | {authors} |"
         )
     out.append("")
     out.append(
-        "Accuracy: share of sampled traces whose final answer is the start chain's terminal; traversal: share "
-        "that walk the chain forward one vertex at a time; both averaged over the test complexities, then "
-        "mean ± std over seeds (per seed: accuracy/traversal in %). 'n': vertices per chain. "
-        "'steps to reward 0.9': first step where the 50-step mean training reward reaches 0.9, per seed."
+        "Greedy traces, as the authors test: accuracy = share of the test traces that reach a sink whose "
+        "first sink is the source chain's end; traversal = share of them that walk the chain one vertex at "
+        "a time; mean ± std (ddof 0, as the authors' np.std) over seeds, then per seed. 'n (N)': vertices "
+        "per test chain (vertex labels in the graph). Authors' numbers: " + AUTHORS_SOURCE + "."
     )
     for r in rows:
         if "gap_accuracy" in r:
             out.append("")
             out.append(
-                f"**Gap at the same budget ({r['steps']} steps, seeds {r['seeds']}):** `{_label(r)}` reaches "
-                f"{_pm(r['accuracy_mean'], r['accuracy_std'])} accuracy and "
-                f"{_pm(r['traversal_mean'], r['traversal_std'])} traversal on complexity {r['test']}: "
-                f"{100 * r['gap_accuracy']:.1f} and {100 * r['gap_traversal']:.1f} points below "
-                f"`{r['gap_reference']}`."
+                f"**Gap at the same budget ({', '.join(str(s) for s in r['steps_run'])} steps of {r['batch']} "
+                f"episodes, seeds {r['seeds']}):** `{_label(r)}` ({r['model']}) reaches "
+                f"{_seeds(r['test_accuracy'])}% accuracy and {_seeds(r['traversal'])}% traversal on complexity "
+                f"{r['test']} per seed, {_seeds(r['gap_accuracy'])} and {_seeds(r['gap_traversal'])} points "
+                f"below `{r['gap_reference']}`; the talk: 64% / 1% against 100% / 100%."
             )
-    link = figure_link(Path(out_dir), Path(out_dir) / "figures" / NAME / FIGURE, "chains learning curves")
+    pairs = tied_vs_full(rows)
+    if pairs:
+        out += ["", "**Tied model (per-relation rates) against the full model, same rows:**", "",
+                "| row | n | full acc / trav % | tied acc / trav % | full per seed | tied per seed |",
+                "|---|---|---|---|---|---|"]
+        for f, t in pairs:
+            out.append(
+                f"| {_label(f)} | {f['chain_size']} | {_pm(f['test_accuracy_mean'], f['test_accuracy_std'])} / "
+                f"{_pm(f['traversal_mean'], f['traversal_std'])} | "
+                f"{_pm(t['test_accuracy_mean'], t['test_accuracy_std'])} / "
+                f"{_pm(t['traversal_mean'], t['traversal_std'])} | "
+                + ", ".join(f"{_f(a)}/{_f(b)}" for a, b in zip(f["test_accuracy"], f["traversal"])) + " | "
+                + ", ".join(f"{_f(a)}/{_f(b)}" for a, b in zip(t["test_accuracy"], t["traversal"])) + " |"
+            )
+    link = figure_link(Path(out_dir), Path(out_dir) / "figures" / NAME / FIGURE, "chains validation curves")
     if link:
-        out.append("")
-        out.append(link)
+        out += ["", link]
     out.append("")
     return "\n".join(out)

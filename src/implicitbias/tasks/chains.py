@@ -3,38 +3,44 @@
 The companion result (Ran-Milo, Alexander, Mendel, Cohen 2026): a one-layer transformer trained by
 policy gradient on a 0/1 final-answer reward learns to *traverse* chains, and generalises to long
 chains, only when the training data holds simple (short) examples. This module holds the pure
-pieces; :mod:`implicitbias.experiments.chains` wires them into an experiment.
+pieces, following the authors' code (``YuvMilo/trans-rl-experiments``, ``theoretically_inspired/``:
+their model ``SimplifiedLinearTransformer``, data set ``PermutationListClassificationDataset`` and
+training loop ``train_list_classifier``); :mod:`implicitbias.experiments.chains` wires them into an
+experiment. Where this module differs from their code, the docstring says so.
 
-Vocabulary (``N`` vertex labels), tokens are integers:
+Tokens (``N`` vertex labels). The authors' vocabulary is 5 special tokens (PAD, BOS, EOS, UNK, SEP),
+then ``v0 .. v{N-1}``, then one token per ordered pair ``(i, j)``, ``i != j``, in row-major order.
+The special tokens never occur in a prompt or a trace (the model gives them logit -1e9), so this
+module numbers only the *context* tokens, ``D = N + N (N - 1) = N^2`` of them: vertex ``v`` is
+``v``, edge ``(u, w)`` is ``N + u (N - 1) + w - [w > u]``; the authors' id is ours + 5.
 
-* vertex ``v`` is token ``v`` (``0 <= v < N``);
-* the directed edge ``(u, w)`` is the single token ``N + u N + w``; ``D = N + N^2`` tokens in all.
+An instance (their data set): a random permutation ``perm`` of the ``N`` labels; chain ``a`` is
+``perm[0:n]``, chain ``b`` is ``perm[n:2n]``, the rest are isolated vertices. The prompt is chain
+``a``'s ``n - 1`` edges in chain order, then chain ``b``'s, then the source vertex
+``perm[n - 1 - c]``; ``c`` is the *complexity* (distance from the source to its terminal ``a_n``,
+the target). *Sinks* are the vertices with no outgoing edge (both terminals and every isolated
+vertex).
 
-An instance: two disjoint chains of ``n`` vertices each, ``a_1 -> ... -> a_n`` and
-``b_1 -> ... -> b_n``, vertex labels drawn afresh (without replacement) per example. The *prompt* is
-the ``2(n-1)`` edge tokens in shuffled order, then the start vertex ``a_{n-c}``; ``c`` is the
-*complexity* (distance from the start to its chain's terminal ``a_n``, the correct answer).
+Trace: the model emits vertex tokens; the *final answer* is the first emitted sink; with none within
+``T`` tokens there is no answer. Reward 1 iff the answer is the target. *Chain traversal*: the
+source followed by the emitted tokens up to the answer is exactly the source's chain from the source.
 
-Trace format: the model emits vertex tokens one at a time, ``s_{t+1} ~ softmax(H_t)``. The *final
-answer* is the first emitted vertex that has no outgoing edge in the prompt (a chain's terminal, or
-a label not in the graph): there the walk cannot go on, so the model has committed. With no such
-vertex within ``T`` emitted tokens the episode has no answer (reward 0). Reward: 1 iff the answer is
-``a_n``. *Chain traversal*: the emitted tokens are exactly ``a_{n-c+1}, ..., a_n`` (one forward step
-at a time, nothing else).
+Model (one layer, one-hot tokens, key matrix the identity). ``A: (N, D)`` (query vertex x context
+token), ``V: (D, N)`` (context token x vertex), both trained. At a position ``i`` holding vertex
+``q`` the logits over the ``N`` vertices are ``s * sum_{j <= i} w_ij V[x_j]`` with
 
-Model (one attention layer over one-hot tokens ``X``): ``H = sigma(Mask(X A X^T)) X V``, causal mask,
-``sigma`` the row softmax (masked entries -inf) or the identity (masked entries 0). Queries at the
-positions that generate are always vertex tokens (the start vertex and the emitted ones), so only the
-vertex rows of ``A`` matter: ``A`` is stored as ``(N, D)``. ``V: (D, N)`` maps tokens to vertex
-logits and is fixed: an edge ``(u, w)`` carries ``beta e_w`` ("head", the vertex it leads to) or
-``beta (e_u + e_w)`` ("endpoints"); vertex tokens carry 0.
+* softmax attention: ``w_ij = softmax_j A[q, x_j]`` over the prefix (all its tokens are context);
+* linear attention: ``w_ij = A[q, x_j]`` (their ``counts * A[q]``, summed over repeated tokens);
 
-``A`` is either the full table (``"full"``) or tied across vertex labels (``"tied"``): its entry for
-query vertex ``q`` and key token ``k`` depends only on the relation of ``q`` to ``k`` (see
-:data:`RELATIONS`), five numbers. Tied matrices are exactly those invariant under relabelling the
-vertices; as the task distribution is itself relabelling-invariant, the *expected* policy gradient
-of a full ``A`` at a tied ``A`` is tied, so gradient flow on the full table from a tied init stays
-tied: the tied model is the theory's full-``A`` flow on its invariant subspace.
+``s = 1 / tmp`` (their temperature: 1/20 softmax, 1/5 linear in ``exp_train_on_D``).
+
+Tied model (an option): ``A[q, k] = theta_A[rel_A(q, k)]`` and ``V[k, v] = theta_V[rel_V(k, v)]``
+with five relations each (:data:`RELATIONS_A`, :data:`RELATIONS_V`). Tied matrices are exactly those
+invariant under relabelling the vertices, and the task is relabelling-invariant, so from a tied start
+the expected gradient of the full model is tied and full gradient flow stays tied. On that subspace
+``dL/dtheta_r = sum_{entries e of r} dL/dA_e``, while each entry moves by ``dL/dA_e`` under the full
+flow: the tied flow equals the full one only if relation ``r``'s rate is divided by the number
+``n_r`` of entries it covers (:func:`relation_counts`). :func:`tied_gradient_scale` applies that.
 """
 
 from __future__ import annotations
@@ -48,49 +54,51 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-# relation of a query vertex q to a key token k; the tied A has one number per relation
-RELATIONS = ("edge_out", "edge_in", "edge_other", "vertex_self", "vertex_other")
-EDGE_OUT, EDGE_IN, EDGE_OTHER, VERTEX_SELF, VERTEX_OTHER = range(5)
+# relation of a query vertex q to a key token k (tied A), and of a context token k to an output
+# vertex v (tied V); the tied model has one number per relation
+RELATIONS_A = ("edge_out", "edge_in", "edge_other", "vertex_self", "vertex_other")
+RELATIONS_V = ("edge_tail", "edge_head", "edge_other", "vertex_self", "vertex_other")
 NO_ANSWER = -1
+N_SPECIAL = 5  # PAD, BOS, EOS, UNK, SEP in the authors' vocabulary, before the vertex tokens
 
 
 # --------------------------------------------------------------------------------------------
 # tokens
 # --------------------------------------------------------------------------------------------
 
+
+def vocab_size(n_vertices: int) -> int:
+    """``D = N + N (N - 1) = N^2`` context tokens: vertices, then ordered pairs without self-loops."""
+    return n_vertices * n_vertices
+
+
 def edge_token(u, w, n_vertices: int):
-    """Token id of the directed edge ``(u, w)`` (ints or int arrays of any shape)."""
-    return n_vertices + u * n_vertices + w
+    """Token of the directed edge ``(u, w)``, ``u != w`` (ints or int arrays of any shape)."""
+    return n_vertices + u * (n_vertices - 1) + w - (w > u)
 
 
 def edge_endpoints(token, n_vertices: int):
     """``(u, w)`` of edge tokens (any shape); meaningless for vertex tokens."""
     e = token - n_vertices
-    return e // n_vertices, e % n_vertices
+    u, r = e // (n_vertices - 1), e % (n_vertices - 1)
+    return u, r + (r >= u)
 
 
 def is_vertex(token, n_vertices: int):
     return token < n_vertices
 
 
-def vocab_size(n_vertices: int) -> int:
-    """``D = N + N^2``: vertex tokens, then one token per ordered pair (self-loops never occur)."""
-    return n_vertices + n_vertices * n_vertices
-
-
-def tokenize(edges, start, n_vertices: int) -> jax.Array:
-    """Prompt ``(2(n-1) + 1,)``: edge tokens of ``edges: (E, 2)`` in the given order, then ``start``."""
-    edges = jnp.asarray(edges)
-    return jnp.concatenate([edge_token(edges[:, 0], edges[:, 1], n_vertices), jnp.asarray(start)[None]]).astype(
-        jnp.int32
-    )
+def authors_token_strings(n_vertices: int) -> list[str]:
+    """Our context tokens as the authors' strings (``'v3'``, ``'(2,5)'``), in our numbering."""
+    out = [f"v{v}" for v in range(n_vertices)]
+    u, w = edge_endpoints(np.arange(n_vertices, vocab_size(n_vertices)), n_vertices)
+    return out + [f"({a},{b})" for a, b in zip(u.tolist(), w.tolist())]
 
 
 def detokenize(prompt, n_vertices: int) -> str:
-    """Human-readable prompt, e.g. ``(1,2) (3,4) (2,3) | 1``."""
-    toks = [int(t) for t in prompt]
+    """Human-readable prompt, e.g. ``(1,2) (2,3) (5,6) | 1``."""
     parts = []
-    for t in toks:
+    for t in (int(t) for t in prompt):
         if t < n_vertices:
             parts.append(f"| {t}")
         else:
@@ -105,12 +113,12 @@ def detokenize(prompt, n_vertices: int) -> str:
 
 
 class Instance(NamedTuple):
-    """One two-chain instance (shapes for chain length ``n``; batched instances add a leading axis).
+    """One instance (shapes for chain length ``n``; batched instances add a leading axis).
 
-    prompt: (2(n-1)+1,) int32 tokens; chains: (2, n) vertex labels, the start lies in chains[0];
-    start: () vertex; answer: () terminal of the start's chain; complexity: () int in 1..n-1;
-    path: (n-1,) the traversal ``a_{n-c+1} .. a_n`` padded with -1; has_out: (N,) bool, vertices that
-    are the source of some edge in the prompt.
+    prompt: (2(n-1)+1,) int32 tokens; chains: (2, n) vertex labels, the source lies in chains[0];
+    start: () source vertex; answer: () its chain's terminal; complexity: () int in 1..n-1;
+    path: (n-1,) the traversal ``a_{n-c+1} .. a_n`` padded with -1; has_out: (N,) bool, vertices
+    with an outgoing edge (the others are the sinks).
     """
 
     prompt: jax.Array
@@ -123,34 +131,33 @@ class Instance(NamedTuple):
 
 
 def sample_complexity(key, complexities: tuple[int, ...], weights=None):
-    """One complexity drawn from ``complexities`` with probabilities ``weights`` (uniform if None;
-    a traced array is fine)."""
+    """One complexity drawn from ``complexities`` with probabilities ``weights`` (uniform if None)."""
     c = jnp.asarray(complexities, jnp.int32)
     p = None if weights is None else jnp.asarray(weights) / jnp.sum(jnp.asarray(weights))
     return jax.random.choice(key, c, p=p)
 
 
-def sample_instance(key, n_vertices: int, chain_len: int, complexity) -> Instance:
-    """Two disjoint chains of ``chain_len`` vertices with fresh labels, edges shuffled (SPEC §5).
-
-    ``complexity`` (a traced int in ``1..chain_len-1``) puts the start at ``a_{n-c}`` (1-based).
-    """
+def sample_instance(key, n_vertices: int, chain_len: int, complexity, shuffle_edges: bool = False) -> Instance:
+    """The authors' instance: a permutation of the ``N`` labels, chains ``perm[0:n]`` and
+    ``perm[n:2n]``, edges in chain order (``shuffle_edges``: in random order; the model's output
+    does not depend on the order), source ``perm[n - 1 - complexity]`` (their start index
+    ``n - 1 - c``). ``complexity``: a traced int in ``1..n-1``."""
     n = chain_len
     k_lab, k_perm = jax.random.split(key)
     labels = jax.random.permutation(k_lab, n_vertices)[: 2 * n].astype(jnp.int32)
     chains = labels.reshape(2, n)
     src = chains[:, :-1].reshape(-1)
     dst = chains[:, 1:].reshape(-1)
-    order = jax.random.permutation(k_perm, 2 * (n - 1))
-    edges = jnp.stack([src[order], dst[order]], axis=1)
+    if shuffle_edges:
+        order = jax.random.permutation(k_perm, 2 * (n - 1))
+        src, dst = src[order], dst[order]
     complexity = jnp.asarray(complexity, jnp.int32)
     start = chains[0, n - 1 - complexity]
     idx = jnp.arange(n - 1)
     path = jnp.where(idx < complexity, chains[0, jnp.clip(n - complexity + idx, 0, n - 1)], -1)
     has_out = jnp.zeros((n_vertices,), bool).at[src].set(True)
-    return Instance(
-        tokenize(edges, start, n_vertices), chains, start, chains[0, n - 1], complexity, path.astype(jnp.int32), has_out
-    )
+    prompt = jnp.concatenate([edge_token(src, dst, n_vertices), start[None]]).astype(jnp.int32)
+    return Instance(prompt, chains, start, chains[0, n - 1], complexity, path.astype(jnp.int32), has_out)
 
 
 @functools.partial(jax.jit, static_argnames=("batch", "n_vertices", "chain_len", "complexities"))
@@ -164,71 +171,95 @@ def sample_batch(
 
 
 # --------------------------------------------------------------------------------------------
-# the one-layer model
+# the model: full and tied parameters
 # --------------------------------------------------------------------------------------------
 
 
-def relation_table(n_vertices: int) -> jax.Array:
-    """``(N, D)`` int: the relation (index into :data:`RELATIONS`) of query vertex q to key token k."""
+def relation_table_A(n_vertices: int) -> np.ndarray:
+    """``(N, D)`` int: relation (index into :data:`RELATIONS_A`) of query vertex q to key token k."""
     N = n_vertices
-    q = jnp.arange(N)[:, None]
-    k = jnp.arange(vocab_size(N))[None, :]
-    u, w = edge_endpoints(k, N)
-    edge_rel = jnp.where(u == q, EDGE_OUT, jnp.where(w == q, EDGE_IN, EDGE_OTHER))
-    vert_rel = jnp.where(k == q, VERTEX_SELF, VERTEX_OTHER)
-    return jnp.where(is_vertex(k, N), vert_rel, edge_rel).astype(jnp.int32)
+    q = np.arange(N)[:, None]
+    k = np.arange(vocab_size(N))[None, :]
+    u, w = edge_endpoints(np.maximum(k, N), N)
+    edge_rel = np.where(u == q, 0, np.where(w == q, 1, 2))
+    vert_rel = np.where(k == q, 3, 4)
+    return np.where(k < N, vert_rel, edge_rel).astype(np.int32)
 
 
-def tied_attention(theta: jax.Array, n_vertices: int) -> jax.Array:
-    """``A: (N, D)`` with ``A[q, k] = theta[relation(q, k)]``; ``theta: (5,)`` (order of RELATIONS)."""
-    return theta[relation_table(n_vertices)]
-
-
-def init_theta(forward_bias: float, dtype=jnp.float32) -> jax.Array:
-    """Relabelling-symmetric init with a weak forward bias: ``theta = forward_bias e_{edge_out}``."""
-    return jnp.zeros((len(RELATIONS),), dtype).at[EDGE_OUT].set(forward_bias)
-
-
-def attention_matrix(params: dict, n_vertices: int) -> jax.Array:
-    """``A: (N, D)`` from parameters ``{"theta": (5,)}`` (tied) or ``{"A": (N, D)}`` (full)."""
-    if "theta" in params:
-        return tied_attention(params["theta"], n_vertices)
-    return params["A"]
-
-
-def value_matrix(n_vertices: int, scale: float, kind: str = "head", dtype=jnp.float32) -> jax.Array:
-    """Fixed ``V: (D, N)``: edge ``(u, w)`` -> ``scale e_w`` ("head") or ``scale (e_u + e_w)``
-    ("endpoints"); vertex tokens -> 0."""
+def relation_table_V(n_vertices: int) -> np.ndarray:
+    """``(D, N)`` int: relation (index into :data:`RELATIONS_V`) of context token k to vertex v."""
     N = n_vertices
-    k = jnp.arange(vocab_size(N))
-    u, w = edge_endpoints(k, N)
-    v = jnp.arange(N)
-    edge = k[:, None] >= N
-    rows = w[:, None] == v[None, :]
-    if kind == "endpoints":
-        rows = rows | (u[:, None] == v[None, :])
-    elif kind != "head":
-        raise ValueError(f"value kind must be 'head' or 'endpoints', got {kind!r}")
-    return jnp.where(edge & rows, scale, 0.0).astype(dtype)
+    k = np.arange(vocab_size(N))[:, None]
+    v = np.arange(N)[None, :]
+    u, w = edge_endpoints(np.maximum(k, N), N)
+    edge_rel = np.where(u == v, 0, np.where(w == v, 1, 2))
+    vert_rel = np.where(k == v, 3, 4)
+    return np.where(k < N, vert_rel, edge_rel).astype(np.int32)
 
 
-def attention_logits(A, V, seq, query_pos, sigma: str = "softmax"):
-    """``H`` at the query positions: ``sigma(Mask(X A X^T)) X V`` rows ``query_pos``.
+def relation_counts(n_vertices: int) -> dict[str, np.ndarray]:
+    """Entries covered by each relation: ``{"A": (5,), "V": (5,)}`` (at N = 24 ``edge_other`` of A
+    covers 24*23*22 = 12,144 entries, ``edge_out`` 24*23 = 552)."""
+    return {
+        "A": np.bincount(relation_table_A(n_vertices).ravel(), minlength=5),
+        "V": np.bincount(relation_table_V(n_vertices).ravel(), minlength=5),
+    }
 
-    A: (N, D); V: (D, N); seq: (L,) tokens (queries must be vertex tokens); query_pos: (Q,) ints.
-    Key ``j`` is visible to query ``i`` iff ``j <= query_pos[i]`` (causal). Returns (Q, N) logits.
-    """
+
+def matrices(params: dict, n_vertices: int) -> tuple[jax.Array, jax.Array]:
+    """``(A: (N, D), V: (D, N))`` from ``{"A", "V"}`` (full) or ``{"theta_A": (5,), "theta_V": (5,)}``."""
+    if "theta_A" in params:
+        return (params["theta_A"][relation_table_A(n_vertices)], params["theta_V"][relation_table_V(n_vertices)])
+    return params["A"], params["V"]
+
+
+def init_params(key, model: str, n_vertices: int, std: float, dtype=jnp.float32) -> dict:
+    """The authors' init: every entry of A and V ~ N(0, std^2) (their ``nn.init.normal_(std=1e-8)``);
+    tied: every relation's number ~ N(0, std^2) (a relabelling-symmetric start)."""
+    ka, kv = jax.random.split(key)
+    if model == "tied":
+        return {"theta_A": std * jax.random.normal(ka, (5,), dtype),
+                "theta_V": std * jax.random.normal(kv, (5,), dtype)}
+    if model != "full":
+        raise ValueError(f"model must be 'full' or 'tied', got {model!r}")
+    D = vocab_size(n_vertices)
+    return {
+        "A": std * jax.random.normal(ka, (n_vertices, D), dtype),
+        "V": std * jax.random.normal(kv, (D, n_vertices), dtype),
+    }
+
+
+def tied_gradient_scale(n_vertices: int, dtype=jnp.float32) -> dict:
+    """Per-relation factors ``1 / n_r`` for the tied parameters' gradients (see the module docstring):
+    then one tied SGD step is the full SGD step averaged over each relation's entries."""
+    c = relation_counts(n_vertices)
+    return {"theta_A": jnp.asarray(1.0 / c["A"], dtype), "theta_V": jnp.asarray(1.0 / c["V"], dtype)}
+
+
+def project_to_tied(full: dict, n_vertices: int) -> dict:
+    """Average of a full ``{"A", "V"}`` pytree over each relation's entries -> ``{"theta_A", "theta_V"}``."""
+    out = {}
+    tables = (("A", relation_table_A(n_vertices), "theta_A"), ("V", relation_table_V(n_vertices), "theta_V"))
+    for name, table, key in tables:
+        sums = jnp.zeros((5,), full[name].dtype).at[table.ravel()].add(full[name].ravel())
+        out[key] = sums / np.bincount(table.ravel(), minlength=5)
+    return out
+
+
+def attention_logits(A, V, seq, query_pos, attention: str = "softmax", scale: float = 20.0):
+    """Vertex logits at the query positions. A: (N, D); V: (D, N); seq: (L,) context tokens (queries
+    must be vertex tokens); query_pos: (Q,) ints. Key ``j`` is visible to query ``i`` iff ``j <= i``.
+    Returns (Q, N)."""
     L = seq.shape[0]
-    q_tok = seq[query_pos]
-    scores = A[q_tok[:, None], seq[None, :]]  # (Q, L)
+    scores = A[seq[query_pos][:, None], seq[None, :]]  # (Q, L)
     visible = jnp.arange(L)[None, :] <= query_pos[:, None]
-    if sigma == "softmax":
+    if attention == "softmax":
         weights = jax.nn.softmax(jnp.where(visible, scores, -jnp.inf), axis=-1)
-    elif sigma == "identity":
+    elif attention == "linear":
         weights = jnp.where(visible, scores, 0.0)
     else:
-        raise ValueError(f"sigma must be 'softmax' or 'identity', got {sigma!r}")
-    return weights @ V[seq]
+        raise ValueError(f"attention must be 'softmax' or 'linear', got {attention!r}")
+    return scale * (weights @ V[seq])
 
 
 # --------------------------------------------------------------------------------------------
@@ -236,31 +267,28 @@ def attention_logits(A, V, seq, query_pos, sigma: str = "softmax"):
 # --------------------------------------------------------------------------------------------
 
 
-def sample_trace(key, A, V, prompt, n_steps: int, sigma: str = "softmax") -> jax.Array:
-    """Emit ``n_steps`` vertex tokens autoregressively, ``s_{t+1} ~ softmax(H_t)``.
+def sample_trace(key, A, V, prompt, n_steps: int, attention: str, scale: float, greedy: bool = False):
+    """Emit ``n_steps`` vertex tokens autoregressively (sampled, or argmax if ``greedy``).
 
-    prompt: (P,) tokens ending with the start vertex. Returns the trace (n_steps,) int32; tokens
-    after the final answer are generated too but ignored by :func:`final_answer`.
+    prompt: (P,) tokens ending with the source. Returns (n_steps,) int32; tokens after the final
+    answer are generated too but ignored (the authors stop writing there; the answer is the same).
     """
     P = prompt.shape[0]
     seq0 = jnp.concatenate([prompt, jnp.zeros((n_steps,), jnp.int32)])
 
     def step(seq, xs):
         t, k = xs
-        h = attention_logits(A, V, seq, jnp.array([P - 1 + t]), sigma)[0]
-        tok = jax.random.categorical(k, h).astype(jnp.int32)
-        return seq.at[P + t].set(tok), tok
+        h = attention_logits(A, V, seq, jnp.array([P - 1 + t]), attention, scale)[0]
+        tok = jnp.argmax(h) if greedy else jax.random.categorical(k, h)
+        return seq.at[P + t].set(tok.astype(jnp.int32)), tok.astype(jnp.int32)
 
     _, trace = jax.lax.scan(step, seq0, (jnp.arange(n_steps), jax.random.split(key, n_steps)))
     return trace
 
 
 def final_answer(trace, has_out):
-    """``(answer, length)``: the first emitted vertex with no outgoing edge, and the number of
-    emitted tokens up to and including it; ``(NO_ANSWER, T)`` when there is none.
-
-    trace: (T,) vertex tokens; has_out: (N,) bool.
-    """
+    """``(answer, length)``: the first emitted sink and the number of emitted tokens up to and
+    including it; ``(NO_ANSWER, T)`` when there is none. trace: (T,); has_out: (N,) bool."""
     T = trace.shape[0]
     stops = ~has_out[jnp.clip(trace, 0, has_out.shape[0] - 1)]
     first = jnp.argmax(stops)
@@ -269,15 +297,13 @@ def final_answer(trace, has_out):
 
 
 def is_correct(answer, target):
-    """Outcome reward: 1 iff the final answer is the terminal of the start's chain."""
+    """Outcome reward: 1 iff the final answer is the terminal of the source's chain."""
     return (answer == target) & (answer != NO_ANSWER)
 
 
 def is_traversal(trace, length, path, complexity):
-    """True iff the emitted tokens are exactly the forward walk ``a_{n-c+1}, ..., a_n``.
-
-    trace: (T,), length: () emitted tokens up to the answer, path: (n-1,) padded with -1.
-    """
+    """True iff the emitted tokens up to the answer are exactly ``a_{n-c+1}, ..., a_n``.
+    trace: (T,), length: (), path: (n-1,) padded with -1."""
     T, m = trace.shape[0], path.shape[0]
     K = min(T, m)
     idx = jnp.arange(K)
@@ -285,12 +311,12 @@ def is_traversal(trace, length, path, complexity):
     return (length == complexity) & jnp.all(match) & (complexity <= T)
 
 
-def trace_log_prob(A, V, prompt, trace, length, sigma: str = "softmax"):
-    """``log pi(trace)``: sum over the first ``length`` emitted tokens of ``log softmax(H_t)[s_{t+1}]``
-    computed in one causal pass (teacher forcing). Differentiable in ``A``."""
+def trace_log_prob(A, V, prompt, trace, length, attention: str, scale: float):
+    """``log pi(trace)``: the sum over the first ``length`` emitted tokens of their log-probabilities
+    (the authors' ``path_logprob_sum``), in one causal pass. Differentiable in A and V."""
     P, T = prompt.shape[0], trace.shape[0]
     seq = jnp.concatenate([prompt, trace])
-    h = attention_logits(A, V, seq, P - 1 + jnp.arange(T), sigma)
+    h = attention_logits(A, V, seq, P - 1 + jnp.arange(T), attention, scale)
     lp = jax.nn.log_softmax(h, axis=-1)[jnp.arange(T), trace]
     return jnp.sum(jnp.where(jnp.arange(T) < length, lp, 0.0))
 
@@ -300,23 +326,31 @@ def trace_log_prob(A, V, prompt, trace, length, sigma: str = "softmax"):
 # --------------------------------------------------------------------------------------------
 
 
-def leave_one_out_baseline(rewards):
-    """``b_i = mean_{j != i} R_j``: independent of episode i, so the estimator stays unbiased."""
+def advantages(rewards, baseline: str):
+    """``R - b``: ``"mean"`` the batch mean (the authors'; it includes the episode itself, so the
+    estimator's expectation is ``(B - 1) / B`` times the gradient), ``"loo"`` the mean of the other
+    episodes (unbiased), ``"none"`` no baseline."""
     B = rewards.shape[0]
-    return (jnp.sum(rewards) - rewards) / (B - 1)
+    if baseline == "mean":
+        return rewards - jnp.mean(rewards)
+    if baseline == "loo":
+        return rewards - (jnp.sum(rewards) - rewards) / (B - 1)
+    if baseline == "none":
+        return rewards
+    raise ValueError(f"baseline must be 'mean', 'loo' or 'none', got {baseline!r}")
 
 
-def reinforce_surrogate(params, V, n_vertices: int, prompts, traces, lengths, advantages, sigma="softmax"):
-    """``mean_b adv_b log pi(trace_b)``; its gradient is the REINFORCE estimate of ``grad E[R]``
-    when ``adv_b = R_b - b_b`` with ``b_b`` independent of episode b. prompts (B,P), traces (B,T)."""
-    A = attention_matrix(params, n_vertices)
-    lp = jax.vmap(lambda p, t, l: trace_log_prob(A, V, p, t, l, sigma))(prompts, traces, lengths)
-    return jnp.mean(jax.lax.stop_gradient(advantages) * lp)
+def reinforce_surrogate(params, n_vertices, prompts, traces, lengths, adv, attention, scale):
+    """``mean_b adv_b log pi(trace_b)`` (the authors' loss with the sign flipped); its gradient is the
+    REINFORCE estimate of the ascent direction. prompts (B, P), traces (B, T)."""
+    A, V = matrices(params, n_vertices)
+    lp = jax.vmap(lambda p, t, ln: trace_log_prob(A, V, p, t, ln, attention, scale))(prompts, traces, lengths)
+    return jnp.mean(jax.lax.stop_gradient(adv) * lp)
 
 
-def policy_gradient(params, V, n_vertices, prompts, traces, lengths, advantages, sigma="softmax"):
-    """The REINFORCE estimate of ``grad_params E[R]`` (ascent direction), a pytree like params."""
-    return jax.grad(reinforce_surrogate)(params, V, n_vertices, prompts, traces, lengths, advantages, sigma)
+def policy_gradient(params, n_vertices, prompts, traces, lengths, adv, attention="softmax", scale=20.0):
+    """The REINFORCE estimate of ``grad_params E[R]`` (ascent), a pytree like params."""
+    return jax.grad(reinforce_surrogate)(params, n_vertices, prompts, traces, lengths, adv, attention, scale)
 
 
 # --------------------------------------------------------------------------------------------
@@ -326,38 +360,30 @@ def policy_gradient(params, V, n_vertices, prompts, traces, lengths, advantages,
 
 @dataclass(frozen=True)
 class Spec:
-    """Static (hashable) description of one training + evaluation run; see the experiment's Config."""
+    """Static (hashable) description of one run; see :class:`implicitbias.experiments.chains.Config`."""
 
     n_vertices: int
     train_chain_len: int
     train_complexities: tuple[int, ...]  # the support; the weights are a runtime argument
-    test_chain_len: int
-    test_complexities: tuple[int, ...]
-    trace_factor: float
-    parameterisation: str
-    forward_bias: float
-    value_kind: str
-    value_scale: float
-    sigma: str
+    test_chain_lens: tuple[int, ...]
+    test_complexities: tuple[tuple[int, ...], ...]  # per test chain length
+    model: str
+    attention: str
+    scale: float  # 1 / temperature
+    init_std: float
     optimizer: str
     lr: float
     baseline: str
     batch: int
-    steps: int
+    sub_batches: int
+    steps_per_epoch: int
+    epochs: int
+    early_stop: bool
+    max_new_tokens: int
+    test_max_new_tokens: tuple[int, ...]  # per test chain length
+    n_val: int
     n_eval: int
     dtype: str = "float32"
-
-    def trace_len(self, chain_len: int) -> int:
-        """Emitted-token budget ``T = ceil(trace_factor (n - 1))`` for chains of ``n`` vertices."""
-        return max(1, int(-(-self.trace_factor * (chain_len - 1) // 1)))
-
-
-def init_params(spec: Spec) -> dict:
-    """Relabelling-symmetric init with a weak forward bias (tied, or its full-table expansion)."""
-    theta = init_theta(spec.forward_bias, jnp.dtype(spec.dtype))
-    if spec.parameterisation == "tied":
-        return {"theta": theta}
-    return {"A": tied_attention(theta, spec.n_vertices)}
 
 
 class Rollout(NamedTuple):
@@ -365,20 +391,25 @@ class Rollout(NamedTuple):
     lengths: jax.Array  # (B,)
     answers: jax.Array  # (B,)
     rewards: jax.Array  # (B,) float
+    valid: jax.Array  # (B,) bool: reached a sink
     traversals: jax.Array  # (B,) bool
 
 
-def rollout(key, A, V, inst: Instance, n_steps: int, sigma: str) -> Rollout:
-    """Sample one trace per instance of a batch and score it."""
+def rollout(key, A, V, inst: Instance, n_steps: int, attention: str, scale: float, greedy: bool = False) -> Rollout:
+    """One trace per instance of a batch, scored."""
     B = inst.prompt.shape[0]
-    traces = jax.vmap(lambda k, p: sample_trace(k, A, V, p, n_steps, sigma))(jax.random.split(key, B), inst.prompt)
+    traces = jax.vmap(lambda k, p: sample_trace(k, A, V, p, n_steps, attention, scale, greedy))(
+        jax.random.split(key, B), inst.prompt
+    )
     answers, lengths = jax.vmap(final_answer)(traces, inst.has_out)
     rewards = is_correct(answers, inst.answer).astype(A.dtype)
     trav = jax.vmap(is_traversal)(traces, lengths, inst.path, inst.complexity)
-    return Rollout(traces, lengths, answers, rewards, trav)
+    return Rollout(traces, lengths, answers, rewards, answers != NO_ANSWER, trav)
 
 
 def make_optimizer(name: str, lr: float) -> optax.GradientTransformation:
+    """``"adam"`` (the authors': torch Adam, lr 1e-2, betas (0.9, 0.999), eps 1e-8 = optax's
+    defaults) or ``"sgd"``."""
     if name == "sgd":
         return optax.sgd(lr)
     if name == "adam":
@@ -386,55 +417,104 @@ def make_optimizer(name: str, lr: float) -> optax.GradientTransformation:
     raise ValueError(f"optimizer must be 'sgd' or 'adam', got {name!r}")
 
 
-def train(spec: Spec, key, weights=None) -> tuple[dict, dict]:
-    """REINFORCE with a baseline for ``spec.steps`` steps of ``spec.batch`` episodes (one lax.scan);
-    training complexities drawn from ``spec.train_complexities`` with ``weights`` (uniform if None).
+def greedy_scores(A, V, inst: Instance, n_steps: int, attention: str, scale: float, max_c: int) -> dict:
+    """The authors' validation: greedy traces; counts per complexity ``1..max_c`` (index c - 1) of
+    instances, of valid ones (a sink reached), correct and traversing ones. Each (max_c,) float."""
+    ro = rollout(jax.random.PRNGKey(0), A, V, inst, n_steps, attention, scale, greedy=True)
+    onehot = jax.nn.one_hot(inst.complexity - 1, max_c, dtype=jnp.float32)  # (B, max_c)
+    return {
+        "n": onehot.sum(0),
+        "valid": onehot.T @ ro.valid.astype(jnp.float32),
+        "correct": onehot.T @ ro.rewards.astype(jnp.float32),
+        "traversal": onehot.T @ ro.traversals.astype(jnp.float32),
+    }
 
-    Returns the final params and per-step curves ``{"reward": (steps,), "traversal": (steps,)}``
-    (means over the step's training batch, before the update). Pure in ``key``: vmap over seeds.
+
+def train(spec: Spec, key, weights) -> tuple[dict, dict]:
+    """The authors' ``train_list_classifier``: epochs of ``steps_per_epoch`` Adam steps; each step
+    samples ``batch`` episodes in ``sub_batches`` sub-batches (baseline per sub-batch; gradient = mean
+    of the sub-batch estimates), then greedy validation on a fixed set of ``n_val`` instances of the
+    training distribution; with ``early_stop``, stop after the first epoch where every valid sampled
+    training episode and every valid validation episode was correct. Differences: fresh instances per
+    step instead of one fixed set of ``steps_per_epoch * batch`` reshuffled per epoch.
+
+    Returns the final params and per-epoch curves (NaN after the stop): ``train_accuracy``,
+    ``val_accuracy``, ``val_traversal`` (epochs,), and ``epochs_run`` (). Pure in ``key``: vmap it.
     """
-    N = spec.n_vertices
-    V = value_matrix(N, spec.value_scale, spec.value_kind, jnp.dtype(spec.dtype))
-    T = spec.trace_len(spec.train_chain_len)
+    N, dtype = spec.n_vertices, jnp.dtype(spec.dtype)
+    k_init, k_val, k_loop = jax.random.split(key, 3)
+    params = init_params(k_init, spec.model, N, spec.init_std, dtype)
     opt = make_optimizer(spec.optimizer, spec.lr)
-    params = init_params(spec)
+    g_scale = tied_gradient_scale(N, dtype) if spec.model == "tied" else None
+    sub_B = spec.batch // spec.sub_batches
+    T, max_c = spec.max_new_tokens, spec.train_chain_len - 1
+    val = sample_batch(k_val, spec.n_val, N, spec.train_chain_len, spec.train_complexities, weights)
 
-    def step(carry, k):
-        params, opt_state = carry
+    def sub_step(params, k):
         k_data, k_roll = jax.random.split(k)
-        inst = sample_batch(k_data, spec.batch, N, spec.train_chain_len, spec.train_complexities, weights)
-        A = attention_matrix(params, N)
-        ro = rollout(k_roll, A, V, inst, T, spec.sigma)
-        if spec.baseline == "loo":
-            adv = ro.rewards - leave_one_out_baseline(ro.rewards)
-        else:
-            adv = ro.rewards
-        g = policy_gradient(params, V, N, inst.prompt, ro.traces, ro.lengths, adv, spec.sigma)
-        updates, opt_state = opt.update(jax.tree_util.tree_map(jnp.negative, g), opt_state, params)
-        params = optax.apply_updates(params, updates)
-        return (params, opt_state), (jnp.mean(ro.rewards), jnp.mean(ro.traversals.astype(jnp.float32)))
+        A, V = matrices(params, N)
+        inst = sample_batch(k_data, sub_B, N, spec.train_chain_len, spec.train_complexities, weights)
+        ro = rollout(k_roll, A, V, inst, T, spec.attention, spec.scale)
+        adv = advantages(ro.rewards, spec.baseline)
+        g = policy_gradient(params, N, inst.prompt, ro.traces, ro.lengths, adv, spec.attention, spec.scale)
+        stats = jnp.stack([jnp.sum(ro.rewards), jnp.sum(ro.valid.astype(ro.rewards.dtype))])
+        return g, stats
 
-    (params, _), (rew, trav) = jax.lax.scan(step, (params, opt.init(params)), jax.random.split(key, spec.steps))
-    return params, {"reward": rew, "traversal": trav}
+    def opt_step(carry, k):
+        params, opt_state = carry
+
+        def acc(gsum, kk):
+            g, st = sub_step(params, kk)
+            return jax.tree_util.tree_map(jnp.add, gsum, g), st
+
+        zero = jax.tree_util.tree_map(jnp.zeros_like, params)
+        gsum, stats = jax.lax.scan(acc, zero, jax.random.split(k, spec.sub_batches))
+        g = jax.tree_util.tree_map(lambda x: x / spec.sub_batches, gsum)
+        if g_scale is not None:
+            g = jax.tree_util.tree_map(jnp.multiply, g, g_scale)
+        updates, opt_state = opt.update(jax.tree_util.tree_map(jnp.negative, g), opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), stats.sum(0)
+
+    nan = jnp.full((spec.epochs,), jnp.nan, jnp.float32)
+
+    def body(state):
+        params, opt_state, e, _, curves = state
+        keys = jax.random.split(jax.random.fold_in(k_loop, e), spec.steps_per_epoch)
+        (params, opt_state), stats = jax.lax.scan(opt_step, (params, opt_state), keys)
+        correct, valid = stats.sum(0)
+        A, V = matrices(params, N)
+        v = greedy_scores(A, V, val, T, spec.attention, spec.scale, max_c)
+        vc, vv, vt = v["correct"].sum(), v["valid"].sum(), v["traversal"].sum()
+        curves = {
+            "train_accuracy": curves["train_accuracy"].at[e].set(correct / jnp.maximum(valid, 1)),
+            "val_accuracy": curves["val_accuracy"].at[e].set(vc / jnp.maximum(vv, 1)),
+            "val_traversal": curves["val_traversal"].at[e].set(vt / jnp.maximum(vv, 1)),
+        }
+        stop = spec.early_stop & (valid > 0) & (correct == valid) & (vv > 0) & (vc == vv)
+        return params, opt_state, e + 1, stop, curves
+
+    def cond(state):
+        return (~state[3]) & (state[2] < spec.epochs)
+
+    init = (params, opt.init(params), jnp.int32(0), jnp.bool_(False),
+            {"train_accuracy": nan, "val_accuracy": nan, "val_traversal": nan})
+    params, _, epochs_run, _, curves = jax.lax.while_loop(cond, body, init)
+    return params, {**curves, "epochs_run": epochs_run}
 
 
 def evaluate(spec: Spec, params: dict, key) -> dict:
-    """Accuracy and traversal rate per test complexity over ``spec.n_eval`` sampled episodes each,
-    on chains of ``spec.test_chain_len`` vertices. Returns arrays of shape (len(test_complexities),)."""
+    """The authors' test: per test chain length, ``n_eval`` fresh instances (complexities uniform over
+    that length's test complexities), greedy traces of ``test_max_new_tokens``; counts per complexity
+    (as :func:`greedy_scores`), each of shape (n_tests, max test chain length - 1)."""
     N = spec.n_vertices
-    V = value_matrix(N, spec.value_scale, spec.value_kind, jnp.dtype(spec.dtype))
-    A = attention_matrix(params, N)
-    T = spec.trace_len(spec.test_chain_len)
-
-    def one(c, k):
-        k_data, k_roll = jax.random.split(k)
-        inst = sample_batch(k_data, spec.n_eval, N, spec.test_chain_len, (c,))
-        ro = rollout(k_roll, A, V, inst, T, spec.sigma)
-        return jnp.mean(ro.rewards), jnp.mean(ro.traversals.astype(jnp.float32))
-
-    keys = jax.random.split(key, len(spec.test_complexities))
-    accs, travs = zip(*[one(c, k) for c, k in zip(spec.test_complexities, keys)])
-    return {"accuracy": jnp.stack(accs), "traversal": jnp.stack(travs)}
+    A, V = matrices(params, N)
+    width = max(spec.test_chain_lens) - 1
+    out = []
+    for n, cs, T, k in zip(spec.test_chain_lens, spec.test_complexities, spec.test_max_new_tokens,
+                           jax.random.split(key, len(spec.test_chain_lens))):
+        inst = sample_batch(k, spec.n_eval, N, n, cs)
+        out.append(greedy_scores(A, V, inst, T, spec.attention, spec.scale, width))
+    return {name: jnp.stack([o[name] for o in out]) for name in out[0]}
 
 
 @functools.lru_cache(maxsize=16)
@@ -449,29 +529,7 @@ def _compiled(spec: Spec):
 
 def train_and_evaluate(spec: Spec, seeds: tuple[int, ...], weights=None):
     """Train every seed in one vmapped, jitted program (compiled once per ``spec``) and evaluate it.
-    ``weights``: probabilities over ``spec.train_complexities`` (uniform if None), a runtime input,
-    so distributions over the same support share one compilation. Returns (params, curves, evals)
-    with a leading seed axis."""
+    ``weights``: probabilities over ``spec.train_complexities`` (uniform if None), a runtime input.
+    Returns (params, curves, counts) with a leading seed axis."""
     w = jnp.ones(len(spec.train_complexities)) if weights is None else jnp.asarray(weights, float)
     return _compiled(spec)(jnp.asarray(seeds, jnp.uint32), w)
-
-
-# --------------------------------------------------------------------------------------------
-# learning curves
-# --------------------------------------------------------------------------------------------
-
-
-def smooth(x: np.ndarray, window: int) -> np.ndarray:
-    """Trailing moving average along the last axis (window clipped at the start)."""
-    c = np.cumsum(np.pad(x, [(0, 0)] * (x.ndim - 1) + [(1, 0)]), axis=-1)
-    idx = np.arange(1, x.shape[-1] + 1)
-    lo = np.maximum(idx - window, 0)
-    return (c[..., idx] - c[..., lo]) / (idx - lo)
-
-
-def steps_to_reward(reward: np.ndarray, level: float = 0.9, window: int = 50) -> list[int]:
-    """Per seed, the first step at which the trailing ``window``-step mean training reward reaches
-    ``level``; -1 if never. reward: (seeds, steps)."""
-    sm = smooth(np.asarray(reward, float), window)
-    hit = sm >= level
-    return [int(np.argmax(h)) if h.any() else -1 for h in hit]
