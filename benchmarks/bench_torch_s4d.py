@@ -10,7 +10,7 @@ plainly in PyTorch (issue #16, item "Speed").
    both models' test accuracy.
 2. One full seed of the preset (clean training, brew, uniform and end controls, three extended
    retrainings) with the library's own ``realworld.run_seed``, timed. ``--quick`` divides epochs and
-   attack iterations by 5 (the victim comparison in 1. stays full size); it took 263 s unloaded at full size.
+   attack iterations by 5 (the victim comparison in 1. stays full size). Measured figures: README, Real world.
 
 The PyTorch model mirrors ``implicitbias.models`` for this preset (``SequenceClassifier`` with
 ``norm_position="post"``, ``readout="mean"``, ``S4DBlock``; SPEC §4): linear encoder, per layer
