@@ -242,7 +242,10 @@ def authors_markdown(rows: list[dict], out_dir: Path) -> str:
         "models whose last-epoch training loss came within `fit_tol` of the clean model's. Last row: the "
         "authors' metric (mean over poisons of the last image row's share of ‖δ‖); energy share: share of "
         "Σ|δ|² in the last quarter. All seeds here are discovery seeds; a preset with an effect needs "
-        "replication on new seeds before it counts.\n",
+        "replication on new seeds before it counts. Under this protocol the retrained models see more data "
+        "than the clean model (the poisons are added as copies and the other clean rows are redrawn), so "
+        "poisoned - clean mixes the poisons with the extra data; the uniform control, retrained on a set of "
+        "the same size and norm, is the comparison that isolates the poisons.\n",
         "| preset | seeds | clean | poisoned | uniform | end | poisoned - clean | poisoned - uniform "
         "| p clean / uniform | Holm p | fit | last row | energy share | verdict |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
