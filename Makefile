@@ -62,7 +62,7 @@ bench-ray: $(RAY_STAMP)
 
 ## make bench-torch: the authors-cpu/s4d/mnist1d victim trained in JAX beside the same S4D classifier in plain
 ## PyTorch (same steps, ratio), then one full seed of brew + retrain (installs the optional extra bench-torch,
-## torch==2.13.0; about 5 minutes on 2 idle cores; BENCH_TORCH_ARGS=--quick scales epochs and iterations by 1/5).
+## torch==2.13.0; 17 minutes on 2 shared cores, see README; BENCH_TORCH_ARGS=--quick: epochs and iterations / 5).
 .PHONY: bench-torch
 bench-torch: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench-torch]'
