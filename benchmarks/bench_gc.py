@@ -5,8 +5,9 @@ depth 10 (the depth sweep's deepest: normalised, eps_train 0.0035), on seed 0's 
 sampler (:func:`implicitbias.tasks.matrix_sensing.guess_and_check`, compile excluded by a warm-up)
 and a NumPy loop over chunks of the same size (NumPy's own Gaussian generator, then
 :func:`~implicitbias.tasks.matrix_sensing.numpy_guess_and_check`), timed one after the other in the
-same process. Prints samples/s of both and their ratio, the device and the load average (a shared
-CPU slows both).
+same process. Prints samples per second of wall time and per second of CPU time (all threads of
+the process: on a shared, overloaded CPU the wall-time rate measures the load more than the code)
+for both, their ratios, the device and the load average.
 
     python benchmarks/bench_gc.py [--smoke]      (--smoke: tiny sample counts; a test runs it)
 """
@@ -22,29 +23,35 @@ import implicitbias  # noqa: F401  (float64)
 from implicitbias.tasks import matrix_sensing as ms
 
 CASES = {  # name -> (spec, samples timed)
-    "width 160 / depth 2": (ms.GCSpec(5, 5, 160, 2, eps_train=0.02), 16 * ms.BLOCK),
-    "width 5 / depth 10": (ms.GCSpec(5, 5, 5, 10, normalize=True, eps_train=0.0035), 128 * ms.BLOCK),
+    "width 160 / depth 2": (ms.GCSpec(5, 5, 160, 2, eps_train=0.02), 8 * ms.BLOCK),
+    "width 5 / depth 10": (ms.GCSpec(5, 5, 5, 10, normalize=True, eps_train=0.0035), 64 * ms.BLOCK),
 }
 
 
-def jax_rate(spec, p, n: int) -> float:
+def _rates(fn, n: int) -> tuple[float, float]:
+    """``(samples per wall second, samples per CPU second)`` of ``fn()`` drawing ``n`` samples."""
+    t, c = time.perf_counter(), time.process_time()
+    fn()
+    return n / (time.perf_counter() - t), n / (time.process_time() - c)
+
+
+def jax_rates(spec, p, n: int) -> tuple[float, float]:
     key = [jax.random.PRNGKey(0)]
     chunk = ms.auto_chunk(spec)
     ms.guess_and_check(key, [p], spec, ms.BLOCK, chunk)  # compile
-    t = time.perf_counter()
-    ms.guess_and_check(key, [p], spec, n, chunk)
-    return n / (time.perf_counter() - t)
+    return _rates(lambda: ms.guess_and_check(key, [p], spec, n, chunk), n)
 
 
-def numpy_rate(spec, p, n: int) -> float:
+def numpy_rates(spec, p, n: int) -> tuple[float, float]:
     rng = np.random.default_rng(0)
     chunk = ms.auto_chunk(spec)
-    t = time.perf_counter()
-    for start in range(0, n, chunk):
-        m = min(chunk, n - start)
-        draws = rng.standard_normal((m, spec.n_params))
-        ms.numpy_guess_and_check(draws, p, spec)
-    return n / (time.perf_counter() - t)
+
+    def loop():
+        for start in range(0, n, chunk):
+            draws = rng.standard_normal((min(chunk, n - start), spec.n_params))
+            ms.numpy_guess_and_check(draws, p, spec)
+
+    return _rates(loop, n)
 
 
 if __name__ == "__main__":
@@ -52,10 +59,12 @@ if __name__ == "__main__":
     p = ms.make_problem(0)
     print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}); load average before: "
           f"{os.getloadavg()[0]:.2f}")
-    print("| case | samples | JAX samples/s | NumPy samples/s | JAX / NumPy |")
-    print("|---|---|---|---|---|")
+    print("| case | samples | JAX samples/s | NumPy samples/s | JAX / NumPy | JAX samples/CPU-s | NumPy samples/CPU-s "
+          "| JAX / NumPy (CPU) |")
+    print("|---|---|---|---|---|---|---|---|")
     for name, (spec, n) in CASES.items():
         n = ms.BLOCK if smoke else n
-        j, q = jax_rate(spec, p, n), numpy_rate(spec, p, n)
-        print(f"| {name} | {n:,} | {j:,.0f} | {q:,.0f} | {j / q:.2f} |", flush=True)
+        (j, jc), (q, qc) = jax_rates(spec, p, n), numpy_rates(spec, p, n)
+        print(f"| {name} | {n:,} | {j:,.0f} | {q:,.0f} | {j / q:.2f} | {jc:,.0f} | {qc:,.0f} | {jc / qc:.2f} |",
+              flush=True)
     print(f"load average after: {os.getloadavg()[0]:.2f}")

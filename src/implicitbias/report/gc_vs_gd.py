@@ -74,32 +74,36 @@ def _median_iqr(xs) -> tuple[float, float, float]:
 
 
 def figures(runs, rows: list[dict], fig_dir: Path) -> list[Path]:
-    """One figure per sweep: generalisation loss against width or depth (log scale), G&C, GD and
-    chance as median with IQR bars over seeds, every seed's value as a dot."""
+    """One figure per sweep: generalisation loss against width or depth, G&C, GD and chance as
+    median with IQR bars over seeds and every seed's value as a dot; linear scale on the left (the
+    authors' plots), log scale on the right (GD's losses are orders of magnitude below)."""
     paths = []
     for label, group in _groups(rows).items():
         axis = _axis(group[0]["sweep"])
         x = np.array([r[axis] for r in group], float)
-        fig, ax = pyplot().subplots(figsize=(7, 4))
-        for key, name, style in (("gc_error_per_seed", "G&C", "o-"), ("gd_error_per_seed", "GD", "s--"),
-                                 ("chance_per_seed", "chance (prior)", "^:")):
-            stats = np.array([_median_iqr(r[key]) for r in group])
-            ax.errorbar(x, stats[:, 0], yerr=[stats[:, 0] - stats[:, 1], stats[:, 2] - stats[:, 0]], fmt=style,
-                        capsize=3, label=name)
-            color = ax.lines[-1].get_color()
-            for xi, r in zip(x, group):
-                vals = _finite(r[key])
-                ax.scatter(np.full(vals.size, xi), vals, s=8, alpha=0.35, color=color)
+        fig, axes = pyplot().subplots(1, 2, figsize=(12, 4))
+        for ax, scale in zip(axes, ("linear", "log")):
+            for key, name, style in (("gc_error_per_seed", "G&C", "o-"), ("gd_error_per_seed", "GD", "s--"),
+                                     ("chance_per_seed", "chance (prior)", "^:")):
+                stats = np.array([_median_iqr(r[key]) for r in group])
+                ax.errorbar(x, stats[:, 0], yerr=[stats[:, 0] - stats[:, 1], stats[:, 2] - stats[:, 0]], fmt=style,
+                            capsize=3, label=name)
+                color = ax.lines[-1].get_color()
+                for xi, r in zip(x, group):
+                    vals = _finite(r[key])
+                    ax.scatter(np.full(vals.size, xi), vals, s=8, alpha=0.35, color=color)
+            ax.set_yscale(scale)
+            if axis == "width":
+                ax.set_xscale("log", base=2)
+            ax.set_xticks(x, [str(int(v)) for v in x])
+            ax.set_xlabel(axis)
+            ax.set_ylabel("generalisation loss")
+            ax.grid(alpha=0.3, which="both")
+        axes[0].legend(fontsize=8)
         opt = "GroupRMSprop" if group[0]["gd_optimizer"] == "group_rmsprop" else "plain GD"
-        ax.set_yscale("log")
-        ax.set_xscale("log", base=2) if axis == "width" else None
-        ax.set_xticks(x, [str(int(v)) for v in x])
-        ax.set_xlabel(axis)
-        ax.set_ylabel("generalisation loss")
-        ax.set_title(f"{label}: {group[0]['activation']}, rank {group[0]['rank']}, eps_train {group[0]['eps_train']}, "
-                     f"{group[0]['samples']:,} G&C samples/seed, GD = {opt}", fontsize=8)
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8)
+        fig.suptitle(f"{label}: {group[0]['activation']}, rank {group[0]['rank']}, eps_train {group[0]['eps_train']}, "
+                     f"{group[0]['samples']:,} G&C samples/seed, GD = {opt}; median and IQR over seeds, dots: seeds",
+                     fontsize=9)
         fig.tight_layout()
         paths.append(save_figure(fig, Path(fig_dir) / f"gen_vs_{axis}_{_slug(label)}.png"))
     return paths
