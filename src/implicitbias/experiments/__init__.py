@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, Protocol, runtime_checkable
 
 from ..record import Record
-from . import chains, dynamics, gc_vs_gd, realworld, table1
+from . import chains, defense, dynamics, gc_vs_gd, realworld, table1
 
 
 @runtime_checkable
@@ -24,7 +24,7 @@ class Experiment(Protocol):
     def run(self, config: Any) -> Record: ...
 
 
-EXPERIMENTS: dict[str, Experiment] = {m.NAME: m for m in (table1, dynamics, chains, realworld, gc_vs_gd)}
+EXPERIMENTS: dict[str, Experiment] = {m.NAME: m for m in (table1, dynamics, chains, realworld, gc_vs_gd, defense)}
 
 
 def get(name: str) -> Experiment:
