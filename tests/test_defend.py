@@ -317,3 +317,27 @@ def test_pipeline_real_training_zero_rows_are_removal():
     d = out["detectors"]["nongreedy_share"]
     assert d["error_defended"] == out["error_clean"] and d["error_clean_defended"] == out["error_clean"]
     assert out["error_poisoned"][0] > 10 * out["error_clean"][0]
+
+
+def test_report_rows_carry_per_seed_lists(monkeypatch, tmp_path):
+    from implicitbias.experiments import defense
+    from implicitbias.record import Record
+    from implicitbias.report import defense as section
+    from implicitbias.store import Store
+
+    monkeypatch.setattr(syn, "train_sets", _fake_train([]))
+    cfg = defense.Config(seeds=(0, 1), detectors=("nongreedy_share", "random"), training_defenses=())
+    out = syn.run(cfg.task(), cfg.options())
+    store = Store(tmp_path)
+    store.save(defense.NAME, cfg, Record({"kind": "synthetic", "cell": cfg.cell, **out}, {}), preset="synthetic/x",
+               wall_seconds=1.0)
+    rows = section.rows(list(store.runs(defense.NAME)))
+    assert [r["detector"] for r in rows] == ["nongreedy_share", "random"]
+    r = rows[0]
+    assert r["experiment"] == "defense" and r["preset"] == "synthetic/x" and r["seeds"] == [0, 1]
+    assert r["auroc"] == [1.0, 1.0] and r["error_clean"] == out["error_clean"]
+    assert r["error_poisoned"] == out["error_poisoned"] and r["error_defended"] == out["error_clean"]
+    assert r["seeds_within_2x_clean"] == 2 and r["clean_cost"] == 1.0
+    assert r["roc"][0] == 1.0  # a perfect detector: every special found before any false positive
+    md = section.markdown(rows, tmp_path)
+    assert "| nongreedy_share | 1.000 / 1.000 | 1.00 | 10.0 (10.0) |" in md

@@ -21,7 +21,7 @@ from markdown_it import MarkdownIt
 
 from .. import experiments
 from ..store import Store, StoreError, atomic_write
-from . import chains, dynamics, gc_vs_gd, realworld, table1
+from . import chains, defense, dynamics, gc_vs_gd, realworld, table1
 from .common import fmt
 
 
@@ -36,7 +36,7 @@ class Section(Protocol):
     def markdown(self, rows: list[dict], out_dir: Path) -> str: ...
 
 
-SECTIONS: dict[str, Section] = {m.NAME: m for m in (table1, dynamics, chains, realworld, gc_vs_gd)}
+SECTIONS: dict[str, Section] = {m.NAME: m for m in (table1, dynamics, chains, realworld, gc_vs_gd, defense)}
 
 
 def _generic_rows(name: str, runs) -> list[dict]:

@@ -1,0 +1,217 @@
+"""The defense report section (issue #17): per stored cell and detector, detection (AUROC, recall at
+the true count), the flags, the extrapolation error after sanitising and retraining beside the
+clean and poisoned cells, the cost of defending a clean set; the training-time defenses; the
+real-world detectors with paired differences; a figure of the ROC curves (mean over seeds)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ..experiments.defense import NAME, PRESETS
+from ..stats import t_interval
+from .common import figure_link, latest_runs, preset_overrides, pyplot, save_figure
+
+FIGURE = "roc.png"
+FPR_GRID = np.linspace(0.0, 1.0, 51)
+
+
+def _median(v) -> float | None:
+    v = [x for x in v if x is not None and math.isfinite(x)]
+    return float(np.median(v)) if v else None
+
+
+def _within(defended, clean, factor: float = 2.0) -> int:
+    return int(sum(1 for d, c in zip(defended, clean) if d is not None and c is not None and d <= factor * c))
+
+
+def _cost(defended, clean) -> float | None:
+    """Mean error of the defended clean set over the mean clean error (finite seeds of both)."""
+    pairs = [(d, c) for d, c in zip(defended, clean) if d is not None and c is not None
+             and math.isfinite(d) and math.isfinite(c)]
+    if not pairs:
+        return None
+    return float(np.mean([d for d, _ in pairs]) / np.mean([c for _, c in pairs]))
+
+
+def mean_roc(fprs, tprs) -> np.ndarray:
+    """The per-seed ROC curves averaged vertically on :data:`FPR_GRID` (the upper envelope of each
+    step curve at every false-positive rate). ``(51,)``."""
+    curves = []
+    for f, t in zip(fprs, tprs):
+        f, t = np.asarray(f, float), np.asarray(t, float)
+        curves.append([float(t[f <= x].max()) if np.any(f <= x) else 0.0 for x in FPR_GRID])
+    return np.mean(curves, axis=0) if curves else np.zeros_like(FPR_GRID)
+
+
+def rows(runs) -> list[dict]:
+    """One row per stored cell and detector (and per training-time defense, ``detector`` =
+    ``train:<name>``), with per-seed lists and summaries."""
+    out = []
+    for r in latest_runs(runs):
+        m = r.metrics
+        preset = r.preset or "custom"
+        overrides = preset_overrides(r, PRESETS)
+        base = {"experiment": NAME, "preset": preset, "overrides": overrides, "kind": m.get("kind"),
+                "cell": m.get("cell"), "seeds": m["seeds"], "run": r.path.name,
+                "compute_seconds": m.get("compute_seconds")}
+        if m.get("kind") == "realworld":
+            out.extend(_realworld_rows(base, m))
+            continue
+        clean, pois = m["error_clean"], m["error_poisoned"]
+        base.update(error_clean=clean, error_poisoned=pois, fits_clean=m["fits_clean"],
+                    fits_poisoned=m["fits_poisoned"], n_special=m.get("n_special"), n_rows=m.get("n_rows"))
+        for name, d in m["detectors"].items():
+            out.append({
+                **base, "detector": name, "auroc": d["auroc"], "recall": d["recall"],
+                "n_flagged": d["n_flagged"], "n_special_flagged": d["n_special_flagged"],
+                "n_flagged_clean": d["n_flagged_clean"], "error_defended": d["error_defended"],
+                "fits_defended": d["fits_defended"], "error_clean_defended": d["error_clean_defended"],
+                "auroc_min": float(np.nanmin(d["auroc"])), "auroc_mean": float(np.nanmean(d["auroc"])),
+                "recall_mean": float(np.nanmean(d["recall"])),
+                "seeds_within_2x_clean": _within(d["error_defended"], clean),
+                "clean_cost": _cost(d["error_clean_defended"], clean),
+                "roc": mean_roc(d["roc_fpr"], d["roc_tpr"]).tolist(),
+            })
+        for name, d in (m.get("training") or {}).items():
+            out.append({
+                **base, "detector": f"train:{name}", "auroc": None, "error_defended": d["error_defended"],
+                "fits_defended": d["fits_defended"], "error_clean_defended": d["error_clean_defended"],
+                "fits_clean_defended": d["fits_clean_defended"],
+                "seeds_within_2x_clean": _within(d["error_defended"], clean),
+                "clean_cost": _cost(d["error_clean_defended"], clean),
+            })
+    order = {name: i for i, name in enumerate(PRESETS)}
+    out.sort(key=lambda row: (bool(row["overrides"]), order.get(row["preset"], len(order)), row["preset"]))
+    return out
+
+
+def _realworld_rows(base: dict, m: dict) -> list[dict]:
+    out = []
+    for name, d in m["detectors"].items():
+        row = {**base, "detector": name, "auroc": d["auroc"], "recall": d["recall"], "n_flagged": d["n_flagged"],
+               "n_poison_flagged": d["n_poison_flagged"], "n_poisons": m["n_poisons"],
+               "auroc_min": float(np.nanmin(d["auroc"])), "auroc_mean": float(np.nanmean(d["auroc"])),
+               "recall_mean": float(np.nanmean(d["recall"])),
+               "roc": mean_roc(d["roc_fpr"], d["roc_tpr"]).tolist()}
+        for k in ("error_clean", "error_poisoned", "error_defended", "error_clean_defended",
+                  "target_error_clean", "target_error_poisoned", "target_error_defended"):
+            if k in d or k in m:
+                row[k] = d.get(k, m.get(k))
+        for a, b, label in (("error_defended", "error_poisoned", "defended_minus_poisoned"),
+                            ("error_defended", "error_clean", "defended_minus_clean"),
+                            ("error_clean_defended", "error_clean", "clean_cost")):
+            if a in row and b in row and row[a] is not None:
+                diff = np.asarray(row[a], float) - np.asarray(row[b], float)
+                row[f"{label}_mean"], row[f"{label}_ci"] = t_interval(diff)
+        out.append(row)
+    return out
+
+
+def figures(runs, rows: list[dict], fig_dir: Path) -> list[Path]:
+    """ROC curves (mean over seeds) of every detector, one panel per stored cell."""
+    cells = list(dict.fromkeys(r["preset"] for r in rows if "roc" in r))
+    if not cells:
+        return []
+    n = len(cells)
+    cols = min(3, n)
+    nrows = math.ceil(n / cols)
+    fig, axes = pyplot().subplots(nrows, cols, figsize=(4.6 * cols, 4.2 * nrows), squeeze=False)
+    for ax, cell in zip(axes.flat, cells):
+        for r in rows:
+            if r["preset"] == cell and "roc" in r:
+                ax.plot(FPR_GRID, r["roc"], label=f"{r['detector']} ({r['auroc_mean']:.2f})", lw=1.2)
+        ax.plot([0, 1], [0, 1], color="grey", lw=0.6, ls=":")
+        ax.set_title(cell, fontsize=9)
+        ax.set_xlabel("false-positive rate")
+        ax.set_ylabel("true-positive rate")
+        ax.legend(fontsize=6, loc="lower right")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    fig.tight_layout()
+    return [save_figure(fig, Path(fig_dir) / FIGURE)]
+
+
+def _g(x) -> str:
+    return "-" if x is None else f"{x:.3g}"
+
+
+def markdown(rows: list[dict], out_dir: Path) -> str:
+    """Per cell: a table of every detector and training-time defense, then the ROC figure."""
+    out = []
+    cells = list(dict.fromkeys(r["preset"] for r in rows))
+    for cell in cells:
+        rs = [r for r in rows if r["preset"] == cell]
+        r0 = rs[0]
+        label = cell + "".join(f" {k}={v}" for k, v in r0["overrides"].items())
+        if r0.get("kind") == "realworld":
+            out += _realworld_markdown(label, rs)
+            continue
+        S = len(r0["seeds"])
+        out += [
+            f"**{label}** ({S} seeds, {r0['n_special']} special of {r0['n_rows']} rows; median extrapolation error "
+            f"clean {_g(_median(r0['error_clean']))}, poisoned {_g(_median(r0['error_poisoned']))}; "
+            f"poisoned > clean in {sum(p > c for p, c in zip(r0['error_poisoned'], r0['error_clean']))}/{S} seeds)",
+            "",
+            "| detector | AUROC min / mean | recall at true count | flagged (specials) per seed, mean | "
+            "median error defended | seeds within 2x clean | clean set: flagged, error cost |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in rs:
+            if r["auroc"] is None:
+                out.append(
+                    f"| {r['detector']} | - | - | - | {_g(_median(r['error_defended']))} | "
+                    f"{r['seeds_within_2x_clean']}/{S} | -, {_g(r['clean_cost'])}x |"
+                )
+                continue
+            out.append(
+                f"| {r['detector']} | {r['auroc_min']:.3f} / {r['auroc_mean']:.3f} | {r['recall_mean']:.2f} | "
+                f"{np.mean(r['n_flagged']):.1f} ({np.mean(r['n_special_flagged']):.1f}) | "
+                f"{_g(_median(r['error_defended']))} | {r['seeds_within_2x_clean']}/{S} | "
+                f"{np.mean(r['n_flagged_clean']):.1f}, {_g(r['clean_cost'])}x |"
+            )
+        out.append("")
+    out.append(
+        "AUROC and recall need no threshold (recall: share of the special rows among the top scores, as many "
+        "as there are special rows). The defender's own removal never knows that number: share scores "
+        "flag > 0.5, activation clustering its smaller cluster if at most 35% of the set, every other detector "
+        "its largest score gap if that gap is at least half the range. 'within 2x clean': seeds whose error "
+        "after removal and retraining from the same initialisation is at most twice the clean cell's; 'clean "
+        "set ... cost': the detector run on the clean set, its flags removed, mean error over the clean mean "
+        "(1x when nothing is flagged). `train:*` rows: training-time defenses on the poisoned (and clean) set."
+    )
+    out.append("")
+    link = figure_link(out_dir, Path(out_dir) / "figures" / NAME / FIGURE, "ROC curves, mean over seeds")
+    if link:
+        out.append(link)
+    return "\n".join(out) + "\n"
+
+
+def _ci(row, key) -> str:
+    m, h = row.get(f"{key}_mean"), row.get(f"{key}_ci")
+    if m is None:
+        return "-"
+    return f"{100 * m:+.2f} ± {100 * h:.2f}" if h is not None and math.isfinite(h) else f"{100 * m:+.2f}"
+
+
+def _realworld_markdown(label: str, rs: list[dict]) -> list[str]:
+    r0 = rs[0]
+    S = len(r0["seeds"])
+    out = [
+        f"**{label}** (real-world, {S} seeds, {r0['n_poisons']} poisons added beside their clean copies)",
+        "",
+        "| detector | AUROC min / mean | recall at true count | flagged (poisons) per seed | "
+        "test error defended - poisoned (pp, 95% t) | defended - clean | clean-set cost |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rs:
+        out.append(
+            f"| {r['detector']} | {r['auroc_min']:.3f} / {r['auroc_mean']:.3f} | {r['recall_mean']:.2f} | "
+            f"{np.mean(r['n_flagged']):.1f} ({np.mean(r['n_poison_flagged']):.1f}) | "
+            f"{_ci(r, 'defended_minus_poisoned')} | {_ci(r, 'defended_minus_clean')} | {_ci(r, 'clean_cost')} |"
+        )
+    out.append("")
+    return out
