@@ -3,6 +3,7 @@
     python scripts/realworld_authors.py --run            # run authors-cpu/* (5 seeds each; resumable), then write
     python scripts/realworld_authors.py                  # only (re)write the JSON from the stored runs
     python scripts/realworld_authors.py --run --presets authors-cpu/s4d/mnist1d   # one preset
+    python scripts/realworld_authors.py --run --presets authors-cpu/lru/mnist1d --seeds 5 6 7 8 9  # replication
 
 Runs go through the library's store (``--runs-dir``, default ``$IMPLICITBIAS_RUNS`` or ``runs``): a
 finished preset is skipped. Each finished seed is kept under ``<runs-dir>/realworld/.seeds-<hash>/`` until
@@ -21,6 +22,7 @@ import os
 import pickle
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from implicitbias.experiments import realworld
@@ -31,9 +33,12 @@ from implicitbias.store import Store, atomic_write
 CPU_PRESETS = [p for p in realworld.PRESETS if p.startswith("authors-cpu/")]
 
 
-def run_preset(store: Store, preset: str) -> str:
-    """Run (or finish) one preset seed by seed with per-seed checkpoints; returns a line for the log."""
+def run_preset(store: Store, preset: str, seeds: tuple[int, ...] | None = None) -> str:
+    """Run (or finish) one preset seed by seed with per-seed checkpoints (``seeds``: other seeds than the
+    preset's, e.g. replication seeds; stored as the preset with that override); returns a line for the log."""
     cfg = realworld.PRESETS[preset]
+    if seeds:
+        cfg = replace(cfg, seeds=tuple(seeds))
     if store.is_complete(realworld.NAME, cfg):
         return f"{preset}: stored already"
     final = store.run_dir(realworld.NAME, cfg)
@@ -64,11 +69,12 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="results/realworld-authors.json")
     ap.add_argument("--run", action="store_true", help="run the presets first (skipping stored ones)")
     ap.add_argument("--presets", nargs="+", default=CPU_PRESETS, choices=list(realworld.PRESETS), metavar="PRESET")
+    ap.add_argument("--seeds", nargs="+", type=int, help="run these seeds instead of the preset's (replication)")
     args = ap.parse_args(argv)
     store = Store(args.runs_dir)
     if args.run:
         for p in args.presets:
-            print(run_preset(store, p), flush=True)
+            print(run_preset(store, p, args.seeds), flush=True)
     runs = list(store.runs(realworld.NAME))
     rows = report_rw.rows(runs)
     results = report_rw.authors_results(rows, runs)

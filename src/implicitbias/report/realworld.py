@@ -241,11 +241,12 @@ def authors_markdown(rows: list[dict], out_dir: Path) -> str:
         "comparisons of this section (every row and sweep point, against clean and uniform). Fit: poisoned "
         "models whose last-epoch training loss came within `fit_tol` of the clean model's. Last row: the "
         "authors' metric (mean over poisons of the last image row's share of ‖δ‖); energy share: share of "
-        "Σ|δ|² in the last quarter. All seeds here are discovery seeds; a preset with an effect needs "
-        "replication on new seeds before it counts. Under this protocol the retrained models see more data "
-        "than the clean model (the poisons are added as copies and the other clean rows are redrawn), so "
-        "poisoned - clean mixes the poisons with the extra data; the uniform control, retrained on a set of "
-        "the same size and norm, is the comparison that isolates the poisons.\n",
+        "Σ|δ|² in the last quarter. A preset's own seeds (0-4) are discovery seeds; a row marked `*` with "
+        "only its seeds changed is a replication on new seeds, reported apart and never pooled. Under this "
+        "protocol the retrained models see more data than the clean model (the poisons are added as copies "
+        "and the other clean rows are redrawn), so poisoned - clean mixes the poisons with the extra data; "
+        "the uniform control, retrained on a set of the same size and norm, is the comparison that isolates "
+        "the poisons.\n",
         "| preset | seeds | clean | poisoned | uniform | end | poisoned - clean | poisoned - uniform "
         "| p clean / uniform | Holm p | fit | last row | energy share | verdict |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -291,6 +292,9 @@ def authors_results(rows: list[dict], runs) -> dict:
             "last_row_ratio": r["poisoned_last_row_ratio_per_seed"],
             "end_energy_share": r["poisoned_energy_share_per_seed"],
             "verdict": authors_verdict(r), "effect": _decision(r)[0] == "effect",
+            # seeds other than the preset's, nothing else changed: a replication of the preset's discovery seeds
+            "role": ("replication" if set(r["overrides"]) == {"seeds"}
+                     else "custom" if r["overrides"] else "discovery"),
             "overrides": r["overrides"], "backend": r["backend"], "wall_seconds": r["wall_seconds"],
             "run": r["run"], "config": run.config, "versions": run.meta.get("versions"),
         })
@@ -300,7 +304,8 @@ def authors_results(rows: list[dict], runs) -> dict:
         "retraining and the same-norm uniform and end controls; paired two-sided t-tests of poisoned minus "
         "clean / minus uniform test error; Holm over every comparison of the report's real-world section "
         f"(holm_family); effect = both Holm-corrected p < {ALPHA:g}, both differences positive, and every "
-        "poisoned model fitting as well as the clean model. All seeds are discovery seeds.",
+        "poisoned model fitting as well as the clean model. role: discovery (the preset's own seeds 0-4), "
+        "replication (the same preset on other seeds, reported apart, never pooled) or custom (other overrides).",
         "presets": out,
     }
 
