@@ -185,7 +185,7 @@ _CPU12 = dict(batch=5_000, sub_batches=3, epochs=100)
 # The complexity-3 rows (the talk's "train 1-3 / test 3" and "train 3 / test 3", their
 # exp_vanish_grad at chain 4: start positions {0, 1, 2} vs {0}, tested at position 0): the same
 # fixed budget for both, no early stop (as exp_vanish_grad), softmax defaults otherwise.
-_C3 = dict(test_complexities=(3,), train_chain_len=4, early_stop=False, epochs=20)
+_C3 = dict(test_complexities=(3,), train_chain_len=4, early_stop=False, epochs=10)
 
 PRESETS: dict[str, Config] = {
     # the talk's six rows, mapped to the authors' experiments
@@ -212,7 +212,7 @@ sub-batches (their sub-batch size, 1,667, so the baseline is as noisy; 10 times 
 step), 20 steps per epoch, at most 100 epochs (their 300), early stop as theirs (an epoch is then
 100,000 episodes, so 100% train accuracy is judged on 10 times fewer episodes);
 ``authors/chain12-full`` is their budget. The linear presets are their budget (200,000 episodes per
-step): GPU-sized. The complexity-3 rows run 20 epochs of 20 steps of 50,000 episodes without early
+step): GPU-sized. The complexity-3 rows run 10 epochs of 20 steps of 50,000 episodes without early
 stop (their exp_vanish_grad runs 1,000 epochs)."""
 
 # The talk's numbers per row, in percent: (accuracy, share of chain-traversal trajectories).
