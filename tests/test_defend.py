@@ -341,3 +341,35 @@ def test_report_rows_carry_per_seed_lists(monkeypatch, tmp_path):
     assert r["roc"][0] == 1.0  # a perfect detector: every special found before any false positive
     md = section.markdown(rows, tmp_path)
     assert "| nongreedy_share | 1.000 / 1.000 | 1.00 | 10.0 (10.0) |" in md
+
+
+@pytest.mark.slow
+def test_realworld_cell_on_a_tiny_digits_run(monkeypatch):
+    """The real-world path end to end at toy size: penultimate features are what the head reads,
+    every detector gets a per-seed AUROC, removal retrains, and a detector that flags nothing on the
+    clean set leaves its error unchanged."""
+    from dataclasses import replace
+
+    from implicitbias.defend import realworld as rw
+    from implicitbias.experiments import defense
+    from implicitbias.experiments import realworld as rwx
+    from implicitbias.models import ClassifierConfig, make_classifier
+
+    model = make_classifier(ClassifierConfig(d_model=8, d_state=4, n_layers=1), 0)
+    x = np.random.default_rng(0).normal(size=(5, 64, 1)).astype(np.float32)
+    F = rw.penultimate(model, x)
+    logits = np.asarray(jax.vmap(model)(jnp.asarray(x)))
+    assert np.asarray(jax.vmap(model.head)(jnp.asarray(F))) == pytest.approx(logits, rel=1e-4, abs=1e-5)
+
+    tiny = replace(rwx.PRESETS["s4d/digits/mean"], d_model=8, d_state=4, n_layers=1, epochs=2, n_train=120,
+                   n_targets=20, iterations=2, max_rounds=1, extra_epochs=1)
+    monkeypatch.setitem(rwx.PRESETS, "s4d/digits/mean", tiny)
+    cfg = replace(defense.PRESETS["realworld/s4d/digits/mean"], seeds=(0,))
+    out = defense.run_realworld(cfg)
+    assert set(out["detectors"]) == set(rw.DETECTORS)
+    for name, d in out["detectors"].items():
+        assert 0.0 <= d["auroc"][0] <= 1.0
+        if d["n_flagged_clean"][0] == 0:
+            assert d["error_clean_defended"] == out["error_clean"], name
+        if d["n_flagged"][0] == 0:
+            assert d["error_defended"] == out["error_poisoned"], name

@@ -76,6 +76,9 @@ class Config:
             from . import realworld
 
             require(self.cell in realworld.PRESETS, f"cell must be a realworld preset, got {self.cell!r}")
+            rc = realworld.PRESETS[self.cell]
+            require(rc.retrain == "rounds" and rc.mode == "duplicate" and not rc.redraw_clean,
+                    "realworld cells: the retrain='rounds', mode='duplicate' presets without redraw_clean")
             from ..defend import realworld as rw
 
             unknown = set(self.detectors) - set(rw.DETECTORS)
@@ -120,6 +123,9 @@ PRESETS: dict[str, Config] = {
     "synthetic/beyond_L6/noise0.5": replace(L6, special_noise=0.5, training_defenses=()),
     "synthetic/beyond_L6/fewer3": replace(L6, n_special=3, training_defenses=()),
     "synthetic/beyond_L6/fewer1": replace(L6, n_special=1, training_defenses=()),
+    # real-world: the detectors on the S4D digits classifier's poisoned training set (5 seeds)
+    "realworld/s4d/digits/mean": Config(kind="realworld", cell="s4d/digits/mean", seeds=(0, 1, 2, 3, 4),
+                                        training_defenses=()),
 }
 
 
@@ -132,8 +138,93 @@ def run(config: Config) -> Record:
         out = syn.run(config.task(), config.options())
         metrics = {"kind": config.kind, "cell": config.cell, **out}
     else:
-        from ..defend import realworld as rw
-
-        metrics = {"kind": config.kind, "cell": config.cell, **rw.run(config)}
+        metrics = {"kind": config.kind, "cell": config.cell, **run_realworld(config)}
     metrics["compute_seconds"] = time.perf_counter() - start
     return Record(metrics, {})
+
+
+def run_realworld(config: Config) -> dict:
+    """The real-world cell (SPEC §4-5): per seed, the realworld experiment's clean and poisoned runs
+    (:func:`implicitbias.experiments.realworld.run_seed`), every detector on the poisoned set (the
+    poisoned model's penultimate features) and on the clean set (the clean model's), its flags
+    removed and the model retrained from the same initialisation with the realworld protocol (the
+    poisoned set's retraining continues until it fits as well as the clean model did). Per seed:
+    test and target error of clean / poisoned / defended models, AUROC, recall at the true count."""
+    import jax
+    import numpy as np
+
+    from ..defend import realworld as rw
+    from ..defend.evaluate import auroc, recall_at_k, roc_curve
+    from ..poison.retrain import retrain
+    from ..train_classifier import TrainConfig, evaluate, trainer
+    from . import realworld as rwx
+
+    rcfg = replace(rwx.PRESETS[config.cell], seeds=config.seeds)
+    names = config.detectors or rw.DETECTORS
+    keys = ("auroc", "recall", "n_flagged", "n_poison_flagged", "n_flagged_clean", "roc_fpr", "roc_tpr",
+            "error_defended", "target_error_defended", "error_clean_defended", "fits_defended")
+    dets = {n: {k: [] for k in keys} for n in names}
+    out = {"seeds": list(config.seeds), "n_poisons": rcfg.n_poisons, "error_clean": [], "error_poisoned": [],
+           "target_error_clean": [], "target_error_poisoned": [], "detectors": dets, "retrained": []}
+    tc = rcfg.train_config()
+    cc = TrainConfig(epochs=rcfg.extra_epochs, batch_size=rcfg.batch_size, lr=rcfg.lr / 10, warmup_frac=0.0, seed=0)
+    if tc != TrainConfig(epochs=rcfg.epochs, batch_size=rcfg.batch_size, lr=rcfg.lr, seed=0):
+        cc = replace(tc, epochs=rcfg.extra_epochs, lr=rcfg.lr / 10, schedule="warmup_cosine", warmup_frac=0.0)
+    def one_seed(seed: int) -> None:
+        r = rwx.run_seed(rcfg, seed, keep=True)
+        ds, tidx = r["data"], r["arrays"]["target_idx"]
+        xt, yt = np.asarray(ds.x_test), np.asarray(ds.y_test)
+        ps = r["sets"]["poisoned"]
+        x_p, y_p, is_p = np.asarray(ps.x), np.asarray(ps.y), np.asarray(ps.is_poison)
+        x_c, y_c = x_p[~is_p], y_p[~is_p]
+        init = r["inits"]["poisoned"]
+        key = jax.random.PRNGKey(seed)
+
+        def errors(model):
+            return (1 - evaluate(model, xt, yt)["accuracy"], 1 - evaluate(model, xt[tidx], yt[tidx])["accuracy"])
+
+        base = {"poisoned": (1 - r["poisoned"]["test_acc"], 1 - r["poisoned"]["target_acc"], True),
+                "clean": (1 - r["clean"]["test_acc"], 1 - r["clean"]["target_acc"], True)}
+        out["error_clean"].append(base["clean"][0])
+        out["error_poisoned"].append(base["poisoned"][0])
+        out["target_error_clean"].append(base["clean"][1])
+        out["target_error_poisoned"].append(base["poisoned"][1])
+        cache: dict = {}
+
+        def fit(which, x, y, keep):
+            if keep.all():
+                return base[which]
+            k = (which, keep.tobytes())
+            if k not in cache:
+                target = r["clean"]["train_loss"] if which == "poisoned" else None
+                res = retrain(init, x[keep], y[keep], trainer(tc), key, rwx.full_loss, target_loss=target,
+                              continue_fn=trainer(cc), max_rounds=rcfg.max_rounds)
+                cache[k] = (*errors(res.model), bool(res.fits))
+            return cache[k]
+
+        F_p = rw.penultimate(r["models"]["poisoned"], x_p)
+        F_c = rw.penultimate(r["models"]["clean"], x_c)
+        opts = dict(last_frac=config.last_frac, knn_k=config.knn_k, ac_components=config.ac_components,
+                    min_gap=config.min_gap, share_threshold=config.share_threshold)
+        for n in names:
+            d = dets[n]
+            s, f = rw.score(n, x_p, y_p, F_p, seed, **opts)
+            d["auroc"].append(auroc(s, is_p))
+            d["recall"].append(recall_at_k(s, is_p))
+            d["n_flagged"].append(int(f.sum()))
+            d["n_poison_flagged"].append(int((f & is_p).sum()))
+            fpr, tpr = roc_curve(s, is_p)
+            d["roc_fpr"].append(fpr.tolist())
+            d["roc_tpr"].append(tpr.tolist())
+            e, te, fits = fit("poisoned", x_p, y_p, ~f)
+            d["error_defended"].append(e)
+            d["target_error_defended"].append(te)
+            d["fits_defended"].append(fits)
+            _, fc = rw.score(n, x_c, y_c, F_c, seed, **opts)
+            d["n_flagged_clean"].append(int(fc.sum()))
+            d["error_clean_defended"].append(fit("clean", x_c, y_c, ~fc)[0])
+        out["retrained"].append(len(cache))
+
+    for seed in config.seeds:
+        one_seed(seed)
+    return out
