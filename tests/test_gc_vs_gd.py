@@ -180,12 +180,15 @@ def test_config_validation():
 
 
 @pytest.mark.slow
-def test_gd_fits_and_generalises(problem):
+def test_gd_fits_and_generalises():
+    # GroupRMSprop's steps have length ~lr in parameter norm, so at lr 0.01 the training loss stalls
+    # near 1e-6 (the depth sweep's seeds end at 2.6e-6 to 3.5e-6 at depth 2)
+    problem = ms.make_problem(1)
     shapes = ms.layer_shapes(5, 5, 5, 2)
     r = ms.gradient_descent([jax.random.PRNGKey(0)], [problem], shapes, "linear", 0.2, 1e-3, "group_rmsprop", 1e-2,
                             3000, 100)
-    assert r.train[0] < 1e-6
-    assert r.gen[0] < 0.1 * ms.chance_closed_form(problem, ms.GCSpec(5, 5, 5, 2))
+    assert r.train[0] < 1e-5
+    assert r.gen[0] < 0.01 * ms.chance_closed_form(problem, ms.GCSpec(5, 5, 5, 2))
     np.testing.assert_allclose(r.gen_curve[0, -1], r.gen[0], rtol=1e-10)
 
 

@@ -44,7 +44,8 @@ def rows(runs) -> list[dict]:
             "gd_init_scale": c["gd_init_scale"],
             "gc_samples_per_second": m["gc_samples_per_second"], "wall_seconds": r.meta.get("wall_seconds"),
         })
-    out.sort(key=lambda row: (row["sweep"], repr(sorted(row["overrides"].items())), row[_axis(row["sweep"])]))
+    out.sort(key=lambda row: (row["sweep"], bool(row["overrides"]), repr(sorted(row["overrides"].items())),
+                              row[_axis(row["sweep"])]))
     return out
 
 
@@ -99,7 +100,7 @@ def figures(runs, rows: list[dict], fig_dir: Path) -> list[Path]:
             ax.set_xlabel(axis)
             ax.set_ylabel("generalisation loss")
             ax.grid(alpha=0.3, which="both")
-        axes[0].legend(fontsize=8)
+        axes[0].legend(fontsize=8, loc="center right")
         opt = "GroupRMSprop" if group[0]["gd_optimizer"] == "group_rmsprop" else "plain GD"
         fig.suptitle(f"{label}: {group[0]['activation']}, rank {group[0]['rank']}, eps_train {group[0]['eps_train']}, "
                      f"{group[0]['samples']:,} G&C samples/seed, GD = {opt}; median and IQR over seeds, dots: seeds",
