@@ -27,6 +27,11 @@ def _within(defended, clean, factor: float = 2.0) -> int:
     return int(sum(1 for d, c in zip(defended, clean) if d is not None and c is not None and d <= factor * c))
 
 
+def _above(a, b) -> int:
+    """Seeds where ``a > b`` (seeds with a missing value, e.g. a diverged run, not counted)."""
+    return int(sum(1 for x, y in zip(a, b) if x is not None and y is not None and x > y))
+
+
 def _cost(defended, clean) -> float | None:
     """Mean error of the defended clean set over the mean clean error (finite seeds of both)."""
     pairs = [(d, c) for d, c in zip(defended, clean) if d is not None and c is not None
@@ -34,6 +39,12 @@ def _cost(defended, clean) -> float | None:
     if not pairs:
         return None
     return float(np.mean([d for d, _ in pairs]) / np.mean([c for _, c in pairs]))
+
+
+def _nan(fn, values) -> float:
+    """``fn`` over the values stored as numbers (a stored NaN comes back as None)."""
+    v = np.asarray([np.nan if x is None else x for x in values], float)
+    return float(fn(v)) if np.isfinite(v).any() else float("nan")
 
 
 def mean_roc(fprs, tprs) -> np.ndarray:
@@ -69,8 +80,8 @@ def rows(runs) -> list[dict]:
                 "n_flagged": d["n_flagged"], "n_special_flagged": d["n_special_flagged"],
                 "n_flagged_clean": d["n_flagged_clean"], "error_defended": d["error_defended"],
                 "fits_defended": d["fits_defended"], "error_clean_defended": d["error_clean_defended"],
-                "auroc_min": float(np.nanmin(d["auroc"])), "auroc_mean": float(np.nanmean(d["auroc"])),
-                "recall_mean": float(np.nanmean(d["recall"])),
+                "auroc_min": _nan(np.nanmin, d["auroc"]), "auroc_mean": _nan(np.nanmean, d["auroc"]),
+                "recall_mean": _nan(np.nanmean, d["recall"]),
                 "seeds_within_2x_clean": _within(d["error_defended"], clean),
                 "clean_cost": _cost(d["error_clean_defended"], clean),
                 "roc": mean_roc(d["roc_fpr"], d["roc_tpr"]).tolist(),
@@ -93,8 +104,8 @@ def _realworld_rows(base: dict, m: dict) -> list[dict]:
     for name, d in m["detectors"].items():
         row = {**base, "detector": name, "auroc": d["auroc"], "recall": d["recall"], "n_flagged": d["n_flagged"],
                "n_poison_flagged": d["n_poison_flagged"], "n_poisons": m["n_poisons"],
-               "auroc_min": float(np.nanmin(d["auroc"])), "auroc_mean": float(np.nanmean(d["auroc"])),
-               "recall_mean": float(np.nanmean(d["recall"])),
+               "auroc_min": _nan(np.nanmin, d["auroc"]), "auroc_mean": _nan(np.nanmean, d["auroc"]),
+               "recall_mean": _nan(np.nanmean, d["recall"]),
                "roc": mean_roc(d["roc_fpr"], d["roc_tpr"]).tolist()}
         for k in ("error_clean", "error_poisoned", "error_defended", "error_clean_defended",
                   "target_error_clean", "target_error_poisoned", "target_error_defended"):
@@ -154,7 +165,7 @@ def markdown(rows: list[dict], out_dir: Path) -> str:
         out += [
             f"**{label}** ({S} seeds, {r0['n_special']} special of {r0['n_rows']} rows; median extrapolation error "
             f"clean {_g(_median(r0['error_clean']))}, poisoned {_g(_median(r0['error_poisoned']))}; "
-            f"poisoned > clean in {sum(p > c for p, c in zip(r0['error_poisoned'], r0['error_clean']))}/{S} seeds)",
+            f"poisoned > clean in {_above(r0['error_poisoned'], r0['error_clean'])}/{S} seeds)",
             "",
             "| detector | AUROC min / mean | recall at true count | flagged (specials) per seed, mean | "
             "median error defended | seeds within 2x clean | clean set: flagged, error cost |",
