@@ -130,7 +130,10 @@ def test_every_preset_fits_in_a_small_machine():
     for name, exp in EXPERIMENTS.items():
         assert callable(getattr(exp, "footprint_bytes", None)), name
         for preset, cfg in exp.PRESETS.items():
-            assert 0 < exp.footprint_bytes(cfg) < 256 * 2**20, (name, preset)
+            # the paper's Table 2 presets (authors/<model>/cifar10: user-supplied data, a GPU advised) are
+            # sized for a big machine, the rest for a small one
+            limit = 32 * 2**30 if getattr(cfg, "dataset", "") == "cifar10" else 256 * 2**20
+            assert 0 < exp.footprint_bytes(cfg) < limit, (name, preset, exp.footprint_bytes(cfg))
 
 
 def test_check_refuses_exactly_above_the_available_memory():
