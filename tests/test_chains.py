@@ -58,6 +58,18 @@ def test_vocabulary_is_theirs_minus_the_special_tokens():
     assert np.all(np.asarray(u) != np.asarray(w))
 
 
+def test_a_hand_made_instance_in_their_format():
+    """perm = (3, 1, 6, 0 | 7, 2, 5, 4), chains of 4, start index 1 (complexity 2): their dataset gives
+    the tokens '(3,1) (1,6) (6,0) (7,2) (2,5) (5,4) v1', target v0, sinks v0 and v4."""
+    inst = ch.instance_from_permutation(jnp.array([3, 1, 6, 0, 7, 2, 5, 4]), 8, 4, 2)
+    vocab = _their_vocab(8)
+    want = ["(3,1)", "(1,6)", "(6,0)", "(7,2)", "(2,5)", "(5,4)", "v1"]
+    assert (np.asarray(inst.prompt) + ch.N_SPECIAL).tolist() == [vocab.index(t) for t in want]
+    assert int(inst.answer) == 0 and np.flatnonzero(~np.asarray(inst.has_out)).tolist() == [0, 4]
+    assert np.asarray(inst.path).tolist() == [6, 0, -1]
+    assert _their_instance([3, 1, 6, 0, 7, 2, 5, 4], 4, 1) == (want, 0, [0, 4])  # the transcription itself
+
+
 @pytest.fixture(scope="module")
 def batches():
     """Instances at N = 2n (exp_train_on_D, chain 4) and with isolated vertices (N = 24, chain 12)."""

@@ -142,15 +142,22 @@ def sample_instance(key, n_vertices: int, chain_len: int, complexity, shuffle_ed
     ``perm[n:2n]``, edges in chain order (``shuffle_edges``: in random order; the model's output
     does not depend on the order), source ``perm[n - 1 - complexity]`` (their start index
     ``n - 1 - c``). ``complexity``: a traced int in ``1..n-1``."""
-    n = chain_len
     k_lab, k_perm = jax.random.split(key)
-    labels = jax.random.permutation(k_lab, n_vertices)[: 2 * n].astype(jnp.int32)
-    chains = labels.reshape(2, n)
+    perm = jax.random.permutation(k_lab, n_vertices)
+    order = jax.random.permutation(k_perm, 2 * (chain_len - 1)) if shuffle_edges else None
+    return instance_from_permutation(perm, n_vertices, chain_len, complexity, order)
+
+
+def instance_from_permutation(perm, n_vertices: int, chain_len: int, complexity, edge_order=None) -> Instance:
+    """The instance of a permutation ``perm: (N,)`` of the labels (their data set's ``perm``):
+    chains ``perm[0:n]`` and ``perm[n:2n]``, source ``perm[n - 1 - complexity]``; ``edge_order``: an
+    optional permutation of the ``2(n-1)`` edges (None: chain order, as theirs)."""
+    n = chain_len
+    chains = jnp.asarray(perm)[: 2 * n].astype(jnp.int32).reshape(2, n)
     src = chains[:, :-1].reshape(-1)
     dst = chains[:, 1:].reshape(-1)
-    if shuffle_edges:
-        order = jax.random.permutation(k_perm, 2 * (n - 1))
-        src, dst = src[order], dst[order]
+    if edge_order is not None:
+        src, dst = src[edge_order], dst[edge_order]
     complexity = jnp.asarray(complexity, jnp.int32)
     start = chains[0, n - 1 - complexity]
     idx = jnp.arange(n - 1)
