@@ -224,7 +224,7 @@ def test_cifar10_path_on_fake_pickles_keeps_the_per_channel_budget_and_range(tmp
 
 def test_cifar10_config_errors():
     with pytest.raises(ValueError, match="needs data_dir"):  # checked when loading: presets may leave it to --set
-        replace(TINY, dataset="cifar10").load(0)
+        replace(TINY, dataset="cifar10", eps=8 / 255).load(0)
     with pytest.raises(ValueError, match="eps must be in"):
         replace(TINY, dataset="cifar10", data_dir="/x", eps=4.0, n_targets=10)
     with pytest.raises(ValueError, match="dataset must be"):

@@ -228,3 +228,18 @@ def run_realworld(config: Config) -> dict:
     for seed in config.seeds:
         one_seed(seed)
     return out
+
+
+def footprint_bytes(config: Config) -> int:
+    """Memory estimate (see :func:`implicitbias.footprint.check`): a real-world cell needs what its
+    realworld preset needs; a synthetic cell trains the clean, poisoned, every detector's sanitised and
+    every training-time defense's sets in one batch, each the size of its Table 1 cell."""
+    from ..footprint import realworld as realworld_bytes
+    from ..footprint import teacher_student
+
+    if config.kind == "realworld":
+        from . import realworld
+
+        return realworld_bytes(realworld.PRESETS[config.cell])
+    runs = 2 + len(config.detectors or syn.DETECTORS) + len(config.training_defenses)
+    return runs * teacher_student(config.task())
