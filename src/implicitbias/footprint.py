@@ -79,44 +79,6 @@ def _teacher_student_terms(c) -> dict[str, int]:
     return out
 
 
-def _trace_len(trace_factor: float, chain_len: int) -> int:
-    """``ceil(trace_factor (n - 1))`` as :meth:`implicitbias.tasks.chains.Spec.trace_len` (exact ints)."""
-    return max(1, math.ceil(trace_factor * (chain_len - 1)))
-
-
-def _chains_terms(c) -> dict[str, int]:
-    """Chains (:class:`implicitbias.experiments.chains.Config`): per seed, the training batch's
-    teacher-forced attention over the whole trace (``T x (P + T)`` arrays per episode, ``T`` the
-    emitted-token budget ``ceil(trace_factor (n - 1))``, ``P`` the prompt), the value rows and
-    sampling keys of the rollouts, the evaluation rollouts, the learning curves and the ``(N, D)``
-    tables. Training and evaluation run one after the other: the larger of the two counts."""
-    S, N = len(c.seeds), c.n_vertices
-    D = N + N * N
-    b = F32 if c.dtype == "float32" else F64
-    n_tr, n_te = c.chain_len("train"), c.chain_len("test")
-    T_tr, T_te = _trace_len(c.trace_factor, n_tr), _trace_len(c.trace_factor, n_te)
-    L_tr, L_te = 2 * (n_tr - 1) + 1 + T_tr, 2 * (n_te - 1) + 1 + T_te
-    # six (T, P + T) arrays per episode: scores, softmax weights, their gradients and the two gather
-    # indices (XLA's memory analysis of the compiled run: 6.6-6.9 times one such array, T = 60..900)
-    train = S * c.batch * (6 * T_tr * L_tr * b + L_tr * N * b + 8 * T_tr + I32 * L_tr)
-    evaluate = S * c.n_eval * (L_te * N * b + 8 * T_te + I32 * L_te)
-    out = {
-        f"curves and keys of {c.steps} steps x {S} seeds": S * c.steps * (2 * b + 8),
-        f"attention and value tables (N, N + N^2), N={N}": N * D * (I32 + 2 * b),
-    }
-    if train >= evaluate:
-        out[
-            f"training rollouts: attention (T, P + T) per episode with T={T_tr} emitted tokens "
-            f"(trace_factor x (n - 1)), batch {c.batch} x {S} seeds"
-        ] = train
-    else:
-        out[
-            f"evaluation rollouts: (P + T, N) value rows per episode with T={T_te} emitted tokens "
-            f"(trace_factor x (n - 1)), n_eval {c.n_eval} x {S} seeds"
-        ] = evaluate
-    return out
-
-
 def _realworld_terms(c) -> dict[str, int]:
     """Real world (:class:`implicitbias.experiments.realworld.Config`): the data set as the loader
     holds it (CIFAR-10: all six raw batches, then float64 sequences and their float32 standardised
@@ -148,7 +110,6 @@ def _realworld_terms(c) -> dict[str, int]:
 
 
 teacher_student = _estimate(_teacher_student_terms)
-chains = _estimate(_chains_terms)
 realworld = _estimate(_realworld_terms)
 
 
