@@ -192,16 +192,23 @@ def spectral_signature(F, labels) -> np.ndarray:
     """Tran, Li, Madry 2018: per class, the squared projection of each centred feature vector on
     the top right singular vector of the class's centred feature matrix. ``(N, D), (N,) -> (N,)``."""
     F = np.asarray(F, float)
-    labels = np.asarray(labels)
     out = np.zeros(F.shape[0])
+    for idx, M, vt in _class_svds(F, labels, min_size=2):
+        out[idx] = (M @ vt[0]) ** 2
+    return out
+
+
+def _class_svds(F, labels, min_size: int):
+    """Per class with at least ``min_size`` members: ``(idx, M, vt)``, the class's rows, its centred
+    feature matrix ``M`` ``(n_c, D)`` and the right singular vectors ``vt`` of ``M`` (rows)."""
+    labels = np.asarray(labels)
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
-        if idx.size < 2:
+        if idx.size < min_size:
             continue
         M = F[idx] - F[idx].mean(0)
         _, _, vt = np.linalg.svd(M, full_matrices=False)
-        out[idx] = (M @ vt[0]) ** 2
-    return out
+        yield idx, M, vt
 
 
 def kmeans2(Z, iters: int = 100) -> np.ndarray:
@@ -234,15 +241,9 @@ def activation_clustering(F, labels, n_components: int = 10, max_size: float = 0
     members of a smaller cluster that passed the size test. (They reduce with ICA; PCA keeps this
     deterministic and dependency-free.)"""
     F = np.asarray(F, float)
-    labels = np.asarray(labels)
     scores = np.zeros(F.shape[0])
     flags = np.zeros(F.shape[0], bool)
-    for c in np.unique(labels):
-        idx = np.flatnonzero(labels == c)
-        if idx.size < 3:
-            continue
-        M = F[idx] - F[idx].mean(0)
-        _, _, vt = np.linalg.svd(M, full_matrices=False)
+    for idx, M, vt in _class_svds(F, labels, min_size=3):
         Z = M @ vt[: min(n_components, vt.shape[0])].T
         assign = kmeans2(Z)
         sizes = np.bincount(assign, minlength=2)
