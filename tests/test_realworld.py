@@ -135,7 +135,7 @@ def test_config_validation_names_the_field():
         replace(TINY, standardize="feature")
     ours = {f"{m}/digits/{r}" for m in ("s4d", "lru", "mamba2") for r in ("mean", "last")}
     authors = {f"{f}/{m}/{d}" for f in ("authors", "authors-cpu") for m in ("s4d", "lru", "mamba2")
-               for d in ("digits", "mnist1d")}
+               for d in ("digits", "mnist1d", "italypower")}
     cifar = {f"authors/{m}/cifar10" for m in ("s4d", "lru", "mamba2")}  # data_dir from --set
     assert set(rw.PRESETS) == ours | authors | cifar
     assert all(len(c.seeds) >= 5 for c in rw.PRESETS.values())

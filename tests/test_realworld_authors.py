@@ -72,11 +72,14 @@ PER_DATASET = {
                "n_high_targets": 40},
     "mnist1d": {"eps": 16 / 255 * rw.RAW_RANGES["mnist1d"], "clip": False, "n_pool": 4000, "n_train": 1600,
                 "n_targets": 300, "n_high_targets": 100},
+    # ItalyPowerDemand (UCR, 1,096 sequences pooled): 800 training, 296 test
+    "italypower": {"eps": 16 / 255 * 5.6872202, "clip": False, "n_pool": 800, "n_train": 320,
+                   "n_targets": 89, "n_high_targets": 30},
 }
 
 
 @pytest.mark.parametrize("model", ["s4d", "lru", "mamba2"])
-@pytest.mark.parametrize("dataset", ["digits", "mnist1d"])
+@pytest.mark.parametrize("dataset", ["digits", "mnist1d", "italypower"])
 def test_authors_presets_hold_their_values(model, dataset):
     cfg = rw.PRESETS[f"authors/{model}/{dataset}"]
     want = {**THEIRS, **PER_MODEL[model], **PER_DATASET[dataset]}
@@ -112,7 +115,7 @@ def test_paper_table2_preset_is_their_cifar_run_and_needs_only_the_data(model, t
 def test_authors_cpu_changes_only_the_listed_knobs():
     assert rw.AUTHORS_CPU == {"d_model": 32, "n_layers": 2, "epochs": 30, "restarts": 1}
     for model in ("s4d", "lru", "mamba2"):
-        for dataset in ("digits", "mnist1d"):
+        for dataset in ("digits", "mnist1d", "italypower"):
             full, cpu = rw.PRESETS[f"authors/{model}/{dataset}"], rw.PRESETS[f"authors-cpu/{model}/{dataset}"]
             names = [f.name for f in fields(rw.Config)]
             changed = {n: getattr(cpu, n) for n in names if getattr(cpu, n) != getattr(full, n)}
@@ -333,3 +336,64 @@ def test_mnist1d_is_generated_with_pinned_arguments_and_no_global_rng_leak():
     raw = full.x_train * full.meta["std"] + full.meta["mean"]
     assert float(np.ptp(raw)) == pytest.approx(RAW_RANGE, rel=1e-5)
     assert full.x_train.shape == (4000, 40, 1) and sorted(set(full.y_test.tolist())) == list(range(10))
+
+
+# ---------------------------------------------------------------------------------------------
+# a UCR set (ItalyPowerDemand, shipped inside sktime)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_italypower_is_the_pooled_archive_resplit_per_seed():
+    from implicitbias.datasets import load_ucr
+    from implicitbias.datasets.ucr import RAW_RANGES, _read
+
+    cfg = rw.PRESETS["authors-cpu/s4d/italypower"]
+    a, b = cfg.load(0), cfg.load(1)
+    assert a.x_train.shape == (800, 24, 1) and a.x_test.shape == (296, 24, 1)
+    assert not np.array_equal(a.y_train, b.y_train) or not np.array_equal(a.x_train, b.x_train)  # seeds re-split
+    assert sorted(set(a.y_train.tolist())) == [0, 1] and np.bincount(a.y_train).min() >= 390  # stratified
+    raw = np.concatenate([_read("ItalyPowerDemand", "TRAIN")[0], _read("ItalyPowerDemand", "TEST")[0]])
+    assert float(np.ptp(raw)) == pytest.approx(RAW_RANGES["ItalyPowerDemand"], rel=1e-12)
+    assert raw.shape[0] == cfg.ucr_size == 1096
+    assert cfg.view == ImageView("row", 1, 24, 1) and cfg.model_config.n_classes == 2
+    # the standardised rows undo to the archive's rows (train-only statistics), train and test disjoint
+    def rows(x):
+        back = (x * a.meta["std"] + a.meta["mean"])[:, :, 0]
+        return np.abs(back[:, None, :] - raw[None, :, :, 0]).max(-1).argmin(1), np.abs(
+            back[:, None, :] - raw[None, :, :, 0]).max(-1).min(1)
+    i_tr, d_tr = rows(a.x_train)
+    i_te, d_te = rows(a.x_test)
+    assert d_tr.max() < 1e-5 and d_te.max() < 1e-5
+    assert len(set(i_tr.tolist()) | set(i_te.tolist())) == 1096
+    assert load_ucr("ItalyPowerDemand", split_seed=0, n_train=800).x_train.shape == (800, 24, 1)
+
+
+def test_italypower_config_errors_name_the_limit():
+    base = rw.PRESETS["authors-cpu/s4d/italypower"]
+    with pytest.raises(ValueError, match="n_pool must be <= 1094"):
+        replace(base, n_pool=1095)
+    with pytest.raises(ValueError, match="n_targets must be <= the test set size 296"):
+        replace(base, n_targets=297)
+    with pytest.raises(ValueError, match="pixel range"):
+        replace(base, clip=True)
+
+
+def test_italypower_tiny_run_end_to_end():
+    """The authors' protocol runs end to end on the UCR set (two classes, length 24): poisons keep their
+    labels and stay within the budget, and every variant is evaluated on the 296 test sequences."""
+    tiny = replace(rw.PRESETS["authors-cpu/s4d/italypower"], d_model=8, d_state=4, n_layers=1, epochs=2,
+                   iterations=3, n_targets=20, n_high_targets=6, group_size=3, max_extra_epochs=1, seeds=(0,))
+    out = rw.run_seed(tiny, 0, keep=True)
+    eps, _, _ = rw.budget(tiny, out["data"].meta)
+    assert out["arrays"]["poison_idx"].size == tiny.n_poisons == 160
+    for name in ("poisoned", "uniform"):
+        delta = out["arrays"][f"delta_{name}"]
+        assert delta.shape == (160, 24, 1)
+        ps = out["sets"][name]
+        assert int(np.asarray(ps.is_poison).sum()) == 160 and np.asarray(ps.x).shape[0] == 320 + 160
+    d_p, d_u = out["arrays"]["delta_poisoned"], out["arrays"]["delta_uniform"]
+    assert 0.5 * eps < np.abs(d_p).max() <= eps * (1 + 1e-5)  # the brew moved, within the ℓ∞ budget
+    np.testing.assert_allclose(np.linalg.norm(d_u.reshape(160, -1), axis=1),
+                               np.linalg.norm(d_p.reshape(160, -1), axis=1), rtol=1e-5)  # same-norm control
+    for v in rw.VARIANTS:
+        assert 0.0 <= out[v]["test_acc"] <= 1.0

@@ -91,6 +91,10 @@ def _realworld_terms(c) -> dict[str, int]:
     elif c.dataset == "mnist1d":  # 4,000 training and 1,000 test sequences of length 40
         L, C, n_tr, n_te = 40, 1, c.n_train, 1000
         raw = 5000 * 40 * F64
+    elif c.dataset != "digits":  # a UCR set: its archive pooled and re-split
+        L, C = c.view.height, c.view.channels
+        n_tr, n_te = c.n_train, c.ucr_size - (c.n_pool or c.n_train)
+        raw = c.ucr_size * L * C * F64
     else:  # digits: 1,797 images of 8 x 8
         L, C, n_tr, n_te = 64, 1, c.n_train, 1797 - c.n_train
         raw = 1797 * 64 * F64

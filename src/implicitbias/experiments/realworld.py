@@ -52,7 +52,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..datasets import ImageView, augment_sequences, load_cifar10, load_digits, load_mnist1d
+from ..datasets import ImageView, augment_sequences, load_cifar10, load_digits, load_mnist1d, load_ucr
+from ..datasets import ucr
 from ..datasets.base import MissingDataError
 from ..datasets.mnist1d import RAW_RANGE as MNIST1D_RANGE
 from ..models import ClassifierConfig, make_classifier
@@ -78,8 +79,13 @@ NAME = "realworld"
 log = logging.getLogger("implicitbias")
 VARIANTS = ("clean", "poisoned", "uniform", "end")
 RAW_RANGE = 16.0  # digits pixels take values 0..16
-# cifar10: pixels scaled to [0, 1] by the loader; mnist1d: the span of its training values (no pixel range)
-RAW_RANGES = {"digits": RAW_RANGE, "mnist1d": MNIST1D_RANGE, "cifar10": 1.0}
+# UCR sets shipped inside sktime (datasets.ucr): dataset name here -> archive name
+UCR_SETS = {"italypower": "ItalyPowerDemand"}
+# cifar10: pixels scaled to [0, 1] by the loader; mnist1d: the span of its training values; UCR: the span of
+# the archive's values (neither has a pixel range)
+RAW_RANGES = {"digits": RAW_RANGE, "mnist1d": MNIST1D_RANGE, "cifar10": 1.0,
+              **{d: ucr.RAW_RANGES[name] for d, name in UCR_SETS.items()}}
+PIXEL_DATASETS = ("digits", "cifar10")  # the ones with a pixel range to clip to
 EXTENDED_MIN_LR_FRAC = 1e-3  # their create_extended_scheduler: eta_min = lr / 1000
 
 
@@ -88,7 +94,8 @@ class Config:
     """One realworld cell; see the module docstring for the protocol and units."""
 
     model: str = "s4d"  # s4d | lru | mamba2
-    dataset: str = "digits"  # digits (ships with scikit-learn) | cifar10 (sequential, from data_dir)
+    dataset: str = "digits"  # digits (scikit-learn) | mnist1d (generated) | italypower (UCR, in sktime) |
+    #                          cifar10 (sequential, from data_dir)
     data_dir: str = ""  # cifar10 only: the unpacked python-pickle batches (never downloaded)
     scan: str = "row"  # cifar10 only: row | channel_major (the paper's S4/LRU order)
     n_test: int = 0  # cifar10 only: keep the first n_test test images (0 = all 10,000)
@@ -197,6 +204,18 @@ class Config:
             require(pool <= 4000, f"n_pool must be <= 4000 (MNIST-1D holds 4,000 training sequences), got {pool}")
             require(self.n_targets <= 1000, f"n_targets must be <= the test set size 1000, got {self.n_targets}")
             require(not self.clip, "clip=True needs a pixel range; MNIST-1D has none (set clip=false)")
+        elif self.dataset in UCR_SETS:
+            length, _, n_classes, _ = ucr.DATASETS[UCR_SETS[self.dataset]]
+            total = self.ucr_size
+            require(
+                isinstance(self.n_train, int) and 20 <= self.n_train <= total - n_classes,
+                f"n_train must be an integer in [20, {total - n_classes}], got {self.n_train!r}",
+            )
+            require(pool <= total - n_classes,
+                    f"n_pool must be <= {total - n_classes} ({self.dataset} holds {total} sequences), got {pool}")
+            require(self.n_targets <= total - pool,
+                    f"n_targets must be <= the test set size {total - pool}, got {self.n_targets}")
+            require(not self.clip, f"clip=True needs a pixel range; {self.dataset} has none (set clip=false)")
         else:
             # data_dir is checked when the data are loaded (load), so that presets authors/<model>/cifar10 can
             # exist and take it from --set data_dir=...
@@ -282,14 +301,26 @@ class Config:
         return 2 * self.d_model
 
     @property
+    def ucr_size(self) -> int:
+        """A UCR set: its train and test files together (re-split per seed)."""
+        return ucr.TOTALS[UCR_SETS[self.dataset]]
+
+    @property
+    def n_classes(self) -> int:
+        return ucr.DATASETS[UCR_SETS[self.dataset]][2] if self.dataset in UCR_SETS else 10
+
+    @property
     def view(self) -> ImageView:
         """The image behind each sequence (rows for the regulariser and the last-row metric, the
         augmentation, the stem): digits ``(1, 8, 8)``; MNIST-1D ``(1, 40, 1)`` (every step a row);
-        CIFAR-10 ``(3, 32, 32)`` in the ``scan`` order."""
+        a UCR set ``(channels, length, 1)`` likewise; CIFAR-10 ``(3, 32, 32)`` in the ``scan`` order."""
         if self.dataset == "digits":
             return ImageView("row", 1, 8, 8)
         if self.dataset == "mnist1d":
             return ImageView("row", 1, 40, 1)
+        if self.dataset in UCR_SETS:
+            length, channels, _, _ = ucr.DATASETS[UCR_SETS[self.dataset]]
+            return ImageView("row", channels, length, 1)
         return ImageView(self.scan, 3, 32, 32, 3)
 
     def _view_tuple(self) -> tuple:
@@ -300,8 +331,8 @@ class Config:
     def model_config(self) -> ClassifierConfig:
         return ClassifierConfig(
             kind=self.model,
-            d_input=3 if self.dataset == "cifar10" else 1,
-            n_classes=10,
+            d_input=self.view.channels,
+            n_classes=self.n_classes,
             d_model=self.d_model,
             d_state=self.d_state,
             n_layers=self.n_layers,
@@ -350,6 +381,8 @@ class Config:
             return load_digits(n_train=pool, seed=seed, scan="row", standardize=self.standardize)
         if self.dataset == "mnist1d":
             return load_mnist1d(n_train=pool, seed=seed, standardize=self.standardize)
+        if self.dataset in UCR_SETS:
+            return load_ucr(UCR_SETS[self.dataset], split_seed=seed, n_train=pool, standardize=self.standardize)
         if not self.data_dir:
             raise MissingDataError(
                 "dataset=cifar10 needs data_dir (the unpacked CIFAR-10 python batches; never downloaded): "
@@ -390,6 +423,8 @@ AUTHORS_SPLITS = {
     # dataset: (training pool, test set size); digits: 1,400 of the 1,797 images for training
     "digits": (1400, 397),
     "mnist1d": (4000, 1000),
+    # ItalyPowerDemand: 1,096 sequences of length 24 (the archive's 67 + 1,029 pooled and re-split per seed)
+    "italypower": (800, 296),
     "cifar10": (50_000, 10_000),
 }
 AUTHORS_EPS = 16 / 255  # forest/options.py: --eps 16 (out of 255, of the pixel range)
@@ -421,7 +456,7 @@ def authors_config(model: str, dataset: str, **data) -> Config:
         redraw_clean=True,  # kettle.py, create_duplicated_poison_dataset ~469: clean ids drawn anew
         mode="duplicate",  # brew_poison.py --duplicate_poison_training (create_duplicated_poison_dataset)
         standardize="channel",  # forest/data/datasets.py: per-channel mean/std normalisation
-        clip=dataset != "mnist1d",  # witch_base.py _run_trial: projection onto the [0, 1] pixel range
+        clip=dataset in PIXEL_DATASETS,  # witch_base.py _run_trial: projection onto the [0, 1] pixel range
         eps=AUTHORS_EPS * RAW_RANGES[dataset],  # options.py --eps 16 (/255 of the range)
         # --- targets (item 4) ---
         n_targets=round(0.3 * n_test),  # options.py --targets 3000 (of 10,000 test images)
@@ -475,7 +510,7 @@ AUTHORS_CPU = {
     "epochs": 30,  # 100 -> 30 epochs (the extended retraining then caps at 2 x 30 = 60 extra)
     "restarts": 1,  # 8 -> 1 restart (the brew is ~3/4 of a seed's time; 5 seeds x 6 presets had to fit a session)
 }
-AUTHORS_DATASETS = ("digits", "mnist1d")
+AUTHORS_DATASETS = ("digits", "mnist1d", "italypower")
 for _m in ("s4d", "lru", "mamba2"):
     for _d in AUTHORS_DATASETS:
         PRESETS[f"authors/{_m}/{_d}"] = authors_config(_m, _d)
