@@ -343,8 +343,18 @@ def test_report_rows_carry_per_seed_lists(monkeypatch, tmp_path):
     assert "| nongreedy_share | 1.000 / 1.000 | 1.00 | 10.0 (10.0) |" in md
 
 
+_TINY_CELLS = {
+    # ours: retrain rounds; the authors': extended retraining, redrawn clean rows, a pool larger than n_train
+    "realworld/s4d/digits/mean": dict(d_model=8, d_state=4, n_layers=1, epochs=2, n_train=120, n_targets=20,
+                                      iterations=2, max_rounds=1, extra_epochs=1),
+    "realworld/authors-cpu/s4d/italypower": dict(d_model=8, d_state=4, n_layers=1, epochs=2, iterations=2,
+                                                 n_targets=20, n_high_targets=6, group_size=3, max_extra_epochs=2),
+}
+
+
 @pytest.mark.slow
-def test_realworld_cell_on_a_tiny_digits_run(monkeypatch):
+@pytest.mark.parametrize("preset", list(_TINY_CELLS))
+def test_realworld_cell_on_a_tiny_run(monkeypatch, preset):
     """The real-world path end to end at toy size: penultimate features are what the head reads,
     every detector gets a per-seed AUROC, removal retrains, and a detector that flags nothing on the
     clean set leaves its error unchanged."""
@@ -361,15 +371,17 @@ def test_realworld_cell_on_a_tiny_digits_run(monkeypatch):
     logits = np.asarray(jax.vmap(model)(jnp.asarray(x)))
     assert np.asarray(jax.vmap(model.head)(jnp.asarray(F))) == pytest.approx(logits, rel=1e-4, abs=1e-5)
 
-    tiny = replace(rwx.PRESETS["s4d/digits/mean"], d_model=8, d_state=4, n_layers=1, epochs=2, n_train=120,
-                   n_targets=20, iterations=2, max_rounds=1, extra_epochs=1)
-    monkeypatch.setitem(rwx.PRESETS, "s4d/digits/mean", tiny)
-    cfg = replace(defense.PRESETS["realworld/s4d/digits/mean"], seeds=(0,))
+    cfg = replace(defense.PRESETS[preset], seeds=(0,))
+    tiny = replace(rwx.PRESETS[cfg.cell], **_TINY_CELLS[preset])
+    monkeypatch.setitem(rwx.PRESETS, cfg.cell, tiny)
     out = defense.run_realworld(cfg)
-    assert set(out["detectors"]) == set(rw.DETECTORS)
+    assert set(out["detectors"]) == set(rw.DETECTORS) and out["n_poisons"] == tiny.n_poisons
     for name, d in out["detectors"].items():
         assert 0.0 <= d["auroc"][0] <= 1.0
         if d["n_flagged_clean"][0] == 0:
             assert d["error_clean_defended"] == out["error_clean"], name
         if d["n_flagged"][0] == 0:
             assert d["error_defended"] == out["error_poisoned"], name
+        assert 0 <= d["n_poison_flagged"][0] <= min(d["n_flagged"][0], tiny.n_poisons)
+    # the random detector's expected AUROC is 1/2: far from 0 or 1 on hundreds of examples
+    assert 0.3 < out["detectors"]["random"]["auroc"][0] < 0.7

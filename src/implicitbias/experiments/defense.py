@@ -76,9 +76,9 @@ class Config:
             from . import realworld
 
             require(self.cell in realworld.PRESETS, f"cell must be a realworld preset, got {self.cell!r}")
-            rc = realworld.PRESETS[self.cell]
-            require(rc.retrain == "rounds" and rc.mode == "duplicate" and not rc.redraw_clean,
-                    "realworld cells: the retrain='rounds', mode='duplicate' presets without redraw_clean")
+            require(realworld.PRESETS[self.cell].mode == "duplicate",
+                    "realworld cells: presets with mode='duplicate' (the poisons are added, so removing them is "
+                    "a sanitised set)")
             from ..defend import realworld as rw
 
             unknown = set(self.detectors) - set(rw.DETECTORS)
@@ -126,6 +126,10 @@ PRESETS: dict[str, Config] = {
     # real-world: the detectors on the S4D digits classifier's poisoned training set (5 seeds)
     "realworld/s4d/digits/mean": Config(kind="realworld", cell="s4d/digits/mean", seeds=(0, 1, 2, 3, 4),
                                         training_defenses=()),
+    # ... and on the S4D victims of the authors' protocol at the CPU size (realworld authors-cpu/s4d/*)
+    **{f"realworld/authors-cpu/s4d/{d}": Config(kind="realworld", cell=f"authors-cpu/s4d/{d}",
+                                                seeds=(0, 1, 2, 3, 4), training_defenses=())
+       for d in ("italypower", "digits", "mnist1d")},
 }
 
 
@@ -155,8 +159,7 @@ def run_realworld(config: Config) -> dict:
 
     from ..defend import realworld as rw
     from ..defend.evaluate import auroc, recall_at_k, roc_curve
-    from ..poison.retrain import retrain
-    from ..train_classifier import TrainConfig, evaluate, trainer
+    from ..train_classifier import evaluate
     from . import realworld as rwx
 
     rcfg = replace(rwx.PRESETS[config.cell], seeds=config.seeds)
@@ -166,17 +169,17 @@ def run_realworld(config: Config) -> dict:
     dets = {n: {k: [] for k in keys} for n in names}
     out = {"seeds": list(config.seeds), "n_poisons": rcfg.n_poisons, "error_clean": [], "error_poisoned": [],
            "target_error_clean": [], "target_error_poisoned": [], "detectors": dets, "retrained": []}
-    tc = rcfg.train_config()
-    cc = TrainConfig(epochs=rcfg.extra_epochs, batch_size=rcfg.batch_size, lr=rcfg.lr / 10, warmup_frac=0.0, seed=0)
-    if tc != TrainConfig(epochs=rcfg.epochs, batch_size=rcfg.batch_size, lr=rcfg.lr, seed=0):
-        cc = replace(tc, epochs=rcfg.extra_epochs, lr=rcfg.lr / 10, schedule="warmup_cosine", warmup_frac=0.0)
+
     def one_seed(seed: int) -> None:
         r = rwx.run_seed(rcfg, seed, keep=True)
         ds, tidx = r["data"], r["arrays"]["target_idx"]
         xt, yt = np.asarray(ds.x_test), np.asarray(ds.y_test)
         ps = r["sets"]["poisoned"]
         x_p, y_p, is_p = np.asarray(ps.x), np.asarray(ps.y), np.asarray(ps.is_poison)
-        x_c, y_c = x_p[~is_p], y_p[~is_p]
+        # the clean model's own training set (with n_pool, its rows of the pool; the poisoned set's clean
+        # rows differ from it when redraw_clean)
+        rows = r["arrays"].get("train_rows", np.arange(ds.x_train.shape[0]))
+        x_c, y_c = np.asarray(ds.x_train)[rows], np.asarray(ds.y_train)[rows]
         init = r["inits"]["poisoned"]
         key = jax.random.PRNGKey(seed)
 
@@ -196,9 +199,10 @@ def run_realworld(config: Config) -> dict:
                 return base[which]
             k = (which, keep.tobytes())
             if k not in cache:
+                # the realworld protocol: the poisoned set's retraining continues until it fits as well as
+                # the clean model did; the clean set is trained as the clean model was
                 target = r["clean"]["train_loss"] if which == "poisoned" else None
-                res = retrain(init, x[keep], y[keep], trainer(tc), key, rwx.full_loss, target_loss=target,
-                              continue_fn=trainer(cc), max_rounds=rcfg.max_rounds)
+                res = rwx.train_victim(rcfg, init, x[keep], y[keep], key, target)
                 cache[k] = (*errors(res.model), bool(res.fits))
             return cache[k]
 

@@ -589,6 +589,29 @@ def _train_extended(cfg: Config, init, x, y, key, tc: TrainConfig, target: float
     return TrainOutcome(model, loss, extra, bool(fits), [])
 
 
+def continue_config(cfg: Config) -> TrainConfig:
+    """``retrain='rounds'``: one extra round, ``extra_epochs`` at ``lr / 10`` (our schedule, or the
+    preset's optimizer options when it sets any)."""
+    tc = cfg.train_config()
+    cc = TrainConfig(epochs=cfg.extra_epochs, batch_size=cfg.batch_size, lr=cfg.lr / 10, warmup_frac=0.0, seed=0)
+    if tc != TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=0):
+        cc = replace(tc, epochs=cfg.extra_epochs, lr=cfg.lr / 10, schedule="warmup_cosine", warmup_frac=0.0)
+    return cc
+
+
+def train_victim(cfg: Config, init, x, y, key, target_loss: float | None = None) -> TrainOutcome:
+    """A victim trained from ``init`` on ``(x, y)`` with the minibatch key ``key`` as :func:`run_seed`
+    trains its variants (step 5): ``target_loss=None`` as the clean model (``epochs``, no continuation);
+    a ``target_loss`` as a retraining that continues until its training loss reaches it (``retrain``:
+    our rounds at ``lr / 10``, or the authors' extended schedule). Used by the defenses' retraining."""
+    x, y = np.asarray(x), np.asarray(y)
+    if cfg.retrain == "extended":
+        tc = cfg.train_config(retraining=target_loss is not None)
+        return _train_extended(cfg, init, x, y, key, tc, target_loss, {}, "")
+    return retrain(init, x, y, trainer(cfg.train_config()), key, full_loss, target_loss=target_loss,
+                   continue_fn=trainer(continue_config(cfg)), max_rounds=cfg.max_rounds)
+
+
 def run_seed(cfg: Config, seed: int, keep: bool = False) -> dict:
     """Clean run, brew, controls and retraining for one seed. With ``keep`` the returned dict also
     holds ``"models"`` (trained models per variant), ``"inits"`` (the model each variant's
@@ -611,9 +634,7 @@ def run_seed(cfg: Config, seed: int, keep: bool = False) -> dict:
     # TrainConfig is a static (hashed) argument of the compiled loop: keep its seed fixed so seeds share
     # one compilation; the minibatch order comes from the explicit key PRNGKey(seed) below.
     tc = cfg.train_config()
-    cc = TrainConfig(epochs=cfg.extra_epochs, batch_size=cfg.batch_size, lr=cfg.lr / 10, warmup_frac=0.0, seed=0)
-    if tc != TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=0):
-        cc = replace(tc, epochs=cfg.extra_epochs, lr=cfg.lr / 10, schedule="warmup_cosine", warmup_frac=0.0)
+    cc = continue_config(cfg)
     inits: dict[str, object] = {}
     current = ["clean"]
     base_train = trainer(tc)

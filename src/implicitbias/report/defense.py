@@ -1,7 +1,8 @@
 """The defense report section (issue #17): per stored cell and detector, detection (AUROC, recall at
 the true count), the flags, the extrapolation error after sanitising and retraining beside the
 clean and poisoned cells, the cost of defending a clean set; the training-time defenses; the
-real-world detectors with paired differences; a figure of the ROC curves (mean over seeds)."""
+real-world detectors with paired differences (95% t-intervals; p-values Holm-corrected over every
+real-world comparison of the section, as the real-world section); a figure of the ROC curves (mean over seeds)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..experiments.defense import NAME, PRESETS
-from ..stats import t_interval
+from ..stats import holm, t_interval, t_test_pvalue
 from .common import figure_link, latest_runs, preset_overrides, pyplot, save_figure
 
 FIGURE = "roc.png"
@@ -96,6 +97,7 @@ def rows(runs) -> list[dict]:
             })
     order = {name: i for i, name in enumerate(PRESETS)}
     out.sort(key=lambda row: (bool(row["overrides"]), order.get(row["preset"], len(order)), row["preset"]))
+    apply_holm(out)
     return out
 
 
@@ -117,8 +119,38 @@ def _realworld_rows(base: dict, m: dict) -> list[dict]:
             if a in row and b in row and row[a] is not None:
                 diff = np.asarray(row[a], float) - np.asarray(row[b], float)
                 row[f"{label}_mean"], row[f"{label}_ci"] = t_interval(diff)
+                row[f"{label}_p"] = t_test_pvalue(diff)
+        diff = np.asarray(m["error_poisoned"], float) - np.asarray(m["error_clean"], float)
+        row["poisoned_minus_clean_mean"], row["poisoned_minus_clean_ci"] = t_interval(diff)
+        row["poisoned_minus_clean_p"] = t_test_pvalue(diff)
         out.append(row)
     return out
+
+
+# the real-world comparisons of the section; poisoned - clean is one per cell (the first row of each)
+HOLM_KEYS = ("defended_minus_poisoned", "defended_minus_clean", "clean_cost")
+
+
+def apply_holm(rows: list[dict]) -> None:
+    """Holm-adjusted p-values (``<key>_p_holm``) over every real-world comparison of the rows, in place:
+    per detector :data:`HOLM_KEYS`, per cell poisoned - clean once; ``holm_family``: their number."""
+    slots = []
+    seen = set()
+    for r in rows:
+        if r.get("kind") != "realworld":
+            continue
+        slots += [(r, k) for k in HOLM_KEYS if f"{k}_p" in r]
+        if r["preset"] not in seen:
+            seen.add(r["preset"])
+            slots.append((r, "poisoned_minus_clean"))
+    adj = holm([r[f"{k}_p"] for r, k in slots])
+    for (r, k), a in zip(slots, adj):
+        r[f"{k}_p_holm"] = float(a)
+    for r in rows:
+        if r.get("kind") == "realworld":
+            r["holm_family"] = len(slots)
+            first = next(x for x in rows if x["preset"] == r["preset"])
+            r.setdefault("poisoned_minus_clean_p_holm", first.get("poisoned_minus_clean_p_holm"))
 
 
 def figures(runs, rows: list[dict], fig_dir: Path) -> list[Path]:
@@ -208,21 +240,32 @@ def _ci(row, key) -> str:
     return f"{100 * m:+.2f} ± {100 * h:.2f}" if h is not None and math.isfinite(h) else f"{100 * m:+.2f}"
 
 
+def _cip(row, key) -> str:
+    """``_ci`` with the Holm-adjusted p-value when there is one."""
+    p = row.get(f"{key}_p_holm")
+    return _ci(row, key) + (f" (p {p:.2g})" if p is not None and math.isfinite(p) else "")
+
+
 def _realworld_markdown(label: str, rs: list[dict]) -> list[str]:
     r0 = rs[0]
     S = len(r0["seeds"])
     out = [
-        f"**{label}** (real-world, {S} seeds, {r0['n_poisons']} poisons added beside their clean copies)",
+        f"**{label}** (real-world, {S} seeds, {r0['n_poisons']} poisons added beside their clean copies; "
+        f"test error clean {100 * np.mean(r0['error_clean']):.2f}%, "
+        f"poisoned {100 * np.mean(r0['error_poisoned']):.2f}%, "
+        f"poisoned - clean {_cip(r0, 'poisoned_minus_clean')} pp)",
         "",
         "| detector | AUROC min / mean | recall at true count | flagged (poisons) per seed | "
-        "test error defended - poisoned (pp, 95% t) | defended - clean | clean-set cost |",
+        "test error defended - poisoned (pp, 95% t, Holm p) | defended - clean | clean-set cost |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in rs:
         out.append(
             f"| {r['detector']} | {r['auroc_min']:.3f} / {r['auroc_mean']:.3f} | {r['recall_mean']:.2f} | "
             f"{np.mean(r['n_flagged']):.1f} ({np.mean(r['n_poison_flagged']):.1f}) | "
-            f"{_ci(r, 'defended_minus_poisoned')} | {_ci(r, 'defended_minus_clean')} | {_ci(r, 'clean_cost')} |"
+            f"{_cip(r, 'defended_minus_poisoned')} | {_cip(r, 'defended_minus_clean')} | {_cip(r, 'clean_cost')} |"
         )
-    out.append("")
+    out += ["", f"Holm's correction over the {r0.get('holm_family', 0)} real-world comparisons of this section "
+            "(per detector its three differences, per cell poisoned - clean); `random` scores every row "
+            "uniformly at random (the control: AUROC 1/2 in expectation).", ""]
     return out
