@@ -275,3 +275,30 @@ def test_cli_shows_a_line_per_finished_seed(tmp_path):
     stored = list(Store(tmp_path).runs(rw.NAME))
     acc = 100 * stored[0].metrics["poisoned_test_acc"][1]
     assert f"poisoned {acc:.2f}%" in text
+
+
+def test_export_runs_writes_every_stored_run_and_its_rows(record, tmp_path):
+    """``scripts/export_runs.py`` (the machine-made ``results/<name>.json``): each stored run's config,
+    per-seed metrics and meta, and the report's rows, read back equal to what the store holds."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("export_runs", root / "scripts" / "export_runs.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    store = Store(tmp_path / "runs")
+    assert mod.main([rw.NAME, "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "x.json")]) == 2
+    store.save(rw.NAME, TINY, record, preset="s4d/digits/mean", wall_seconds=1.0)
+    out = tmp_path / "r.json"
+    assert mod.main([rw.NAME, "--runs-dir", str(tmp_path / "runs"), "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    (run,) = data["runs"]
+    stored = next(store.runs(rw.NAME))
+    assert run["preset"] == "s4d/digits/mean" and run["config"] == stored.config and run["meta"] == stored.meta
+    assert run["metrics"]["poisoned_test_acc"] == pytest.approx(record.metrics["poisoned_test_acc"])
+    assert len(data["rows"]) == len(report_rw.rows([stored]))
+    assert data["rows"][0]["clean_test_acc_mean"] == pytest.approx(np.mean(record.metrics["clean_test_acc"]))
+    assert mod.main([rw.NAME, "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "n.json"),
+                     "--presets", "lru/digits/mean"]) == 2  # no run of that preset
