@@ -378,6 +378,7 @@ def test_italypower_config_errors_name_the_limit():
         replace(base, clip=True)
 
 
+@pytest.mark.slow  # about 30 s of CPU (four compiled trainings); the fast suite runs the digits pipeline
 def test_italypower_tiny_run_end_to_end():
     """The authors' protocol runs end to end on the UCR set (two classes, length 24): poisons keep their
     labels and stay within the budget, and every variant is evaluated on the 296 test sequences."""
