@@ -385,3 +385,32 @@ def test_realworld_cell_on_a_tiny_run(monkeypatch, preset):
         assert 0 <= d["n_poison_flagged"][0] <= min(d["n_flagged"][0], tiny.n_poisons)
     # the random detector's expected AUROC is 1/2: far from 0 or 1 on hundreds of examples
     assert 0.3 < out["detectors"]["random"]["auroc"][0] < 0.7
+
+
+def test_realworld_rows_holm_over_the_comparisons_that_test_something():
+    """Real-world defense rows: paired t-tests of defended - poisoned, defended - clean and the clean-set
+    cost, Holm-adjusted together with each cell's poisoned - clean; a detector that removed nothing in any
+    seed adds no comparison (its defended model is the poisoned one)."""
+    from implicitbias.report import defense as section
+    from implicitbias.stats import holm, t_test_pvalue
+
+    clean, pois = [0.10, 0.12, 0.11, 0.13], [0.15, 0.16, 0.12, 0.18]
+    moved = {"auroc": [0.9] * 4, "recall": [0.5] * 4, "n_flagged": [3] * 4, "n_poison_flagged": [2] * 4,
+             "roc_fpr": [[0.0, 1.0]] * 4, "roc_tpr": [[0.0, 1.0]] * 4,
+             "error_defended": [0.11, 0.13, 0.12, 0.12], "error_clean_defended": [0.10, 0.125, 0.11, 0.14]}
+    still = {**moved, "n_flagged": [0] * 4, "error_defended": pois, "error_clean_defended": clean}
+    m = {"n_poisons": 10, "error_clean": clean, "error_poisoned": pois, "detectors": {"a": moved, "b": still}}
+    rows = section._realworld_rows({"preset": "cell", "kind": "realworld", "seeds": [0, 1, 2, 3]}, m)
+    section.apply_holm(rows)
+    a, b = rows
+    d = lambda x, y: np.asarray(x) - np.asarray(y)  # noqa: E731
+    ps = [t_test_pvalue(d(moved["error_defended"], pois)), t_test_pvalue(d(moved["error_defended"], clean)),
+          t_test_pvalue(d(moved["error_clean_defended"], clean)), t_test_pvalue(d(pois, clean))]
+    want = holm(ps)
+    assert a["holm_family"] == b["holm_family"] == 4
+    got = [a["defended_minus_poisoned_p_holm"], a["defended_minus_clean_p_holm"], a["clean_cost_p_holm"],
+           a["poisoned_minus_clean_p_holm"]]
+    assert got == pytest.approx(want)
+    assert b["defended_minus_poisoned_p"] is None and b["defended_minus_clean_p"] is None
+    assert b["poisoned_minus_clean_p_holm"] == pytest.approx(want[3])
+    assert a["defended_minus_poisoned_mean"] == pytest.approx(np.mean(d(moved["error_defended"], pois)))

@@ -119,7 +119,10 @@ def _realworld_rows(base: dict, m: dict) -> list[dict]:
             if a in row and b in row and row[a] is not None:
                 diff = np.asarray(row[a], float) - np.asarray(row[b], float)
                 row[f"{label}_mean"], row[f"{label}_ci"] = t_interval(diff)
-                row[f"{label}_p"] = t_test_pvalue(diff)
+                # nothing flagged in any seed: the defended model is the undefended one, no test to count
+                row[f"{label}_p"] = t_test_pvalue(diff) if np.any(diff != 0) else None
+        if row.get("defended_minus_poisoned_p", 0) is None:  # nothing removed: defended - clean is the cell's
+            row["defended_minus_clean_p"] = None              # poisoned - clean, counted once below
         diff = np.asarray(m["error_poisoned"], float) - np.asarray(m["error_clean"], float)
         row["poisoned_minus_clean_mean"], row["poisoned_minus_clean_ci"] = t_interval(diff)
         row["poisoned_minus_clean_p"] = t_test_pvalue(diff)
@@ -139,7 +142,7 @@ def apply_holm(rows: list[dict]) -> None:
     for r in rows:
         if r.get("kind") != "realworld":
             continue
-        slots += [(r, k) for k in HOLM_KEYS if f"{k}_p" in r]
+        slots += [(r, k) for k in HOLM_KEYS if r.get(f"{k}_p") is not None]
         if r["preset"] not in seen:
             seen.add(r["preset"])
             slots.append((r, "poisoned_minus_clean"))
@@ -266,6 +269,7 @@ def _realworld_markdown(label: str, rs: list[dict]) -> list[str]:
             f"{_cip(r, 'defended_minus_poisoned')} | {_cip(r, 'defended_minus_clean')} | {_cip(r, 'clean_cost')} |"
         )
     out += ["", f"Holm's correction over the {r0.get('holm_family', 0)} real-world comparisons of this section "
-            "(per detector its three differences, per cell poisoned - clean); `random` scores every row "
+            "(per detector its three differences where its flags changed the training set in some seed, per cell "
+            "poisoned - clean); `random` scores every row "
             "uniformly at random (the control: AUROC 1/2 in expectation).", ""]
     return out
