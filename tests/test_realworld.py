@@ -302,3 +302,9 @@ def test_export_runs_writes_every_stored_run_and_its_rows(record, tmp_path):
     assert data["rows"][0]["clean_test_acc_mean"] == pytest.approx(np.mean(record.metrics["clean_test_acc"]))
     assert mod.main([rw.NAME, "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "n.json"),
                      "--presets", "lru/digits/mean"]) == 2  # no run of that preset
+    assert mod.main([rw.NAME, "--runs-dir", str(tmp_path / "runs"), "--out", str(out), "--drop",
+                     "clean_test_acc", "clean_test_acc_mean"]) == 0
+    slim = json.loads(out.read_text())
+    assert slim["dropped"] == ["clean_test_acc", "clean_test_acc_mean"]
+    assert "clean_test_acc" not in slim["runs"][0]["metrics"] and "clean_test_acc_mean" not in slim["rows"][0]
+    assert slim["runs"][0]["metrics"]["poisoned_test_acc"] == run["metrics"]["poisoned_test_acc"]
