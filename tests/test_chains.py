@@ -421,10 +421,12 @@ def test_report_rows_gap_and_tied_table(tmp_path, tiny_run):
 
 @pytest.mark.slow
 def test_chain4_learns_to_traverse_and_complexity3_alone_does_not_at_the_same_budget():
-    """Chains of 4 at a tenth of the authors' batch: the full model trained on 1-3 traverses; trained on
-    3 alone, same budget, it does worse on complexity 3."""
-    small = dict(batch=3000, sub_batches=3, steps_per_epoch=20, epochs=8, early_stop=False, seeds=(42, 43))
-    simple = exp.run(dataclasses.replace(exp.PRESETS["train1-3/test3"], **small)).metrics["tests"][0]
-    three = exp.run(dataclasses.replace(exp.PRESETS["train3/test3"], **small)).metrics["tests"][0]
-    assert min(simple["test_accuracy"]) > 95 and min(simple["traversal"]) > 90
-    assert max(three["traversal"]) < min(simple["traversal"]) - 20
+    """The talk's complexity-3 rows as the presets run them (the authors' batch, 200 steps, two of the three
+    seeds; about 4 minutes on 2 cores): trained on 1-3 the full model traverses every complexity-3 chain;
+    trained on 3 alone, same budget, it stays on the shortcut that picks one of the two chain ends
+    (docs/findings/chains.md: 100/100 against 48.6/0.0 over seeds 42-44). At 160 steps of 3,000 episodes
+    the 1-3 model reaches only 81-85%, so the budget matters."""
+    simple = exp.run(dataclasses.replace(exp.PRESETS["train1-3/test3"], seeds=(42, 43))).metrics["tests"][0]
+    three = exp.run(dataclasses.replace(exp.PRESETS["train3/test3"], seeds=(42, 43))).metrics["tests"][0]
+    assert min(simple["test_accuracy"]) >= 99 and min(simple["traversal"]) >= 99
+    assert max(three["traversal"]) <= 5 and 35 <= min(three["test_accuracy"]) <= max(three["test_accuracy"]) <= 65
