@@ -123,9 +123,9 @@ PRESETS: dict[str, Config] = {
     "synthetic/beyond_L6/noise0.5": replace(L6, special_noise=0.5, training_defenses=()),
     "synthetic/beyond_L6/fewer3": replace(L6, n_special=3, training_defenses=()),
     "synthetic/beyond_L6/fewer1": replace(L6, n_special=1, training_defenses=()),
-    # real-world: the detectors on the S4D digits classifier's poisoned training set (5 seeds)
-    "realworld/s4d/digits/mean": Config(kind="realworld", cell="s4d/digits/mean", seeds=(0, 1, 2, 3, 4),
-                                        training_defenses=()),
+    # real-world: the detectors on a digits classifier's poisoned training set (5 seeds)
+    **{f"realworld/{m}/digits/mean": Config(kind="realworld", cell=f"{m}/digits/mean", seeds=(0, 1, 2, 3, 4),
+                                            training_defenses=()) for m in ("s4d", "lru", "mamba2")},
     # ... and on the S4D victims of the authors' protocol at the CPU size (realworld authors-cpu/s4d/*)
     **{f"realworld/authors-cpu/s4d/{d}": Config(kind="realworld", cell=f"authors-cpu/s4d/{d}",
                                                 seeds=(0, 1, 2, 3, 4), training_defenses=())
