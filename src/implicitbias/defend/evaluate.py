@@ -102,3 +102,17 @@ def roc_curve(scores, labels) -> tuple[np.ndarray, np.ndarray]:
     tpr = [0.0] + [float((y & (s >= t)).sum()) / n_pos for t in thresholds]
     fpr = [0.0] + [float((~y & (s >= t)).sum()) / n_neg for t in thresholds]
     return np.asarray(fpr), np.asarray(tpr)
+
+
+def record_detection(rec: dict, scores, flags, labels, flagged_key: str) -> None:
+    """Append one seed's detection numbers to the per-detector lists ``rec``: ``auroc``, ``recall`` (at the
+    true count), ``n_flagged``, ``flagged_key`` (flagged rows that are truly bad), ``roc_fpr``, ``roc_tpr``.
+    scores, flags, labels: ``(n,)``."""
+    flags, labels = np.asarray(flags, bool), np.asarray(labels, bool)
+    rec["auroc"].append(auroc(scores, labels))
+    rec["recall"].append(recall_at_k(scores, labels))
+    rec["n_flagged"].append(int(flags.sum()))
+    rec[flagged_key].append(int((flags & labels).sum()))
+    fpr, tpr = roc_curve(scores, labels)
+    rec["roc_fpr"].append(fpr.tolist())
+    rec["roc_tpr"].append(tpr.tolist())

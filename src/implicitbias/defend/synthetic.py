@@ -38,7 +38,7 @@ from ..ssm import DiagonalSSM, FullKernelSSM
 from ..tasks import teacher_student as ts
 from ..train import train_batched
 from . import detectors as det
-from .evaluate import auroc, flag, recall_at_k, roc_curve
+from .evaluate import flag, record_detection
 from .training import DPOptimizer, Noisy, circular_shifts, clipped_loss
 
 THEORY = ("nongreedy_share", "energy_tail", "gamma0")
@@ -309,13 +309,7 @@ def run(task: ts.Config, opts: Options) -> dict:
                 pending.append(k)
                 if which == "poisoned":
                     lab = sp[rows]
-                    rec["auroc"].append(auroc(sc, lab))
-                    rec["recall"].append(recall_at_k(sc, lab))
-                    rec["n_flagged"].append(int(fl.sum()))
-                    rec["n_special_flagged"].append(int((fl & lab).sum()))
-                    fpr, tpr = roc_curve(sc, lab)
-                    rec["roc_fpr"].append(fpr.tolist())
-                    rec["roc_tpr"].append(tpr.tolist())
+                    record_detection(rec, sc, fl, lab, "n_special_flagged")
                     rec["_keys"].append(k)
                 else:
                     rec["n_flagged_clean"].append(int(fl.sum()))

@@ -158,7 +158,7 @@ def run_realworld(config: Config) -> dict:
     import numpy as np
 
     from ..defend import realworld as rw
-    from ..defend.evaluate import auroc, recall_at_k, roc_curve
+    from ..defend.evaluate import record_detection
     from ..train_classifier import evaluate
     from . import realworld as rwx
 
@@ -213,13 +213,7 @@ def run_realworld(config: Config) -> dict:
         for n in names:
             d = dets[n]
             s, f = rw.score(n, x_p, y_p, F_p, seed, **opts)
-            d["auroc"].append(auroc(s, is_p))
-            d["recall"].append(recall_at_k(s, is_p))
-            d["n_flagged"].append(int(f.sum()))
-            d["n_poison_flagged"].append(int((f & is_p).sum()))
-            fpr, tpr = roc_curve(s, is_p)
-            d["roc_fpr"].append(fpr.tolist())
-            d["roc_tpr"].append(tpr.tolist())
+            record_detection(d, s, f, is_p, "n_poison_flagged")
             e, te, fits = fit("poisoned", x_p, y_p, ~f)
             d["error_defended"].append(e)
             d["target_error_defended"].append(te)
