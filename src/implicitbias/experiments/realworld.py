@@ -205,8 +205,7 @@ class Config:
             require(self.n_targets <= 1000, f"n_targets must be <= the test set size 1000, got {self.n_targets}")
             require(not self.clip, "clip=True needs a pixel range; MNIST-1D has none (set clip=false)")
         elif self.dataset in UCR_SETS:
-            length, _, n_classes, _ = ucr.DATASETS[UCR_SETS[self.dataset]]
-            total = self.ucr_size
+            n_classes, total = self.n_classes, self.ucr_size
             require(
                 isinstance(self.n_train, int) and 20 <= self.n_train <= total - n_classes,
                 f"n_train must be an integer in [20, {total - n_classes}], got {self.n_train!r}",
@@ -306,8 +305,13 @@ class Config:
         return ucr.TOTALS[UCR_SETS[self.dataset]]
 
     @property
+    def ucr_shape(self) -> tuple[int, int, int]:
+        """A UCR set: ``(length, channels, classes)`` (:data:`implicitbias.datasets.ucr.DATASETS`)."""
+        return ucr.DATASETS[UCR_SETS[self.dataset]][:3]
+
+    @property
     def n_classes(self) -> int:
-        return ucr.DATASETS[UCR_SETS[self.dataset]][2] if self.dataset in UCR_SETS else 10
+        return self.ucr_shape[2] if self.dataset in UCR_SETS else 10
 
     @property
     def view(self) -> ImageView:
@@ -319,7 +323,7 @@ class Config:
         if self.dataset == "mnist1d":
             return ImageView("row", 1, 40, 1)
         if self.dataset in UCR_SETS:
-            length, channels, _, _ = ucr.DATASETS[UCR_SETS[self.dataset]]
+            length, channels, _ = self.ucr_shape
             return ImageView("row", channels, length, 1)
         return ImageView(self.scan, 3, 32, 32, 3)
 
