@@ -16,7 +16,7 @@ from ..tasks import teacher_student
 from ..tasks.teacher_student import Config, special_pair
 
 NAME = "table1"
-__all__ = ["NAME", "Config", "PRESETS", "PAPER", "AUTHORS_RERUN", "AUTHORS_NOTEBOOK", "paper_value", "run"]
+__all__ = ["NAME", "Config", "PRESETS", "PAPER", "PAPER_L", "AUTHORS_RERUN", "AUTHORS_NOTEBOOK", "paper_value", "run"]
 
 
 PRESETS: dict[str, Config] = {
@@ -44,13 +44,15 @@ PRESETS: dict[str, Config] = {
 # SPEC §2c: at L=10 the run with special sequences uses a smaller learning rate.
 PRESETS["ssm_in_nn/L10/special"] = replace(PRESETS["ssm_in_nn/L10/special"], lr=5e-5)
 
-# SPEC §2: headline numbers of the paper (mean over 4 seeds) per setting, and for the per-Theorem
-# setting the authors' procedure re-run per size (the numbers to match to 3 significant digits).
+# Headline numbers of the paper's Table 1 (mean over 4 seeds; docs/science.md, "Table 1") per setting,
+# reported for the smaller size only (PAPER_L), and for the per-Theorem setting the authors' procedure
+# re-run per size (the numbers to match to 3 significant digits).
 PAPER = {
     ("per_theorem", False): 1.34e-3, ("per_theorem", True): 4.1e-2,
     ("beyond_theorem", False): 1.94e-1, ("beyond_theorem", True): 16.61,
     ("ssm_in_nn", False): 1.61e-3, ("ssm_in_nn", True): 5.39e-2,
 }
+PAPER_L = {"per_theorem": 7, "beyond_theorem": 6, "ssm_in_nn": 6}  # the size each headline number is for
 AUTHORS_RERUN = {(7, False): 1.270e-3, (7, True): 5.010e-2, (9, False): 7.340e-3, (9, True): 3.512e-2}
 # GD cells: the means the authors' notebooks printed (standalone_ssm_poison_experiments.ipynb,
 # ssm_in_nn_poison_experiments.ipynb, outputs saved at their commit e0a4665), read at the last logged
@@ -64,9 +66,14 @@ AUTHORS_NOTEBOOK = {
 
 
 def paper_value(config: Config) -> dict[str, float]:
-    """The paper's number(s) for this cell: ``{'paper': ..., 'authors_rerun': ...}`` where known
-    (``authors_rerun``: :data:`AUTHORS_RERUN` per Theorem, :data:`AUTHORS_NOTEBOOK` for the GD cells)."""
-    out = {"paper": PAPER[(config.setting, config.special)]}
+    """The paper's number(s) for this cell: ``{'paper': ..., 'authors_rerun': ...}`` where known.
+
+    ``paper`` only for the size the paper reports (:data:`PAPER_L`: a cell at another ``L`` has no
+    paper number); ``authors_rerun``: :data:`AUTHORS_RERUN` per Theorem, :data:`AUTHORS_NOTEBOOK` for
+    the GD cells."""
+    out = {}
+    if config.L == PAPER_L[config.setting]:
+        out["paper"] = PAPER[(config.setting, config.special)]
     if config.setting == "per_theorem" and (config.L, config.special) in AUTHORS_RERUN:
         out["authors_rerun"] = AUTHORS_RERUN[(config.L, config.special)]
     elif (config.setting, config.L, config.special) in AUTHORS_NOTEBOOK:
