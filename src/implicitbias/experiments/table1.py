@@ -2,9 +2,10 @@
 
 Twelve presets: three settings (``per_theorem``, ``beyond_theorem``, ``ssm_in_nn``) at two sizes,
 each without and with special sequences (``<cell>/special``), with the authors' seeds,
-hyperparameters and data/initialisation streams. The task itself (data, teachers, training,
-measurement) is :mod:`implicitbias.tasks.teacher_student`; how each preset choice was settled is
-in ``docs/authors-procedure.md`` and ``docs/findings/table1.md``.
+hyperparameters, data/initialisation streams and, for the network cells, their float32 precision;
+and four variants of ours, ``float64/ssm_in_nn/...``, the network cells in float64. The task
+itself (data, teachers, training, measurement) is :mod:`implicitbias.tasks.teacher_student`; how
+each preset choice was settled is in ``docs/authors-procedure.md`` and ``docs/findings/table1.md``.
 """
 
 from __future__ import annotations
@@ -41,8 +42,15 @@ PRESETS: dict[str, Config] = {
         sd_BC=1e-3, sd_D=0.1, m=25, depth=2, diff=0.05 / math.exp(6), warm_init=0.001,
         optimizer="keras_adam", lr=0.01, eps=0.05, extra_steps=5000, n_baseline=20, n_special=20, baseline_stop=7)),
 }
-# SPEC §2c: at L=10 the run with special sequences uses a smaller learning rate.
+# docs/science.md §2c: at L=10 the run with special sequences uses a smaller learning rate.
 PRESETS["ssm_in_nn/L10/special"] = replace(PRESETS["ssm_in_nn/L10/special"], lr=5e-5)
+# The network cells train in float32, the authors' (TensorFlow's) precision: there our cells follow
+# their runs seed by seed (tests/test_authors_keras.py). float64 is our variant, `float64/ssm_in_nn/...`:
+# seed 4543 at L=10 then keeps a second entry of A (docs/findings/table1.md, "float32 and float64").
+for _name in [n for n in PRESETS if n.startswith("ssm_in_nn/")]:
+    PRESETS["float64/" + _name] = PRESETS[_name]
+    PRESETS[_name] = replace(PRESETS[_name], dtype="float32")
+del _name
 
 # Headline numbers of the paper's Table 1 (mean over 4 seeds; docs/science.md, "Table 1") per setting,
 # reported for the smaller size only (PAPER_L), and for the per-Theorem setting the authors' procedure
