@@ -22,7 +22,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from . import backends, clihelp, experiments, footprint
 from . import progress as progress_mod
 from . import report as report_mod
-from .overrides import apply_overrides, parse_overrides, parse_sweeps, select_presets, sweep_label
+from .overrides import apply_overrides, distinct_configs, parse_overrides, parse_sweeps, select_presets, sweep_label
 from .record import strict_json
 from .runner import run_all
 from .store import DamagedRun, Store, StoreError
@@ -94,6 +94,10 @@ def run(
     preset: Annotated[
         list[str] | None, typer.Option("--preset", "-p", help="Preset name or prefix (repeatable); default: all.")
     ] = None,
+    exact: Annotated[
+        bool, typer.Option("--exact", help="Each --preset selects only the preset of that name, not the presets "
+                           "under it (e.g. synthetic/beyond_L6 without its synthetic/beyond_L6/... variants).")
+    ] = False,
     seeds: Annotated[str | None, typer.Option("--seeds", help="Comma-separated seeds, e.g. 0,1,2.")] = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override a config field: key=value (repeatable).")
@@ -125,7 +129,7 @@ def run(
     """Run presets of an experiment (stored; complete runs are skipped unless --force)."""
     try:
         exp = experiments.get(experiment)
-        chosen = select_presets(exp.PRESETS, preset, exp.NAME)
+        chosen = select_presets(exp.PRESETS, preset, exp.NAME, exact=exact)
         overrides = parse_overrides(exp.Config, list(set_ or []))
         if seeds is not None:
             overrides.update(parse_overrides(exp.Config, [f"seeds={seeds}"]))
@@ -138,6 +142,9 @@ def run(
             for name, cfg in chosen.items()
             for point in grid
         }
+        configs, merged = distinct_configs(configs)
+        for dropped, kept in merged:
+            _warn(f"{dropped} is the same config as {kept} under these overrides: run once, as {kept}")
         footprint.check(exp, configs)  # a config whose arrays cannot fit in memory is refused here
         executor = backends.make(backend, address=address, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run,
                               retries=retries)

@@ -91,7 +91,8 @@ def experiment_help(exp) -> str:
     """Presets and config fields of one experiment, as plain text."""
     presets = exp.PRESETS
     lines = [f"Experiment {exp.NAME}: {summary(exp)}", ""]
-    lines.append(f"Presets ({len(presets)}; --preset NAME or a prefix of names, repeatable; default: all):")
+    lines.append(f"Presets ({len(presets)}; --preset NAME or a prefix of names, repeatable; --exact: names only; "
+                 "default: all):")
     width = max(map(len, presets), default=0)
     for name, cfg in presets.items():
         seeds = getattr(cfg, "seeds", None)

@@ -170,15 +170,38 @@ def overrides_against(config: dict[str, Any], base) -> dict[str, Any]:
             if f.name in config and as_tuples(config[f.name]) != getattr(base, f.name)}
 
 
-def select_presets(presets: dict[str, Any], patterns: list[str] | None, experiment: str = "") -> dict[str, Any]:
-    """Presets named exactly by a pattern, or lying under it (``per_theorem`` selects all of its cells)."""
+def select_presets(presets: dict[str, Any], patterns: list[str] | None, experiment: str = "",
+                   exact: bool = False) -> dict[str, Any]:
+    """Presets named exactly by a pattern, or lying under it (``per_theorem`` selects all of its cells).
+
+    ``exact``: a pattern selects only the preset of that name, never the presets under it
+    (``--exact --preset synthetic/beyond_L6`` runs that one preset, not its ``/fewer1``... variants)."""
     if not patterns:
+        if exact:
+            raise ValueError("--exact needs --preset NAME (the presets to run, each named in full)")
         return dict(presets)
     out = {}
     for pat in patterns:
         pat = pat.strip().rstrip("/")
-        hits = {k: v for k, v in presets.items() if k == pat or k.startswith(pat + "/")}
+        hits = {k: v for k, v in presets.items() if k == pat or (not exact and k.startswith(pat + "/"))}
         if not hits:
-            raise ValueError(f"unknown preset {pat!r} for {experiment}; known: {', '.join(presets)}")
+            under = [k for k in presets if k.startswith(pat + "/")]
+            hint = f" (presets under it: {', '.join(under)}; drop --exact to run them all)" if exact and under else ""
+            raise ValueError(f"unknown preset {pat!r} for {experiment}{hint}; known: {', '.join(presets)}")
         out.update(hits)
     return out
+
+
+def distinct_configs(configs: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """``configs`` without repeats: a config equal to an earlier one (e.g. presets that differ only
+    in a field every one of them got by ``--set``) is dropped. Returns the distinct configs and the
+    ``(dropped, kept)`` name pairs, so the caller can say which runs were merged."""
+    kept: dict[str, Any] = {}
+    merged: list[tuple[str, str]] = []
+    for name, cfg in configs.items():
+        twin = next((k for k, v in kept.items() if v == cfg), None)
+        if twin is None:
+            kept[name] = cfg
+        else:
+            merged.append((name, twin))
+    return kept, merged
