@@ -51,4 +51,4 @@ def test_benchmark_smoke(script, tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     m = re.search(FIGURES[script], out.stdout)
     assert m, out.stdout[-2000:]
-    assert float(m.group(1).replace(",", "")) > 0
+    assert float(m.group(1).replace(",", "")) > 0  # a speed figure: positive on any CPU (no speed threshold)

@@ -159,6 +159,10 @@ def test_logits_equal_a_direct_loop_over_the_prefix(attention):
     seq = jnp.concatenate([inst.prompt, jnp.array([inst.start, 2, inst.start], jnp.int32)])  # repeats a vertex
     pos = jnp.array([4, 5, 7])  # the source, then emitted vertices
     got = ch.attention_logits(A, V, seq, pos, attention, 20.0)
+    # float64 rounding bound: softmax / counts over <= 8 prefix positions and a length-36 product with
+    # V, in other orders and with XLA's exp against NumPy's (a few ulp each): ~1e2 eps64 relative for
+    # logits >= 0.16 in size; rtol 1e-12 (measured 7e-15). The greedy steps' argmax leads the runner-up
+    # by >= 1.3% of the largest logit, 1e11 times that rounding. A wrong mask (attending past i) is O(1).
     for row, i in zip(np.asarray(got), pos.tolist()):
         np.testing.assert_allclose(row, _loop_logits(A, V, np.asarray(seq), i, attention, 20.0), rtol=1e-12)
     greedy = np.asarray(ch.sample_trace(jax.random.PRNGKey(0), A, V, inst.prompt, 3, attention, 20.0, greedy=True))
@@ -198,12 +202,16 @@ def test_one_tied_step_equals_the_projected_full_step():
     inst = ch.sample_batch(jax.random.PRNGKey(0), 40, N, n, (1, 2, 3))
     ro = ch.rollout(jax.random.PRNGKey(1), A, V, inst, T, "softmax", 20.0)
     adv = ch.advantages(ro.rewards, "mean")
-    assert 0 < float(ro.rewards.mean()) < 1
+    assert 0 < float(ro.rewards.mean()) < 1  # 0.85: a count of 40 episodes, not a rounding-sized quantity
     grad = jax.jit(lambda p: ch.policy_gradient(p, N, inst.prompt, ro.traces, ro.lengths, adv, "softmax", 20.0))
     g_full, g_tied = grad(full), grad(theta)
     step_full = ch.project_to_tied(jax.tree_util.tree_map(lambda p, g: p + lr * g, full, g_full), N)
     scale = ch.tied_gradient_scale(N, jnp.float64)
     step_tied = jax.tree_util.tree_map(lambda p, g, s: p + lr * s * g, theta, g_tied, scale)
+    # float64 rounding bound: the full step averages up to 12,144 entries per relation (counts above),
+    # each within a few eps64 of the chain rule's terms: <= ~1e4 eps64 ~ 2e-12 relative on entries of
+    # size ~0.1-1; rtol 1e-10, atol 1e-14 (measured <= 2e-5 of that). The steps move by >= 1.4e-3, so
+    # a wrong per-relation rate (a factor of the entry count) fails by orders.
     for k in theta:
         np.testing.assert_allclose(step_full[k], step_tied[k], rtol=1e-10, atol=1e-14)
         assert float(jnp.max(jnp.abs(step_tied[k] - theta[k]))) > 1e-6  # the step moved
@@ -233,6 +241,9 @@ def _tiny_case(key=0):
 
 
 def _allclose(a, b):
+    """float64 rounding bound: sums over <= 216 enumerated trajectories of terms whose absolute sum is
+    <= 0.21: <= 216 eps64 * 0.21 ~ 1e-14 absolute, so atol 1e-12, rtol 1e-8 (measured <= 3e-7 of that);
+    a biased estimator (the batch baseline's factor (B - 1)/B = 1/2) is off by O(1) relative."""
     jax.tree_util.tree_map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-8, atol=1e-12), a, b)
 
 
@@ -251,8 +262,11 @@ def test_reinforce_expectation_equals_exact_gradient():
         return jax.vmap(lambda t, ln: ch.trace_log_prob(A, V, inst.prompt, t, ln, "softmax", scale))(trajs, lengths)
 
     pi = jnp.exp(logp(params))
-    np.testing.assert_allclose(jnp.sum(pi), 1.0, rtol=1e-10)  # the trajectories exhaust the mass
+    # the trajectories exhaust the mass: a float64 sum of 216 probabilities, <= 216 eps64 = 5e-14 from 1
+    # (measured 0); rtol 1e-10. A missing trajectory is >= 1e-6 of the mass here.
+    np.testing.assert_allclose(jnp.sum(pi), 1.0, rtol=1e-10)
     exact = jax.grad(lambda p: jnp.sum(jnp.exp(logp(p)) * R))(params)
+    # a gradient that matters (0.16 and 0.011), so the 1e-12 absolute tolerance of _allclose is tight
     assert float(jnp.max(jnp.abs(exact["V"]))) > 1e-3 and float(jnp.max(jnp.abs(exact["A"]))) > 1e-4
 
     # per-trajectory score grad log pi(tau), then the estimators by hand from it
@@ -285,6 +299,7 @@ def test_sampler_follows_the_policy():
     for v in (ch.NO_ANSWER, *range(N)):  # the distribution of the final answer
         p = float(jnp.sum(jnp.where(a2 == v, pi, 0.0)))
         f = float(jnp.mean(answers == v))
+        # statistical bound: 4 binomial standard deviations of a frequency over n draws (1e-9: p = 0)
         assert abs(f - p) < 4 * np.sqrt(p * (1 - p) / n) + 1e-9, (v, f, p)
 
 
@@ -301,6 +316,7 @@ def test_presets_follow_the_authors_code():
         "full", "softmax", 1e-8, "adam", 1e-2, "mean")
     assert (d.batch, d.sub_batches, d.steps_per_epoch, d.epochs, d.early_stop) == (50_000, 30, 20, 300, True)
     assert d.seeds == (42, 43, 44) and d.vertices() == 16 and d.spec().max_new_tokens == 9
+    # 1 / (1/20)-style closed forms in float64: pytest.approx's rel 1e-6 >> eps64
     assert d.spec().scale == pytest.approx(20.0) and p["authors/linear/chain8"].spec().scale == pytest.approx(5.0)
     lin = p["authors/linear/chain12"]
     assert (lin.batch, lin.sub_batches, lin.steps_per_epoch, lin.epochs) == (200_000, 80, 10, 200)
@@ -323,6 +339,8 @@ def test_committed_numbers_aggregate_as_their_csv():
     for key, row in exp.AUTHORS_COMMITTED.items():
         for name in ("test_accuracy", "traversal"):
             mean, std, seeds = row[name]
+            # float64 mean / std of <= 3 numbers (a few eps64) before rounding to 2 decimals: every
+            # 100 * value is >= 0.068 away from a rounding boundary (x.5), so rounding cannot flip a digit
             assert round(float(np.mean(seeds)), 2) == mean and round(float(np.std(seeds)), 2) == std, (key, name)
 
 
@@ -370,6 +388,7 @@ def test_tiny_run_is_deterministic_and_its_metrics_are_the_counts(tiny_run):
     t = rec.metrics["tests"][0]
     c = {k: rec.arrays[f"test_{k}"] for k in ("n", "valid", "correct", "traversal")}
     assert c["n"].shape == (2, 1, 3) and np.all(c["n"][:, 0, :2] == 0) and np.all(c["n"][:, 0, 2] == 50)
+    # the same float64 ratio of integer counts (<= 1 ulp apart): assert_allclose's rtol 1e-7
     np.testing.assert_allclose(t["test_accuracy"], 100 * c["correct"].sum(-1)[:, 0] / c["valid"].sum(-1)[:, 0])
     np.testing.assert_allclose(t["traversal"], 100 * c["traversal"].sum(-1)[:, 0] / c["valid"].sum(-1)[:, 0])
     assert rec.arrays["A"].shape == (2, 8, 64) and rec.arrays["V"].shape == (2, 64, 8)
@@ -403,6 +422,7 @@ def test_report_rows_gap_and_tied_table(tmp_path, tiny_run):
     assert full["test_accuracy"] == rec.metrics["tests"][0]["test_accuracy"]
     assert full["talk_row"] == "train1-3/test3" and (full["talk_accuracy"], full["talk_traversal"]) == (100.0, 100.0)
     assert three["talk_row"] == "train3/test3" and three["gap_reference"].startswith("train1-3/test3")
+    # a - (a - 5) with a <= 100 in float64: within ulp(100) = 1.4e-14 of 5, far inside rtol 1e-7
     np.testing.assert_allclose(three["gap_accuracy"], [5.0, 5.0])
     np.testing.assert_allclose(three["gap_traversal"], [10.0, 10.0])
     pairs = report_chains.tied_vs_full(rows)
@@ -428,5 +448,9 @@ def test_chain4_learns_to_traverse_and_complexity3_alone_does_not_at_the_same_bu
     the 1-3 model reaches only 81-85%, so the budget matters."""
     simple = exp.run(dataclasses.replace(exp.PRESETS["train1-3/test3"], seeds=(42, 43))).metrics["tests"][0]
     three = exp.run(dataclasses.replace(exp.PRESETS["train3/test3"], seeds=(42, 43))).metrics["tests"][0]
+    # Effect sizes, not rounding: sampled RL trajectories are chaotic in rounding (one flipped draw changes
+    # the rest), so a CPU's rounding acts like another draw of training; the thresholds sit at the
+    # spread over seeds: 100/100 for 1-3 (99: 10 of 1,000 test episodes may fail), and for 3 alone the
+    # shortcut's one-of-two chain ends, 48.6% over seeds 42-44 (35-65: the seeds' spread) with traversal 0.
     assert min(simple["test_accuracy"]) >= 99 and min(simple["traversal"]) >= 99
     assert max(three["traversal"]) <= 5 and 35 <= min(three["test_accuracy"]) <= max(three["test_accuracy"]) <= 65

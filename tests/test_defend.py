@@ -37,6 +37,8 @@ def test_auroc_equals_brute_force_pairwise_count_with_ties():
         y = rng.random(n) < 0.4
         if y.all() or not y.any():
             continue
+        # ratios of integer pair counts (<= 900 pairs), computed two ways: a few eps64; abs 1e-12, while
+        # one pair counted wrong moves the AUROC by >= 1/900
         assert auroc(s, y) == pytest.approx(brute_auroc(s, y), abs=1e-12)
         fpr, tpr = roc_curve(s, y)
         assert np.trapezoid(tpr, fpr) == pytest.approx(auroc(s, y), abs=1e-12)
@@ -52,7 +54,7 @@ def test_recall_at_true_count_shares_ties():
     # all tied: expected recall of a random pick of 2 from 4 with 2 positives
     assert recall_at_k([1, 1, 1, 1], y) == 0.5
     # one sure hit, then 1 pick among a tie of 1 positive and 1 negative
-    assert recall_at_k([5, 1, 1, 0], y) == pytest.approx(0.75)
+    assert recall_at_k([5, 1, 1, 0], y) == pytest.approx(0.75)  # closed form (1 + 1/2) / 2, float64
 
 
 def test_flag_rules():
@@ -69,6 +71,7 @@ def test_flag_rules():
 
 def test_energy_tail_hand_case():
     X = np.array([[1.0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 2.0, 0], [1.0, 0, 0, 0, 1.0, 1.0], [0.0] * 6])
+    # closed forms: ratios of small integer sums, exact or an ulp off (approx's rel 1e-6)
     assert det.energy_tail(X, 2).tolist() == pytest.approx([0.0, 1.0, 2 / 3, 0.0])
     assert det.tail_window(6) == 2 and det.tail_window(10) == 4 and det.tail_window(7) == 3
 
@@ -81,6 +84,8 @@ def test_nongreedy_share_hand_case():
     rows[2, 0] = 1.0  # position 0: gamma^(4), a greedy term
     rows[3, 5] = 1.0  # position L-1 meets h_1: no power of a at all
     rows[4, [0, 4]] = 1.0  # weights (l+1): 5 at l=4, 1 at l=0
+    # closed forms on small integers (approx's rel 1e-6 >> eps64); the share read off the gamma
+    # terms is the same ratio in float64, a few eps64 apart
     assert det.nongreedy_share(rows).tolist() == pytest.approx([1.0, 1.0, 0.0, 0.0, 1 / 6])
     # the same share read off the per-example gamma terms at any residual
     c = np.abs(np.asarray(det.gamma_contributions(np.full(5, 0.7), np.ones(5), rows)))
@@ -92,6 +97,8 @@ def test_gamma_contributions_sum_to_the_gamma_coefficients():
     rng = np.random.default_rng(1)
     X, r, xi = rng.normal(size=(7, 6)), rng.normal(size=7), rng.normal(size=7)
     c = det.gamma_contributions(r, xi, X)
+    # float64: the same sums of 7 terms in other orders, relative error ~7 eps64 times the condition
+    # sum|terms| / |sum| (4.3 for these draws): rel 1e-12 (4.5e3 eps64). A wrong position is off by O(1).
     assert np.asarray(c.sum(0)) == pytest.approx(np.asarray(jax.jit(metrics.gamma_coefficients)(r, xi, X)), rel=1e-12)
     # gamma0 magnitude: residual y - ssm(X) at a model, position L-2 only
     ssm = DiagonalSSM(jnp.array([0.3, 0.1]), jnp.array([1.0, 0.5]), jnp.array([0.2, 1.0]))
@@ -113,6 +120,8 @@ def test_per_example_grads_average_to_the_loss_gradient():
     ssm = _ssm()
     G = det.per_example_grads(ssm, X, y)
     g = jax.jit(jax.grad(lambda m: jnp.mean((m(X) - y) ** 2)))(ssm)
+    # float64: a mean of 5 per-example gradients vs the batch gradient, ~5 eps64 times their
+    # condition; rel 1e-10. Norms and losses: the same float64 values (approx's rel 1e-6)
     assert np.asarray(G.mean(0)) == pytest.approx(np.asarray(det._flat(g)), rel=1e-10)
     assert det.grad_norm_scores(ssm, X, y) == pytest.approx(np.linalg.norm(np.asarray(G), axis=1))
     assert det.loss_scores(ssm, X, y) == pytest.approx((np.asarray(ssm(X)) - np.asarray(y)) ** 2)
@@ -130,6 +139,8 @@ def test_influence_is_the_first_order_change_of_R():
     for n in range(4):
         a, B, C = np.split(np.asarray(G[n]), 3)
         step = DiagonalSSM(ssm.a - eps * a, ssm.B - eps * B, ssm.C - eps * C)
+        # forward difference, step 1e-6 along the gradient: truncation ~eps |R''| |G|^2 / 2 relative to
+        # the slope (~1e-6 to 1e-5) plus rounding eps64 |R| / 1e-6 ~ 1e-10: rel 1e-4 holds both
         assert (float(Rj(step)) - float(Rj(ssm))) / eps == pytest.approx(per[n], rel=1e-4)
     # unnormalised, one checkpoint: the score is that vector
     assert det.influence([ssm], X, y, R, normalize=False) == pytest.approx(per)
@@ -140,6 +151,7 @@ def test_final_states_read_out_the_model():
     X = rng.normal(size=(3, 6))
     ssm = _ssm()
     F = det.final_states(ssm, X)
+    # float64 recurrences of 6 steps with |a| <= 0.5, in other orders: ~10 eps64 relative; rel 1e-12
     assert F @ np.asarray(ssm.C) == pytest.approx(np.asarray(ssm(jnp.asarray(X))), rel=1e-12)
     x = np.zeros(3)  # the recurrence itself
     for t in range(6):
@@ -157,6 +169,8 @@ def test_spectral_signature_matches_an_eigendecomposition_and_finds_the_outliers
     s = det.spectral_signature(F, labels)
     M = F - F.mean(0)
     w, V = np.linalg.eigh(M.T @ M)
+    # float64 eigenvectors of a 3x3 matrix with a well separated top eigenvalue (67 vs 0.21): the SVD and
+    # eigh agree to ~eps64 * cond ~1e-13; rel 1e-9. Scores are squares, so the sign is irrelevant.
     assert s == pytest.approx((M @ V[:, -1]) ** 2, rel=1e-9)
     assert set(np.argsort(s)[-3:]) == {20, 21, 22}
     # per class: a second class far away does not change the first class's scores
@@ -182,7 +196,7 @@ def test_deep_knn_flags_a_point_among_the_other_class():
     labels = np.r_[np.zeros(10, int), np.ones(10, int), [1]]
     scores, flags = det.deep_knn(F, labels, k=5)
     assert flags.tolist() == [False] * 20 + [True]
-    assert scores[-1] == 1.0 and scores[:20].max() <= 0.2
+    assert scores[-1] == 1.0 and scores[:20].max() <= 0.2  # fractions of k = 5 neighbours: exact
 
 
 def test_tail_deviation_finds_a_perturbed_copy_and_its_twin():
@@ -194,6 +208,7 @@ def test_tail_deviation_finds_a_perturbed_copy_and_its_twin():
     X = np.concatenate([X, poison[None]])
     labels = np.r_[labels, 0]
     s = det.tail_deviation(X, labels, last_frac=0.25)
+    # scores normalised to the largest (1 exactly for the pair); the others are separated by O(0.1)
     assert s[6] == pytest.approx(1.0) and s[0] == pytest.approx(1.0)  # the pair finds each other
     assert s[[1, 2, 3, 4, 5]].max() < 1.0
     assert det.input_norm(X[:2]) == pytest.approx(np.linalg.norm(X[:2], axis=1))
@@ -217,6 +232,10 @@ def test_clipped_loss_value_and_gradient_against_direct_clipping():
     noisy = Noisy(ssm, jnp.asarray(1 / 6), jnp.asarray(0.0))
     q = 0.5
     value, g = jax.jit(jax.value_and_grad(clipped_loss(q)))(noisy, data)
+    # float64 rounding bounds: the same means and quantile (linear interpolation) in other orders,
+    # ~10 eps64 times the condition; rel 1e-12 for the loss, 1e-9 for the clipped gradient and the
+    # threshold (a division by norms of size ~1 adds its own eps64). A clip at another quantile or
+    # per-batch clipping is off by O(0.1).
     n = 6
     X, y = data["X"][:n], data["y"][:n]
     assert float(value) == pytest.approx(float(jnp.mean((ssm(X) - y) ** 2)), rel=1e-12)
@@ -238,6 +257,7 @@ def test_dp_optimizer_without_noise_is_the_inner_update_and_noise_is_reproducibl
     opt = DPOptimizer(inner, 0.0)
     upd, _ = jax.jit(opt.update)(g, jax.jit(opt.init)(noisy), noisy)
     ref, _ = inner.update(g.model, inner.init(noisy.model), noisy.model)
+    # noise 0: the same float64 products (approx's rel 1e-6 >> eps64); the same seed gives the same draw
     assert np.asarray(det._flat(upd.model)) == pytest.approx(np.asarray(det._flat(ref)))
     assert float(upd.aux) == 0.0 and float(upd.seed) == 0.0
     opt = DPOptimizer(inner, 1.0)
@@ -257,8 +277,9 @@ def test_circular_shifts_keep_the_unit_teachers_labels():
     y = np.asarray(unit_teacher()(jnp.asarray(X)))
     Xs, ys, ws = circular_shifts(X, y, np.array([1.0, 0.0, 1.0]), 5)
     assert Xs.shape == (15, 5) and ws.tolist() == [1.0, 0.0, 1.0] * 5
-    assert Xs[3 + 1] == pytest.approx(np.roll(X[1], 1))
-    assert ys == pytest.approx(np.asarray(unit_teacher()(jnp.asarray(Xs))), rel=1e-12)  # y* = sum u: invariant
+    assert Xs[3 + 1] == pytest.approx(np.roll(X[1], 1))  # a permutation: exact
+    # y* = sum u: invariant under shifts up to the float64 summation order, 5 eps64 times the condition
+    assert ys == pytest.approx(np.asarray(unit_teacher()(jnp.asarray(Xs))), rel=1e-12)
 
 
 # ------------------------------------------------------------------ the pipeline
@@ -312,11 +333,13 @@ def test_pipeline_real_training_zero_rows_are_removal():
     init = syn.seed_init(task, 200)
     (a,) = syn.train_sets(task, [init], [(0, X, y, (~sp).astype(float))], opts)
     (b,) = syn.train_sets(task, [init], [(0, X[~sp], y[~sp], np.ones((~sp).sum()))], opts)
+    # zero-weight rows add exact zeros to float64 sums; the means divide by the same n, so the runs agree
+    # up to summation order (a few eps64 per update, damped by the converging GD): rel 1e-9
     assert a.error == pytest.approx(b.error, rel=1e-9)
     out = syn.run(task, opts)
     d = out["detectors"]["nongreedy_share"]
     assert d["error_defended"] == out["error_clean"] and d["error_clean_defended"] == out["error_clean"]
-    assert out["error_poisoned"][0] > 10 * out["error_clean"][0]
+    assert out["error_poisoned"][0] > 10 * out["error_clean"][0]  # the paper's effect (orders of magnitude)
 
 
 def test_report_rows_carry_per_seed_lists(monkeypatch, tmp_path):
@@ -369,6 +392,8 @@ def test_realworld_cell_on_a_tiny_run(monkeypatch, preset):
     x = np.random.default_rng(0).normal(size=(5, 64, 1)).astype(np.float32)
     F = rw.penultimate(model, x)
     logits = np.asarray(jax.vmap(model)(jnp.asarray(x)))
+    # float32: the head applied to the returned features vs inside the model, differing in the order of
+    # a length-8 dot product: <= 9 eps32 sum|W h| ~ 1e-6 (features ~1); rel 1e-4, abs 1e-5 are 10x that
     assert np.asarray(jax.vmap(model.head)(jnp.asarray(F))) == pytest.approx(logits, rel=1e-4, abs=1e-5)
 
     cfg = replace(defense.PRESETS[preset], seeds=(0,))
@@ -383,7 +408,9 @@ def test_realworld_cell_on_a_tiny_run(monkeypatch, preset):
         if d["n_flagged"][0] == 0:
             assert d["error_defended"] == out["error_poisoned"], name
         assert 0 <= d["n_poison_flagged"][0] <= min(d["n_flagged"][0], tiny.n_poisons)
-    # the random detector's expected AUROC is 1/2: far from 0 or 1 on hundreds of examples
+    # the random detector's expected AUROC is 1/2: far from 0 or 1 on hundreds of examples (a statistical
+    # bound: its standard deviation sqrt((n1 + n0 + 1) / (12 n1 n0)) is 0.046 at 60 poisons / 120 clean
+    # rows and 0.026 at 160 / 320, so 0.3-0.7 is > 4 of them)
     assert 0.3 < out["detectors"]["random"]["auroc"][0] < 0.7
 
 
@@ -410,7 +437,7 @@ def test_realworld_rows_holm_over_the_comparisons_that_test_something():
     assert a["holm_family"] == b["holm_family"] == 4
     got = [a["defended_minus_poisoned_p_holm"], a["defended_minus_clean_p_holm"], a["clean_cost_p_holm"],
            a["poisoned_minus_clean_p_holm"]]
-    assert got == pytest.approx(want)
+    assert got == pytest.approx(want)  # the same float64 t-tests and Holm steps: approx's rel 1e-6 >> eps64
     assert b["defended_minus_poisoned_p"] is None and b["defended_minus_clean_p"] is None
     assert b["poisoned_minus_clean_p_holm"] == pytest.approx(want[3])
     assert a["defended_minus_poisoned_mean"] == pytest.approx(np.mean(d(moved["error_defended"], pois)))

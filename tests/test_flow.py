@@ -39,8 +39,16 @@ def test_flow_matches_independent_solver_and_padding_is_inert():
     ref1 = _scipy_reference(a_small, 5, [0], 3e4)
     ref2 = _scipy_reference(a_big, 6, [0, 4], 50.0)
     assert ref1.max() > 0.9  # the jump did happen before t_final
+    # Tolerances from the solvers' error control, not from rounding: Diffrax runs at rtol 1e-8 per step
+    # (LSODA at 1e-11), and the global error through the plateau and the jump may grow that by up to
+    # ~1e3, hence rtol 1e-5 (atol 1e-9 for entries near 0). Rounding is far below: a relative 1e-7
+    # change of a0 (5 copies) moves the reference by at most 1.1e-7 relative (no amplification), so
+    # float64 rounding (eps 2.2e-16) moves it by ~1e-15. Measured gap: 6e-10. A wrong clock change,
+    # a wrong padding or a wrong gradient moves the state by O(1).
     np.testing.assert_allclose(np.asarray(res.a[0, :4]), ref1, rtol=1e-5, atol=1e-9)
     np.testing.assert_allclose(np.asarray(res.a[1, :6]), ref2, rtol=1e-5, atol=1e-9)
     assert np.all(np.asarray(res.a[0, 4:]) == 0.0)  # padded entries never move
     first = FlowProblem(*(field[0] for field in batch))
+    # converged: after the jump the loss decays exponentially to 0; 1e-10 = (1e-5)^2, the square of
+    # the state tolerance above, as the loss is quadratic in the distance to the zero-loss set (1.8e-30 here)
     assert float(flow_loss(res.a[0], first)) < 1e-10

@@ -47,11 +47,14 @@ def test_causal_fft_conv_matches_direct_sum():
     u = np.random.default_rng(0).normal(size=(3, 11))
     k = np.random.default_rng(1).normal(size=(3, 11))
     ref = np.stack([[sum(k[c, t - s] * u[c, s] for s in range(t + 1)) for t in range(11)] for c in range(3)])
+    # float64 rounding bound: an FFT of length ~2L has error ~log2(2L) eps64 times sum|k u| (~10 here):
+    # ~1e-14; rtol = atol = 1e-12. A non-causal or circular (wrapped) convolution is off by O(1).
     assert np.allclose(causal_fft_conv(jnp.asarray(u), jnp.asarray(k)), ref, rtol=1e-12, atol=1e-12)
 
 
 def test_s4d_init_is_s4d_lin():
     blk = S4DBlock(4, 6, key=jax.random.PRNGKey(0))
+    # float32 parameters against their closed forms: np.allclose's rtol 1e-5 > a few eps32; dt in its range
     assert np.allclose(-np.exp(blk.log_A_real), -0.5) and np.allclose(blk.A_imag[2], np.pi * np.arange(6))
     dt = np.exp(blk.log_dt)
     assert np.all((dt >= 1e-3) & (dt <= 1e-1))
@@ -75,6 +78,8 @@ def test_s4d_fft_convolution_matches_recurrence(seed):
         return jax.lax.scan(step, jnp.zeros_like(Abar), u)[1]
 
     ref = recurrence(blk, u)
+    # float64 rounding bound: FFT convolution vs the scan, both ~L = 40 roundings of O(1) terms with
+    # |Abar| < 1: ~1e-13; rtol = atol = 1e-10 is 1e3 above, and a wrong discretisation is off by >= 1e-3
     assert np.allclose(jax.jit(S4DBlock.ssm)(blk, u), ref, rtol=1e-10, atol=1e-10)
     assert np.abs(ref).max() > 1e-2  # not a trivially zero comparison
 
@@ -85,6 +90,9 @@ def test_s4d_float32_close_to_float64():
     ssm = jax.jit(S4DBlock.ssm)
     y32, y64 = ssm(blk, u), ssm(to64(blk), u.astype(F64))
     assert y32.dtype == jnp.float32
+    # float32 rounding bound: the kernel's phases reach dt Im(A) L ~ 0.1 * 15 pi * 63 ~ 300 rad, which
+    # float32 holds to eps32 * 300 = 3.6e-5; 1e-4 of the output's scale is 3x that (measured 3.7e-7).
+    # A kernel computed in lower precision or a wrong discretisation is off by more.
     assert np.allclose(y32, y64, atol=1e-4 * float(jnp.abs(y64).max()))
 
 
@@ -95,12 +103,15 @@ def test_linear_recurrence_matches_sequential_loop():
     a = 0.95 * jnp.exp(1j * jax.random.uniform(k[0], (30, 4), F64, 0, 6.28))
     b = jax.random.normal(k[1], (30, 4), F64) + 1j * jax.random.normal(k[2], (30, 4), F64)
     _, ref = jax.lax.scan(lambda x, ab: (ab[0] * x + ab[1], ab[0] * x + ab[1]), jnp.zeros(4, a.dtype), (a, b))
+    # float64: an associative scan vs the loop, ~log2(30) vs 30 complex roundings of terms |b| ~ 1 with
+    # |a| = 0.95: ~1e-14; rtol = atol = 1e-12
     assert np.allclose(linear_recurrence(a, b), ref, rtol=1e-12, atol=1e-12)
 
 
 def test_lru_block_matches_sequential_loop_and_ring_init():
     blk = to64(LRUBlock(6, 12, r_min=0.5, r_max=0.95, max_phase=math.pi, key=jax.random.PRNGKey(1)))
     lam = blk.lambdas()
+    # float64 parameters: 1e-9 only absorbs rounding (eps64) at the ring's edges; the rest np.allclose defaults
     assert np.all((np.abs(lam) >= 0.5 - 1e-9) & (np.abs(lam) <= 0.95 + 1e-9))
     assert np.all((np.angle(lam) >= 0) & (np.angle(lam) <= np.pi))
     assert np.allclose(np.exp(blk.gamma_log), np.sqrt(1 - np.abs(lam) ** 2))
@@ -117,6 +128,7 @@ def test_lru_block_matches_sequential_loop_and_ring_init():
         return jax.lax.scan(step, jnp.zeros(12, lam.dtype), u)[1]
 
     ref = loop(blk, u)
+    # float64 rounding bound as in the S4D check (~L = 50 roundings with |lambda| <= 0.95): rtol = atol = 1e-10
     assert np.allclose(jax.jit(LRUBlock.ssm)(blk, u), ref, rtol=1e-10, atol=1e-10)
     assert np.abs(ref - blk.D * u).max() > 1e-2
 
@@ -149,6 +161,8 @@ def test_ssd_chunked_matches_naive_recurrence(chunk):
     a = -jax.random.uniform(k[1], (L, h), F64, 0.01, 0.6)
     B, C = jax.random.normal(k[2], (L, n), F64), jax.random.normal(k[3], (L, n), F64)
     ref = _ssd_naive(x, a, B, C)
+    # float64 rounding bound: chunked (segment sums in log space, exp) vs the recurrence, ~L = 37
+    # roundings of O(1) terms times n = 5: ~1e-13; rtol = atol = 1e-10. A wrong segsum mask is off by O(1).
     assert np.allclose(jax.jit(ssd_chunked, static_argnums=4)(x, a, B, C, chunk), ref, rtol=1e-10, atol=1e-10)
 
 
@@ -162,7 +176,7 @@ def test_mamba2_block_matches_naive_and_chunk_size_invariant(monkeypatch):
     outs = [call(blk, u, c) for c in (5, 29)]  # several chunks with a padded tail; one chunk
     monkeypatch.setattr(mamba2_module, "ssd_chunked", lambda x, a, B, C, chunk_size: _ssd_naive(x, a, B, C))
     ref = eqx.filter_jit(lambda m, u: m(u))(blk, u)  # the same block with the step-by-step recurrence
-    for o in outs:
+    for o in outs:  # the float64 bound of test_ssd_chunked_matches_naive_recurrence
         assert np.allclose(o, ref, rtol=1e-10, atol=1e-10)
     assert np.abs(ref).max() > 1e-2
 
@@ -179,6 +193,8 @@ def test_classifier_is_causal_and_logit_shape(kind):
     assert logits.shape == (2, 5) and logits.dtype == jnp.float32
     x64 = x.astype(F64)
     f0, f1 = eqx.filter_jit(lambda m, xs: jax.vmap(m.features)(xs))(to64(model), jnp.stack([x64, x64.at[12].add(2.0)]))
+    # causality in float64: outputs before step 12 see identical inputs, so they differ at most by
+    # rounding of different FFT/scan paddings (~eps64 * O(1)); atol 1e-12. After it: an O(1) change of input.
     assert np.allclose(f0[:12], f1[:12], atol=1e-12) and np.abs(f0[12:] - f1[12:]).max() > 1e-3
 
 
@@ -190,9 +206,20 @@ def test_readout_options():
     call = eqx.filter_jit(lambda m, x: (m(x), m.features(x)))
     y_mean, h = call(mean_m, x)
     y_last, h_last = call(last_m, x)
-    assert np.allclose(h, h_last)  # same parameters (same key), only the readout differs
-    assert np.allclose(y_mean, mean_m.head(h.mean(0)), atol=1e-6)
-    assert np.allclose(y_last, last_m.head(h[-1]), atol=1e-6)
+    assert np.allclose(h, h_last)  # same parameters (same key), only the readout differs: the same features, bit-equal
+    # float32 rounding bound for the readout and head evaluated in two programs: a mean over n rows
+    # (n eps32 |h|) then a length-d_model dot product plus the bias ((d_model + 1) eps32) stay within
+    # (d_model + 1 + n) eps32 (sum_j |W_ij| max_t |h_tj| + |b_i|) of the exact value (measured:
+    # bit-identical; the old atol 1e-6 with the default rtol 1e-5 had no stated basis; this bound is 7.6e-6)
+    eps32 = float(np.finfo(np.float32).eps)
+
+    def bound(lin, rows):
+        scale = jnp.abs(lin.weight) @ jnp.abs(rows).max(0) + jnp.abs(lin.bias)
+        return (8 + 1 + rows.shape[0]) * eps32 * float(scale.max())
+
+    assert np.allclose(y_mean, mean_m.head(h.mean(0)), rtol=0, atol=bound(mean_m.head, h))
+    assert np.allclose(y_last, last_m.head(h[-1]), rtol=0, atol=bound(last_m.head, h[-1:]))
+    # effects, not rounding: the two readouts differ by 0.43 and the last input moves "last" by 0.53
     assert not np.allclose(y_mean, y_last, atol=1e-3)
     # "last" reads the final step, which sees the final input.
     assert not np.allclose(y_last, call(last_m, x.at[-1].add(1.0))[0], atol=1e-4)
@@ -234,12 +261,20 @@ def test_training_is_deterministic_learns_and_evaluates():
     assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(m1), jax.tree.leaves(m2)))
     _, h3 = trainer(tc)(m0, x, y, jax.random.PRNGKey(4))
     assert not np.array_equal(h1["loss"], h3["loss"])  # the seed drives the minibatch order
+    # Effects, with their sensitivity measured: 6 copies with the initial parameters perturbed by a
+    # relative 1e-7 (float32) all go from loss 0.615 to 0.063 and reach accuracy 1.0 (no spread at
+    # the 3rd digit), so the thresholds (loss falls, accuracy > 0.9) hold on any CPU's rounding.
     assert h1["loss"][-1] < h1["loss"][0]
     ev = evaluate(m1, x, y, batch_size=10)  # 48 = 4 full chunks + a padded one
     loss, acc = classification_loss(m1, jnp.asarray(x), jnp.asarray(y))
+    # float32 rounding bound: a mean of 48 positive losses summed per chunk vs at once is within
+    # 48 eps32 = 5.7e-6 (relative) of the exact mean; rtol 1e-5 (measured <= 1.6e-7). A padded row
+    # counted, or a chunk missed, moves it by >= 1/48.
     assert np.isclose(ev["loss"], float(loss), rtol=1e-5) and np.isclose(ev["accuracy"], float(acc))
     assert ev["accuracy"] > 0.9
     logits = predict_logits(m1, x, batch_size=10)
+    # float32 rounding bound: ~40 float32 roundings on the deepest path (an 8-step scan, three length-8
+    # sums, the head) times max |logit| = 2.4: 40 * eps32 * 2.4 = 1.1e-5 ~ atol 1e-5 (measured 3.6e-7)
     assert logits.shape == (48, 2) and np.allclose(logits, jax.vmap(m1)(jnp.asarray(x)), atol=1e-5)
 
 

@@ -17,6 +17,8 @@ def test_adaptive_lr_by_hand():
     up1, state = opt.update(g1, state)
     G0 = 0.2 * 7.0
     lr0 = 0.1 / (np.sqrt(G0 / (1 - 0.8)) + 1e-6)
+    # float64 closed forms, a few eps64 apart: np.allclose's defaults (rtol 1e-5) catch a wrong
+    # bias correction (a factor 1 - 0.8^t) or a missing square root by orders
     assert np.allclose(up1["a"], -lr0 * np.array([3.0, 4.0]))
     assert np.allclose(up1["b"], -lr0 * np.array([-2.0]))
     g2 = {"a": jnp.array([0.0, 1.0]), "b": jnp.array([0.0])}  # sum of norms 1
@@ -52,6 +54,7 @@ def test_stopping_rule_exact():
     rule = StopRule(eps=1e-3, extra_steps=7, max_steps=1000)
     res = jax.jit(lambda x: train(_quadratic, x, target, optax.sgd(0.25), rule, 4, _log))(x0)
     hit = int(np.ceil(np.log(1e-3) / np.log(0.25)))  # first t with 0.25^t <= 1e-3 -> 5
+    # exact: x_t = 1 - 0.5^t and L_t = 0.25^t are exact in binary, and 0.25^5 is 2% below eps, 0.25^4 far above
     assert int(res.hit_step) == hit
     assert int(res.steps) == hit + 7
     assert np.isclose(float(res.params[0]), 1 - 0.5 ** (hit + 7))
@@ -73,7 +76,9 @@ def test_divergence_is_recorded():
     res = train(_quadratic, jnp.array([0.0]), jnp.array([1.0]), optax.sgd(1.5), rule, 100, _log)
     assert bool(res.diverged)
     t = int(res.diverged_step)
-    assert int(res.steps) == t and 500 < t < 1100  # 4^t overflows float64 near t = 512
+    # closed form: the loss is 4^t, which overflows float64 (1.8e308 = 4^512) at t = 512; the wide range
+    # leaves room for where the chunked check sees it, and rounding cannot move an overflow by 10^2 steps
+    assert int(res.steps) == t and 500 < t < 1100
 
 
 def test_batched_equals_individual_runs():
@@ -83,6 +88,11 @@ def test_batched_equals_individual_runs():
     rule = StopRule(eps=1e-4, extra_steps=3, max_steps=500)
     opt = adaptive_gd(0.05)
     batched = train_batched(_quadratic, x0, targets, opt, rule, 10, _log)
+    # rounding bound: both compile the same float64 element-wise updates, which may differ only by
+    # FMA contraction or fusion (<= 1 ulp per update); each GD step on this quadratic shrinks earlier
+    # errors (factor |1 - 2 lr_t| < 1), so they stay at a few ulp of |x| <= 3 (~1e-15): atol 1e-14
+    # (measured: 0, bit-identical). Equal steps: the loss is >= 10% away from eps at every update
+    # (|log(L_t / eps)| >= 0.10 for these starts), so no rounding moves the stopping step.
     for i in range(3):
         single = train(_quadratic, x0[i], targets[i], opt, rule, 10, _log)
         assert int(single.steps) == int(batched.steps[i])
@@ -130,6 +140,9 @@ def test_runtime_lr_equals_static_lr(name):
     x0, target = jnp.array([0.3, -1.0]), jnp.array([1.0, 2.0])
     a = train(_quadratic, x0, target, make_optimizer(name, 0.05), rule, 10, _log)
     b = train(_quadratic, x0, target, runtime_lr_optimizer(name, 0.05), rule, 10, _log)
+    # rounding bound: a constant lr may be folded (e.g. a division turned into a product), <= 1 ulp per
+    # update over 50 updates of a contracting iteration: <= 50 eps64 ~ 1e-14 relative; rtol 1e-12. A
+    # wrong schedule or bias correction changes the trajectory at the first update by >> 1e-12.
     assert np.allclose(a.params, b.params, rtol=1e-12, atol=0)
     assert np.allclose(a.logs["loss"], b.logs["loss"], rtol=1e-12, equal_nan=True)
 
@@ -147,6 +160,9 @@ def test_keras_adam_by_hand():
     u2, s = opt.update(g2, s)
     m1, v1 = (1 - b1) * g1, (1 - b2) * g1**2
     m2, v2 = b1 * m1 + (1 - b1) * g2, b2 * v1 + (1 - b2) * g2**2
+    # float64 closed forms, a few eps64 apart: rtol 1e-12 (4.5e3 eps64). Against Optax (eps added to
+    # sqrt(v_hat) instead of sqrt(v)): closed-form gap eps / sqrt(v_1) = 1e-7 / 0.063 = 1.6e-6 relative
+    # at g = 2, inside rtol 1e-5; at g = 1e-9 << eps the two differ by a factor > 10 (closed form).
     np.testing.assert_allclose(u1, -lr * np.sqrt(1 - b2) / (1 - b1) * m1 / (np.sqrt(v1) + eps), rtol=1e-12)
     np.testing.assert_allclose(u2, -lr * np.sqrt(1 - b2**2) / (1 - b1**2) * m2 / (np.sqrt(v2) + eps), rtol=1e-12)
     o = optax.adam(lr)
@@ -197,4 +213,5 @@ def test_measured_parameters_are_those_of_a_run_ended_there():
     end = train_batched(_quadratic, x0, targets, opt, StopRule(1e-4, 30, 5000, measure_at=30), 10, _log)
     np.testing.assert_array_equal(np.asarray(end.measured), np.asarray(end.params))
     single = train(_quadratic, x0[1], targets[1], opt, StopRule(1e-4, 30, 5000, measure_at=7), 10, _log)
+    # single vs batched: the rounding bound of test_batched_equals_individual_runs (atol 1e-14)
     np.testing.assert_allclose(np.asarray(single.measured), np.asarray(cut.params)[1], rtol=0, atol=1e-14)

@@ -69,6 +69,8 @@ def test_matching_loss_is_one_cosine_over_all_parameters_flattened(mlp_problem):
     gp, _ = ravel_pytree(param_grad(ce, model, x_p + delta, y_p))
     gt, _ = ravel_pytree(param_grad(ce, model, x_t, y_t))
     expected = 1.0 - np.dot(gp, -gt) / (np.linalg.norm(gp) * np.linalg.norm(gt))
+    # float64 rounding bound: one cosine over ~50 parameters evaluated twice: ~50 eps64 / |1 - cos|
+    # relative (the objective is O(1) here); rtol 1e-10. A per-leaf (not flattened) cosine differs by O(0.1).
     np.testing.assert_allclose(matching_loss(delta, model, ce, x_p, y_p, D), expected, rtol=1e-10)
     # targeted flips the sign of the direction
     Dt = target_direction(ce, model, x_t, y_t, "targeted")
@@ -76,6 +78,8 @@ def test_matching_loss_is_one_cosine_over_all_parameters_flattened(mlp_problem):
 
 
 def _fd_check(f, delta, key, n_dirs=4, h=1e-5):
+    """Central differences (float64): truncation ~h^2 |f^(3)| ~ 1e-10 plus rounding ~eps64 |f| / h
+    ~ 2e-11 (|f| = O(1)): both under atol 1e-9 + rtol 1e-6 |g|; a wrong gradient is off by O(|g|)."""
     g = jax.jit(jax.grad(f))(delta)
     f = jax.jit(f)
     for v in jax.random.normal(key, (n_dirs,) + delta.shape):
@@ -107,7 +111,7 @@ def test_matching_gradient_with_relabelling_matches_finite_differences_ssm():
     f = lambda d: matching_loss(d, model, mse, x_p, tch(x_p), D, label_fn=tch)
     delta = 0.3 * jax.random.normal(jax.random.PRNGKey(7), x_p.shape)
     _fd_check(f, delta, jax.random.PRNGKey(8))
-    # relabelling matters: with frozen labels the objective differs
+    # relabelling matters: with frozen labels the objective differs (an effect, 1e-3 >> eps64)
     assert abs(float(f(delta)) - float(matching_loss(delta, model, mse, x_p, tch(x_p), D))) > 1e-3
 
 
@@ -119,11 +123,12 @@ def test_projection_nearest_point_and_budget():
     # nearest: no random point of the box is closer
     q = jnp.array([[0.7, -2.0, 0.1]])
     samples = jax.random.uniform(jax.random.PRNGKey(0), (2000, 1, 3), minval=-0.3, maxval=0.3)
+    # exact: the projection is a clip, and no sample reaches a box corner's distance (margin >> eps64)
     assert float(jnp.min(jnp.sum((samples - q) ** 2, axis=(1, 2)))) >= float(jnp.sum((p - q) ** 2))
     # data range: x + delta must stay in [-1, 1]
     lo, hi = box_bounds(x, 0.3, clip_min=-1.0, clip_max=1.0)
     p = project(jnp.array([[0.0, 0.3, -0.3]]), lo, hi)
-    np.testing.assert_allclose(p, [[0.0, 0.1, -0.3]])
+    np.testing.assert_allclose(p, [[0.0, 0.1, -0.3]])  # 1 - 0.9 in float64: an ulp off 0.1, rtol 1e-7
 
 
 def test_crafted_poisons_respect_budget_and_align(mlp_problem):
@@ -131,6 +136,10 @@ def test_crafted_poisons_respect_budget_and_align(mlp_problem):
     D = target_direction(ce, model, x_t, y_t)
     cfg = BrewConfig(eps=0.2, iterations=60, restarts=3, clip_min=-1.5, clip_max=1.5)
     res = craft_poisons(model, ce, x_p, y_p, D, jax.random.PRNGKey(1), cfg)
+    # Budget: a float64 clip, exact up to eps64 (1e-12 absorbs the rounding of x + delta). The rest are
+    # effects whose sensitivity was measured: 5 copies with x_p perturbed by a relative 1e-7 all end at
+    # max |delta| = 0.2 exactly, lower the objective 1.064 -> 0.842 (spread 3e-8) and raise the targets'
+    # loss by 3.2227e-5 (spread 1e-12); 0.19, history[0] and 0 are far outside those spreads.
     assert float(jnp.max(jnp.abs(res.delta))) <= 0.2 + 1e-12
     assert float(jnp.max(jnp.abs(res.delta))) > 0.19  # the budget is used, not trivially zero
     xp = x_p + res.delta
@@ -168,7 +177,7 @@ def test_assembly_keeps_labels_and_clean_copies():
     tch = unit_teacher()
     xr = jax.random.normal(jax.random.PRNGKey(0), (4, L))
     reg = assemble(xr, tch(xr), np.array([0, 2]), jnp.ones((2, L)), "duplicate", label_fn=tch)
-    np.testing.assert_allclose(reg.y[4:], tch(xr[jnp.array([0, 2])] + 1.0))
+    np.testing.assert_allclose(reg.y[4:], tch(xr[jnp.array([0, 2])] + 1.0))  # the same float64 sum: rtol 1e-7
     with pytest.raises(ValueError, match="mode"):
         assemble(x, y, idx, delta, "add")
 
@@ -204,6 +213,7 @@ def test_retraining_starts_from_the_same_initialisation():
 
 def test_end_penalty_moves_energy_to_the_end():
     w = end_penalty_weights(L, 1.0)
+    # closed forms (1 - t / (L - 1), a square): a few eps64 off, assert_allclose's rtol 1e-7
     np.testing.assert_allclose(w, [1.0, 0.8, 0.6, 0.4, 0.2, 0.0])
     d = jnp.zeros((2, L)).at[0, 0].set(0.5).at[1, L - 1].set(3.0)
     np.testing.assert_allclose(end_penalty(d, 0.5, 2.0), 2.0 * (1.0 * 1.0) / 2)  # last position is free
@@ -216,6 +226,9 @@ def test_end_penalty_moves_energy_to_the_end():
         cfg = BrewConfig(eps=0.5, iterations=80, restarts=1, penalty=pen)
         res = craft_poisons(model, mse, x_p, tch(x_p), D, jax.random.PRNGKey(2), cfg, label_fn=tch)
         shares.append(energy_share(res.delta, 1 / 3))
+    # effects with measured sensitivity: 5 copies with x_p perturbed by a relative 1e-7 give the same
+    # shares to 6 digits (0.5060, 0.5140, 0.5309, 0.9889; smallest step 8e-3), so sign-Adam's signs do
+    # not flip on rounding here, and the order and the 0.9 hold with margins >= 1e5 times that spread
     assert all(b > a for a, b in zip(shares, shares[1:])), shares
     assert shares[-1] > 0.9
 
@@ -223,6 +236,7 @@ def test_end_penalty_moves_energy_to_the_end():
 def test_energy_share():
     d = np.zeros((3, 8, 2))
     d[:, -2:, :] = 1.0
+    # exact / closed forms: sums of ones (exact in binary), pytest.approx's rel 1e-6
     assert energy_share(d, 0.25) == 1.0
     assert energy_share(np.ones((3, 8)), 0.25) == pytest.approx(0.25)
     assert energy_share(np.ones((8, 3)), 0.25, time_axis=0) == pytest.approx(0.25)
@@ -254,5 +268,6 @@ def test_same_norm_random_on_channels():
 
     d = jax.random.normal(jax.random.PRNGKey(1), (5, 8, 3))
     r = np.asarray(same_norm_random(jax.random.PRNGKey(2), d, slice(6, None)))
+    # float64 rescaling: norms of 24 entries each within ~24 eps64, far inside np.allclose's rtol 1e-5
     assert np.allclose(np.linalg.norm(r.reshape(5, -1), axis=1), np.linalg.norm(np.asarray(d).reshape(5, -1), axis=1))
     assert np.all(r[:, :6] == 0.0) and np.all(np.abs(r[:, 6:]) > 0)

@@ -61,6 +61,9 @@ def test_poisons_keep_labels_and_carry_the_stored_delta(seed0):
         np.testing.assert_array_equal(x[:n], ds.x_train)
         np.testing.assert_array_equal(y[:n], ds.y_train)
         np.testing.assert_array_equal(y[n:], ds.y_train[pool])  # clean labels
+        # float32 rounding bound: x + delta is stored rounded, then x is subtracted: within
+        # eps32 max|x + delta| <= 1.2e-7 * 3.3 = 4e-7 of delta (measured 1.2e-7); atol 1e-5 against a
+        # budget of 0.67 still catches a wrong or missing perturbation
         np.testing.assert_allclose(x[n:] - ds.x_train[pool], seed0["arrays"][f"delta_{name}"], atol=1e-5)
 
 
@@ -70,9 +73,12 @@ def test_matched_perturbation_respects_the_budget_in_model_units(seed0):
     eps = seed0["budget"]["eps_model"]
     assert eps == pytest.approx(TINY.eps / std)
     d = seed0["arrays"]["delta_poisoned"]
+    # the float64 budget clipped in float32: float32(eps) is within eps32 / 2 (relative) of eps
     assert np.abs(d).max() <= eps * (1 + 1e-5)
+    # an effect: sign-Adam steps end on the box's face (max |delta| = eps exactly, measured)
     assert np.abs(d).max() > 0.5 * eps  # the attack used its budget
-    # clip=True: perturbed pixels stay in the raw range [0, 16]
+    # clip=True: perturbed pixels stay in the raw range [0, 16]; un-standardising in float32 costs
+    # ~3 eps32 * 16 = 6e-6 (measured: exactly 0 and 16); 1e-3 raw units still catches a missed clip
     raw = (ds.x_train[seed0["arrays"]["poison_idx"]] + d) * std + mean
     assert raw.min() >= -1e-3 and raw.max() <= rw.RAW_RANGE + 1e-3
 
@@ -81,6 +87,9 @@ def test_controls_have_the_matched_per_poison_l2_norm(seed0):
     a = seed0["arrays"]
     norm = lambda v: np.sqrt((v.reshape(v.shape[0], -1).astype(float) ** 2).sum(1))
     ref = norm(a["delta_poisoned"])
+    # float32 rounding bound: the control is rescaled by ||delta|| / ||r||, two float32 norms of <= 64
+    # squares, each within 64 eps32 / 2 = 3.8e-6 (relative, any summation order): rtol 1e-5 (measured
+    # 1.6e-7). A control rescaled per set instead of per poison is off by O(1).
     for name in ("uniform", "end"):
         np.testing.assert_allclose(norm(a[f"delta_{name}"]), ref, rtol=1e-5)
     L = a["delta_end"].shape[1]
@@ -96,8 +105,11 @@ def test_recorded_energy_share_matches_the_stored_deltas(record):
         d = arr[f"delta_{name}"].astype(float)  # (seeds, P, L, C)
         per_pos = (d ** 2).sum(axis=(1, 3))
         share = per_pos[:, -n_last:].sum(1) / per_pos.sum(1)
+        # float32 (the library) vs float64 (here): a ratio of two float32 sums of nonnegative terms,
+        # 20 per position then 64 positions in NumPy's 8-way blocks: <= 2 (19 + 64/8 + 3) eps32 = 7e-6
+        # relative, whatever the order; rtol 1e-5 (measured 5e-8)
         np.testing.assert_allclose(m[f"{name}_energy_share"], share, rtol=1e-5)
-    assert m["end_energy_share"] == pytest.approx([1.0, 1.0])
+    assert m["end_energy_share"] == pytest.approx([1.0, 1.0])  # exactly 1 (no energy outside the end)
 
 
 def test_record_shape_and_values(record):
@@ -108,7 +120,7 @@ def test_record_shape_and_values(record):
             vals = m[f"{v}_{q}"]
             assert len(vals) == 2 and all(np.isfinite(vals))
         assert all(0 <= a <= 1 for a in m[f"{v}_test_acc"])
-    assert all(0 <= x <= 2 for x in m["brew_matching_mean"])
+    assert all(0 <= x <= 2 for x in m["brew_matching_mean"])  # 1 - cos lies in [0, 2] (measured 0.70, 1.54)
     assert record.arrays["delta_poisoned"].shape == (2, TINY.n_poisons, 64, 1)
     assert record.arrays["target_idx"].shape == (2, TINY.n_targets)
 
@@ -118,6 +130,7 @@ def test_t_interval_against_scipy():
 
     mean, half = t_interval([1.0, 2.0, 3.0, 4.0, 5.0])
     assert mean == 3.0
+    # closed forms in float64 (pytest.approx's rel 1e-6 >> eps64): t_{0.975,4} s / sqrt(n), SciPy's interval
     assert half == pytest.approx(2.7764451051977987 * math.sqrt(2.5) / math.sqrt(5))  # t_{0.975,4} s/sqrt(n)
     vals = [0.91, 0.95, 0.97, 0.93]
     lo, hi = stats.t.interval(0.95, len(vals) - 1, loc=np.mean(vals), scale=stats.sem(vals))
@@ -147,6 +160,7 @@ def test_report_table_and_png(record, tmp_path):
     rows = report_rw.rows(list(store.runs(rw.NAME)))
     assert len(rows) == 1 and rows[0]["experiment"] == rw.NAME and rows[0]["preset"] == "s4d/digits/mean"
     r = rows[0]
+    # the same float64 mean of two numbers, computed twice (<= 1 ulp apart): pytest.approx's defaults
     assert r["clean_test_acc_mean"] == pytest.approx(np.mean(record.metrics["clean_test_acc"]))
     assert r["overrides"]  # TINY differs from the preset
     md = report_rw.markdown(rows, tmp_path)
@@ -195,6 +209,11 @@ def test_compiled_group_direction_equals_the_library_target_direction(seed0):
     w[g.targets] = 1.0
     got = masked_direction(model, x_t, y_t, w)
     want = eqx.filter_jit(target_direction)(rw.loss_only, model, x_t[g.targets], y_t[g.targets], "untargeted")
+    # float32 rounding bound: the same gradient with the targets summed under a 0/1 mask (20 rows) or
+    # alone (here 2 rows): other float32 accumulation orders through a one-block network, k eps32
+    # sum_i |g_i| per entry with k ~ 20 + the network's depth; atol 1e-6 (~8 eps32 of gradients ~1)
+    # and rtol 1e-4 (~840 eps32) hold that, measured <= 6e-3 of the tolerance. A wrong mask or a
+    # mean over all 20 rows instead of the group's is off by >= 10x.
     for a, b in zip(_leaves(got), _leaves(want)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
 
@@ -214,6 +233,9 @@ def test_cifar10_path_on_fake_pickles_keeps_the_per_channel_budget_and_range(tmp
     pool = out["arrays"]["poison_idx"]
     delta = out["arrays"]["delta_poisoned"]
     raw_delta = delta * std
+    # float32 rounding of the budget eps / std and back (a few eps32 relative, far under 1e-5); the
+    # budget used is an effect (sign-Adam ends on the box's face); the raw range [0, 1] up to the
+    # float32 rounding of un-standardising, ~3 eps32 = 4e-7 < 1e-5
     assert np.abs(raw_delta).max() <= 8 / 255 * (1 + 1e-5)
     assert np.abs(raw_delta).max() > 0.5 * 8 / 255 / (std.max() / std.min())  # the budget is used
     raw = (ds.x_train[pool] + delta) * std + mean
@@ -297,6 +319,7 @@ def test_export_runs_writes_every_stored_run_and_its_rows(record, tmp_path):
     (run,) = data["runs"]
     stored = next(store.runs(rw.NAME))
     assert run["preset"] == "s4d/digits/mean" and run["config"] == stored.config and run["meta"] == stored.meta
+    # read back from JSON: float64 round-trips exactly (repr); approx's defaults only absorb an ulp
     assert run["metrics"]["poisoned_test_acc"] == pytest.approx(record.metrics["poisoned_test_acc"])
     assert len(data["rows"]) == len(report_rw.rows([stored]))
     assert data["rows"][0]["clean_test_acc_mean"] == pytest.approx(np.mean(record.metrics["clean_test_acc"]))

@@ -85,6 +85,7 @@ def test_authors_presets_hold_their_values(model, dataset):
     want = {**THEIRS, **PER_MODEL[model], **PER_DATASET[dataset]}
     for name, value in want.items():
         got = getattr(cfg, name)
+        # constants typed twice (e.g. 16 / 255 * 16): float64 products of a few factors, approx's rel 1e-6
         assert got == pytest.approx(value) if isinstance(value, float) else got == value, (name, got, value)
     assert cfg.model == model and cfg.dataset == dataset and len(cfg.seeds) >= 5
 
@@ -139,6 +140,8 @@ def test_our_presets_keep_our_original_protocol():
 
 def test_end_regulariser_weights_by_hand():
     f = 1e-7
+    # closed forms f * (rows left); the weights are float32: within eps32 of them, under approx's rel
+    # 1e-6 and rtol 1e-6 (an off-by-one row is off by >= 1/8 relative)
     w = rw.reg_weights(ImageView("row", 1, 8, 8), f)  # digits: step t is row t // 8
     assert w.shape == (64, 1)
     for t in (0, 7, 8, 30, 55, 56, 63):
@@ -159,6 +162,7 @@ def test_last_row_ratio_by_hand():
     d[0, 56:, 0] = 0.3  # all in the last row -> 1
     d[1] = 1.0  # uniform -> sqrt(8 / 64)
     # d[2] = 0: counts 0, as in their np.divide(..., where=image_norms != 0)
+    # closed forms in float64 (approx's rel 1e-6 >> eps64)
     assert v.last_row_ratio(d) == pytest.approx((1 + np.sqrt(8 / 64) + 0) / 3)
     cm = ImageView("channel_major", 3, 32, 32, 3)
     d = np.zeros((1, 1024, 3))
@@ -170,6 +174,9 @@ def test_augmentation_shift_and_flip_by_hand():
     img = jnp.arange(64.0).reshape(1, 8, 8)
     ms = ImageView("row", 1, 8, 8).max_shift()
     assert ms == (1.0, 1.0)
+    # closed forms on integer pixels: whole shifts and flips are exact, the half shift a mean of two
+    # neighbours (exact in binary); assert_allclose's rtol 1e-7 (atol 1e-5: float32 interpolation weights
+    # of a 40-step shift, ~eps32 * 40 = 5e-6)
     out = np.asarray(augment_image(img, jnp.array([1.0, 0.0, 0.0]), ms))  # +1 column, -1 row, no flip
     want = np.zeros((8, 8))
     want[1:, :7] = np.asarray(img[0])[:7, 1:]
@@ -241,6 +248,8 @@ def test_restart_choice_by_the_last_iteration(toy):
     res = craft_poisons(model, _loss, x_p, y_p, direction, jax.random.PRNGKey(1), BREW)
     scores = np.asarray(res.restart_objectives)  # every restart's objective in its last iteration
     assert scores.shape == (3,) and int(res.best_restart) == int(np.argmin(scores))
+    # the same float64 objective recorded twice (<= 1 ulp apart): approx's rel 1e-6. The final value
+    # differs from it by the last sign-Adam step's change (1.1e-4 here), 1e5 times the abs 1e-9.
     assert scores[int(res.best_restart)] == pytest.approx(float(res.history[-1]))  # before the last step
     assert float(res.objective) != pytest.approx(float(res.history[-1]), abs=1e-9)  # not the final value
 
@@ -255,10 +264,13 @@ def test_joint_restarts_keep_one_restart_for_all_groups(toy):
     out = craft_groups(model, _loss, x_p, y_p, x_p, y_p, groups, key, cfg, direction_fn=dfn, joint_restarts=True)
     r = int(np.argmin(out.restart_scores))
     scores = [float(res.restart_objectives[0]) for res in out.results]
-    assert out.restart_scores[r] == pytest.approx((4 * scores[0] + 2 * scores[1]) / 6)  # poison-weighted
+    assert out.restart_scores[r] == pytest.approx((4 * scores[0] + 2 * scores[1]) / 6)  # float64, rel 1e-6
     one = replace(cfg, restarts=1)
     for g, kg, res in zip(groups, jax.random.split(key, 2), out.results):  # restart r of group g: fold_in(k_g, r)
         alone = craft_poisons(model, _loss, x_p[g.poisons], y_p[g.poisons], direction, jax.random.fold_in(kg, r), one)
+        # float64 (the toy's arrays): the joint and the lone brew differ only by batching, i.e. by a few
+        # eps64 in the gradients, so the signs fed to Adam agree unless a gradient entry is within
+        # ~1e-15 of 0; rtol 1e-6 then holds the deltas (a wrong restart index changes them by O(eps))
         np.testing.assert_allclose(np.asarray(alone.delta), np.asarray(res.delta), rtol=1e-6)
 
 
@@ -269,6 +281,7 @@ def test_end_regulariser_enters_the_gradient_before_the_sign(toy):
     brew = lambda weights: np.abs(np.asarray(craft_poisons(model, _loss, x_p, y_p, direction, jax.random.PRNGKey(2),
                                                            replace(BREW, reg_weights=weights)).delta))
     d, d0 = brew(w), brew(BREW.reg_weights)
+    # effects: a weight 1e6 dominates the matching gradient by orders, so the factor 0.5 is no rounding size
     assert d[:, :8].mean() < 0.5 * d0[:, :8].mean()  # pulled toward zero where weighted
     assert d[:, 8:].mean() > 0.5 * d0[:, 8:].mean()  # not where the weight is 0
 
@@ -284,6 +297,7 @@ def test_epoch_cosine_is_pytorchs_cosine_annealing_per_epoch():
     f = epoch_cosine(0.01, 1e-4, 10, steps_per_epoch=7)
     for step in (0, 6, 7, 34, 69):
         e = step // 7
+        # the closed form; the schedule may be float32 (within eps32 = 1.2e-7 relative), approx's rel 1e-6
         assert float(f(jnp.asarray(step))) == pytest.approx(1e-4 + (0.01 - 1e-4) * (1 + np.cos(np.pi * e / 10)) / 2)
 
 
@@ -310,6 +324,10 @@ def test_training_resumes_where_it_stopped():
     a, ha, st = fit_epochs(a, x, y, tc, key, n_epochs=1, state=st)
     b, hb, _ = fit_epochs(model, x, y, tc, key, n_epochs=2)
     assert st.epochs_done == 2
+    # float32 rounding bound: resuming may reorder a few float32 operations (the carried state vs the
+    # loop's), <= a few ulp per update over 4 updates of a 10-class head, ~10 eps32 = 1.2e-6 relative;
+    # rel 1e-5 and atol 1e-6 on parameters of size ~0.3; a reset schedule or optimizer state changes
+    # the second epoch's updates at the size of the updates themselves (lr ~ 1e-2), far above that.
     assert float(ha["loss"][-1]) == pytest.approx(float(hb["loss"][-1]), rel=1e-5)
     for u, v in zip(jax.tree_util.tree_leaves(eqx.filter(a, eqx.is_inexact_array)),
                     jax.tree_util.tree_leaves(eqx.filter(b, eqx.is_inexact_array))):
@@ -334,6 +352,7 @@ def test_mnist1d_is_generated_with_pinned_arguments_and_no_global_rng_leak():
     assert np.bincount(ds.y_train).min() >= 45  # stratified
     full = load_mnist1d()
     raw = full.x_train * full.meta["std"] + full.meta["mean"]
+    # float32 data standardised and undone: a few eps32 (~4e-7) relative of the range; rel 1e-5
     assert float(np.ptp(raw)) == pytest.approx(RAW_RANGE, rel=1e-5)
     assert full.x_train.shape == (4000, 40, 1) and sorted(set(full.y_test.tolist())) == list(range(10))
 
@@ -353,6 +372,7 @@ def test_italypower_is_the_pooled_archive_resplit_per_seed():
     assert not np.array_equal(a.y_train, b.y_train) or not np.array_equal(a.x_train, b.x_train)  # seeds re-split
     assert sorted(set(a.y_train.tolist())) == [0, 1] and np.bincount(a.y_train).min() >= 390  # stratified
     raw = np.concatenate([_read("ItalyPowerDemand", "TRAIN")[0], _read("ItalyPowerDemand", "TEST")[0]])
+    # the archive's float64 values and the constant typed from them: rel 1e-12 (4.5e3 eps64)
     assert float(np.ptp(raw)) == pytest.approx(RAW_RANGES["ItalyPowerDemand"], rel=1e-12)
     assert raw.shape[0] == cfg.ucr_size == 1096
     assert cfg.view == ImageView("row", 1, 24, 1) and cfg.model_config.n_classes == 2
@@ -363,6 +383,8 @@ def test_italypower_is_the_pooled_archive_resplit_per_seed():
             back[:, None, :] - raw[None, :, :, 0]).max(-1).min(1)
     i_tr, d_tr = rows(a.x_train)
     i_te, d_te = rows(a.x_test)
+    # float32 standardisation undone: ~3 eps32 max|raw| (max |raw| = 3.3) = 1.2e-6 < 1e-5, while any two
+    # archive rows differ by >= 0.086 (max over steps)
     assert d_tr.max() < 1e-5 and d_te.max() < 1e-5
     assert len(set(i_tr.tolist()) | set(i_te.tolist())) == 1096
     assert load_ucr("ItalyPowerDemand", split_seed=0, n_train=800).x_train.shape == (800, 24, 1)
@@ -393,6 +415,8 @@ def test_italypower_tiny_run_end_to_end():
         ps = out["sets"][name]
         assert int(np.asarray(ps.is_poison).sum()) == 160 and np.asarray(ps.x).shape[0] == 320 + 160
     d_p, d_u = out["arrays"]["delta_poisoned"], out["arrays"]["delta_uniform"]
+    # budget: float32 clip (eps32 / 2 relative); used: an effect (sign-Adam ends on the box's face);
+    # norms: float32 rescaling over 24 entries, <= 24 eps32 = 3e-6 relative < rtol 1e-5
     assert 0.5 * eps < np.abs(d_p).max() <= eps * (1 + 1e-5)  # the brew moved, within the ℓ∞ budget
     np.testing.assert_allclose(np.linalg.norm(d_u.reshape(160, -1), axis=1),
                                np.linalg.norm(d_p.reshape(160, -1), axis=1), rtol=1e-5)  # same-norm control

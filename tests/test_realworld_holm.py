@@ -56,6 +56,7 @@ def test_p_values_are_paired_t_tests_and_holm_covers_the_whole_section(stored):
         err = {v: 1 - np.asarray(rec.metrics[f"{v}_test_acc"]) for v in rw.VARIANTS}
         for b in report_rw.COMPARISONS:
             want = stats.ttest_rel(err["poisoned"], err[b]).pvalue
+            # float64: one closed form evaluated by two codes (see test_stats): ~1e3 eps64, rel 1e-10
             assert rows[preset][f"p_poisoned_{b}"] == pytest.approx(want, rel=1e-10)
             family.append((preset, b, want))
     adjusted = holm([p for *_, p in family])
@@ -97,6 +98,7 @@ def test_authors_table_figure_and_results_json(stored, tmp_path):
     for preset, p in got.items():
         acc = cases[preset].metrics
         for v in rw.VARIANTS:
+            # the same float64 subtraction (<= 1 ulp apart): assert_allclose's rtol 1e-7
             np.testing.assert_allclose(p[f"{v}_error"], 1 - np.asarray(acc[f"{v}_test_acc"]))
         assert p["fit"] == [bool(f) for f in acc["poisoned_fits"]]
         assert p["end_energy_share"] == acc["poisoned_energy_share"]

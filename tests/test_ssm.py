@@ -28,6 +28,9 @@ def _random_ssm(seed, d=5):
 def test_impulse_response_matches_recurrence(seed):
     a, B, C = _random_ssm(seed)
     L = 8
+    # float64 rounding bound: the recurrence and the power sum evaluate sum_i C_i a_i^k B_i (|a| < 0.9,
+    # d = 5, k < 8) in another order: a few tens of eps64 times sum|C B| = O(1), i.e. ~1e-14; rtol 1e-12,
+    # atol 1e-14. An off-by-one power (a factor a_i) is off by O(0.1).
     for j in range(L):  # a unit impulse at position j reads h_{L-j} at time L
         u = jnp.zeros(L).at[j].set(1.0)
         y_L = simulate(a, B, C, u)[-1]
@@ -38,23 +41,26 @@ def test_output_matches_recurrence_on_random_inputs():
     a, B, C = _random_ssm(3)
     X = jax.random.normal(jax.random.PRNGKey(9), (6, 7))
     ref = jnp.stack([simulate(a, B, C, u)[-1] for u in X])
+    # the same float64 bound, now summed over L = 7 normal inputs: rtol 1e-12, atol 1e-13
     assert jnp.allclose(ssm_output(a, B, C, X), ref, rtol=1e-12, atol=1e-13)
 
 
 def test_impulse_response_closed_form_single_state():
     h = impulse_response(jnp.array([0.5]), jnp.array([2.0]), jnp.array([3.0]), 5)
+    # exact in binary (powers of 1/2 times 6): the default tolerances only absorb the float64 pow
     assert jnp.allclose(h, 6.0 * 0.5 ** jnp.arange(5))
 
 
 def test_impulse_response_gradient_finite_at_zero_entries():
     g = jax.grad(lambda a: impulse_response(a, jnp.ones(3), jnp.ones(3), 6).sum())(jnp.array([0.0, 0.5, -0.2]))
     assert jnp.all(jnp.isfinite(g))
-    assert jnp.allclose(g[0], 1.0)  # d/da (1 + a + a^2 + ...) at a = 0
+    assert jnp.allclose(g[0], 1.0)  # closed form d/da (1 + a + a^2 + ...) at a = 0; float64, default rtol 1e-5
 
 
 def test_teachers():
     d = 10
     h = per_theorem_teacher(d).impulse_response(20)
+    # closed forms (integers, 7.5 relu(sum)) in float64, a few eps64 off: jnp.allclose's defaults
     assert jnp.allclose(h[0], d) and jnp.allclose(h[1:], 1.0)
     assert jnp.allclose(unit_teacher().impulse_response(40), 1.0)
     X = jax.random.normal(jax.random.PRNGKey(0), (50, 6))
@@ -71,6 +77,7 @@ def test_ssmnet_forward_by_hand():
     z = float(ssm(X)[0])
     x1 = np.maximum(np.array([1.0, -2.0]) * z, 0)
     x2 = np.maximum(np.array([[1.0, 0.5], [0.0, 1.0]]) @ x1, 0)
+    # the same float64 products by hand: a few eps64 apart, inside np.isclose's default rtol 1e-5
     assert np.isclose(float(net(X)[0]), np.array([2.0, -1.0]) @ x2)
 
 
@@ -86,6 +93,11 @@ def test_full_kernel_ssm_gradients():
     X, y = jnp.asarray(rng.normal(size=(7, L))), jnp.asarray(rng.normal(size=7))
     diag, full = DiagonalSSM(a, B, C), FullKernelSSM.from_diagonal(DiagonalSSM(a, B, C))
     loss = lambda m: jnp.mean((m(X) - y) ** 2)
+    # float64 rounding bounds: the dense A^(k-1) and the diagonal powers evaluate the same sums of
+    # positive terms (a, B, C in (0.1, 0.9)) in other orders, ~L d eps64 = 7e-15 relative, times the
+    # condition sum|h X| / |y| <= 5.4 of the outputs: rtol 1e-13 (measured 5e-16);
+    # gradients add a backward pass over ~L d^2 terms (rtol 1e-11 / 1e-10 = 4.5e4 / 4.5e5 eps64).
+    # A transposed A or a missing off-diagonal term is off by O(1).
     np.testing.assert_allclose(full(X), diag(X), rtol=1e-13)
     gd, gf = jax.grad(loss)(diag), jax.grad(loss)(full)
     np.testing.assert_allclose(jnp.diag(gf.A), gd.a, rtol=1e-11)
@@ -99,8 +111,9 @@ def test_full_kernel_ssm_gradients():
     np.testing.assert_allclose(gf.A, expect, rtol=1e-10)
     E = jnp.zeros((d, d)).at[1, 3].set(1e-6)
     fd = (loss(FullKernelSSM(full.A + E, B, C)) - loss(FullKernelSSM(full.A - E, B, C))) / 2e-6
+    # central difference, h = 1e-6: truncation ~h^2 and rounding ~eps64 |loss| / h ~ 1e-10, far under rel 1e-6
     assert float(fd) == pytest.approx(float(gf.A[1, 3]), rel=1e-6)
-    assert np.abs(np.asarray(gf.A) - np.diag(np.diag(np.asarray(gf.A)))).max() > 1e-3
+    assert np.abs(np.asarray(gf.A) - np.diag(np.diag(np.asarray(gf.A)))).max() > 1e-3  # an effect, not rounding
 
 
 def test_keep_diagonal_projects_full_kernel_updates_only():
@@ -124,4 +137,5 @@ def test_keep_diagonal_projects_full_kernel_updates_only():
     opt = optax.chain(adaptive_gd(0.1), keep_diagonal())
     u, _ = opt.update(grads, opt.init(full))
     lr = 0.1 / (np.sqrt(5.0 + 1.0) + 1e-6)
+    # one float64 closed form (norm, sqrt, division): a few eps64 apart, rtol 1e-12 = 4.5e3 eps64
     np.testing.assert_allclose(u.A, [[-3.0 * lr, 0.0], [0.0, 0.0]], rtol=1e-12)
