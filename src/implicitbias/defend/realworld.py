@@ -1,4 +1,4 @@
-"""Detectors on the real-world classifiers' training sets (SPEC §4-5; issue #17).
+"""Detectors on the real-world classifiers' training sets (docs/science.md §4-5).
 
 The poisoned training set of :mod:`implicitbias.experiments.realworld` holds the clean rows plus a
 perturbed copy of each poison (``duplicate`` mode), all with their correct labels. Scores per row:
@@ -43,11 +43,12 @@ def penultimate(model, x, chunk: int = 256) -> np.ndarray:
 
 
 def score(name: str, x, y, features, seed: int, last_frac: float = 0.25, knn_k: int = 10,
-          ac_components: int = 10, min_gap: float = 0.5, share_threshold: float = 0.5):
+          ac_components: int = 10, min_gap: float = 0.5, tail_threshold: float = 0.5):
     """``(scores, flags)`` of detector ``name`` on one training set: inputs ``x: (N, L, C)``, labels
     ``y: (N,)``, penultimate ``features: (N, D)`` of the model trained on it. Flags: the baselines'
     own rules (activation clustering: a small cluster; deep k-NN: the neighbours' plurality label
-    differs), a share above ``share_threshold`` for the tail scores, the largest gap otherwise."""
+    differs), a deviation above ``tail_threshold`` (relative to the largest) for the tail scores, the
+    largest gap otherwise."""
     y = np.asarray(y)
     if name == "spectral":
         s = det.spectral_signature(features, y)
@@ -58,7 +59,7 @@ def score(name: str, x, y, features, seed: int, last_frac: float = 0.25, knn_k: 
         return det.deep_knn(features, y, k=knn_k)
     if name in ("tail_nearest", "tail_class_mean"):
         s = det.tail_deviation(x, y, last_frac, reference=name.removeprefix("tail_"))
-        return s, flag(s, "threshold", share_threshold)
+        return s, flag(s, "threshold", tail_threshold)
     if name == "random":
         s = np.random.default_rng([seed, 7, len(y)]).random(len(y))
         return s, flag(s, "gap", min_gap=min_gap)

@@ -1,4 +1,4 @@
-"""Defenses on Table 1's teacher-student cells (SPEC §1-2, §5 "Defenses").
+"""Defenses on Table 1's teacher-student cells (docs/science.md §1-2, §5 "Defenses").
 
 For every seed of a cell with special sequences: train on the clean set (baseline rows only) and on
 the poisoned set (baseline + special rows), from the same initialisation and with Table 1's
@@ -57,7 +57,7 @@ class Options:
     """What the defender does (the attack is in the task config and ``special_noise``)."""
 
     detectors: tuple[str, ...] = DETECTORS
-    share_threshold: float = 0.5
+    share_threshold: float = 0.05  # chosen on seeds 0-15, replicated on 16-31 (docs/findings/defense.md)
     min_gap: float = 0.5
     checkpoints: int = 40  # influence: at most this many logged checkpoints of the run
     checkpoint_every: int = 100  # updates between logged checkpoints (the training loop's chunk)

@@ -1,4 +1,4 @@
-"""Defenses against clean-label poisoning of the implicit bias (SPEC §5; issue #17).
+"""Defenses against clean-label poisoning of the implicit bias (docs/science.md §5 "Defenses").
 
 Presets ``synthetic/*`` run :mod:`implicitbias.defend.synthetic` on a Table 1 cell with special
 sequences (``cell``: a :mod:`~implicitbias.experiments.table1` preset, without ``/special``), 16
@@ -42,7 +42,11 @@ class Config:
     max_steps: int = 200_000  # cap on a run's updates (Table 1: 1e6; every fitting run here needs < 50,000)
     # the defender
     detectors: tuple[str, ...] = ()  # empty = every detector of the kind
-    share_threshold: float = 0.5
+    # synthetic: flag a row whose nongreedy_share / energy_tail exceeds this. 0.05 was chosen on seeds 0-15
+    # and replicated on fresh seeds 16-31 (docs/findings/defense.md); the first value, 0.5, is a variant
+    share_threshold: float = 0.05
+    # real world: flag a row whose tail_* deviation (relative to the largest) exceeds this
+    tail_threshold: float = 0.5
     min_gap: float = 0.5
     checkpoints: int = 40
     training_defenses: tuple[str, ...] = syn.TRAINING_DEFENSES
@@ -83,7 +87,8 @@ class Config:
 
             unknown = set(self.detectors) - set(rw.DETECTORS)
             require(not unknown, f"unknown detectors {sorted(unknown)}; known: {', '.join(rw.DETECTORS)}")
-        for name in ("share_threshold", "min_gap", "dp_quantile", "dp_sigma", "special_noise", "last_frac"):
+        for name in ("share_threshold", "tail_threshold", "min_gap", "dp_quantile", "dp_sigma", "special_noise",
+                     "last_frac"):
             v = getattr(self, name)
             require(math.isfinite(v) and v >= 0, f"{name} must be a finite number >= 0, got {v}")
         require(0 < self.dp_quantile <= 1, f"dp_quantile must be in (0, 1], got {self.dp_quantile}")
@@ -123,6 +128,9 @@ PRESETS: dict[str, Config] = {
     "synthetic/beyond_L6/noise0.5": replace(L6, special_noise=0.5, training_defenses=()),
     "synthetic/beyond_L6/fewer3": replace(L6, n_special=3, training_defenses=()),
     "synthetic/beyond_L6/fewer1": replace(L6, n_special=1, training_defenses=()),
+    # the first share threshold, 0.5 (a variant): it flags too few noisy special rows to sanitise the set
+    **{f"threshold0.5/synthetic/beyond_L6/noise{s}": replace(L6, special_noise=s, training_defenses=(),
+                                                              share_threshold=0.5) for s in (0.1, 0.5)},
     # real-world: the detectors on a digits classifier's poisoned training set (5 seeds)
     **{f"realworld/{m}/digits/mean": Config(kind="realworld", cell=f"{m}/digits/mean", seeds=(0, 1, 2, 3, 4),
                                             training_defenses=()) for m in ("s4d", "lru", "mamba2")},
@@ -148,7 +156,7 @@ def run(config: Config) -> Record:
 
 
 def run_realworld(config: Config) -> dict:
-    """The real-world cell (SPEC §4-5): per seed, the realworld experiment's clean and poisoned runs
+    """The real-world cell (docs/science.md §4-5): per seed, the realworld experiment's clean and poisoned runs
     (:func:`implicitbias.experiments.realworld.run_seed`), every detector on the poisoned set (the
     poisoned model's penultimate features) and on the clean set (the clean model's), its flags
     removed and the model retrained from the same initialisation with the realworld protocol (the
@@ -209,7 +217,7 @@ def run_realworld(config: Config) -> dict:
         F_p = rw.penultimate(r["models"]["poisoned"], x_p)
         F_c = rw.penultimate(r["models"]["clean"], x_c)
         opts = dict(last_frac=config.last_frac, knn_k=config.knn_k, ac_components=config.ac_components,
-                    min_gap=config.min_gap, share_threshold=config.share_threshold)
+                    min_gap=config.min_gap, tail_threshold=config.tail_threshold)
         for n in names:
             d = dets[n]
             s, f = rw.score(n, x_p, y_p, F_p, seed, **opts)
