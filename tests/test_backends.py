@@ -2,10 +2,15 @@
 fake pool, the runner's skip / save / salvage logic around any backend, and the one-line errors of
 ``--backend``. The same with a real Ray instance: ``tests/test_backends_ray.py`` (``make test-ray``)."""
 
+import contextlib
 import importlib.util
 import json
+import os
+import signal
 import socket
+import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,6 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 from implicitbias import __version__, backends, cli
+from implicitbias import ray_watchdog as watchdog
 from implicitbias.backends import BackendError, Failed, Finished, LocalBackend, Started, _Failure, _same_version, drive
 from implicitbias.experiments import table1
 from implicitbias.record import Record
@@ -67,7 +73,7 @@ def test_local_backend_yields_each_run_in_order():
     assert [type(e) for e in events] == [Started, Finished] * 3
     assert [e.key for e in events] == ["a", "a", "b", "b", "c", "c"]
     assert [e.record.metrics["lr"] for e in events[1::2]] == [0.01, 0.02, 0.03]
-    assert all(e.where is None and e.wall_seconds >= 0 for e in events[1::2])
+    assert all(e.where is None and e.wall_seconds >= 0 for e in events[1::2])  # a clock difference: >= 0 exactly
 
 
 class FakePool:
@@ -245,15 +251,36 @@ class FakeRay:
         self.stopped = True
 
 
+class FakeWatchdog:
+    """Records what the backend asks of its watchdog (no process is started)."""
+
+    calls: list = []
+
+    def __init__(self):
+        self.calls.append("watchdog")
+
+    def tell(self, session_dir):
+        self.calls.append(("tell", session_dir))
+
+    def stop(self):
+        self.calls.append("stop")
+
+
 def test_a_run_larger_than_the_cluster_is_refused_not_left_waiting(monkeypatch, tmp_path):
     fake = FakeRay({"CPU": 2.0})
     monkeypatch.setattr(backends, "import_ray", lambda: fake)
+    monkeypatch.setattr(backends.ray_watchdog, "Watchdog", FakeWatchdog)
+    monkeypatch.setattr(backends.ray_watchdog, "reap_stale", lambda: FakeWatchdog.calls.append("reap_stale"))
+    monkeypatch.setattr(backends.ray_watchdog, "WATCHABLE", True)
+    FakeWatchdog.calls.clear()
     backend = backends.make("ray", cpus_per_run=2)
     assert list(backend.map(fake_run, {})) == [] and fake.inits == []  # nothing to run: Ray not started
     backend._start()
     backend._check_fits(GRID)  # 2 CPUs per run fit
     backend.close()
     assert fake.inits[0]["address"] == "local" and fake.stopped
+    # a local start first stops what a killed driver left, then starts the watchdog before ray.init
+    assert FakeWatchdog.calls == ["reap_stale", "watchdog", ("tell", None), "stop"]
     with pytest.raises(BackendError, match=r"asks for 1 GPU \(--gpus-per-run\) but the local Ray instance has 0 GPU"):
         list(backends.make("ray", gpus_per_run=1).map(fake_run, GRID))
     line = _one_error_line(runner.invoke(cli.app, ARGS + ["--backend", "ray", "--cpus-per-run", "3",
@@ -274,3 +301,106 @@ def test_the_realworld_sweep_script_names_the_runs_the_old_pool_stored():
     assert sorted(configs) == sorted(r["preset"] for r in stored)
     assert len({Store("x").run_dir("realworld", c) for c in configs.values()}) == len(configs) == 47
     assert configs["s4d/digits/last[mode=replace,seeds=[5, 6, 7, 8, 9]]"].seeds == (5, 6, 7, 8, 9)
+
+
+# The watchdog of a local Ray instance (implicitbias.ray_watchdog) on ordinary processes: a fake
+# session directory, fake agents (``sleep`` titled ``ray::...`` writing a log there) and state files.
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                reason="the watchdog reads /proc (Linux only); elsewhere there is none")
+
+
+def _sleeper(title: str | None = None, log: Path | None = None, ignore_term: bool = False) -> subprocess.Popen:
+    """``sleep 60``, titled ``title`` (as Ray's agents retitle themselves), with stdout on ``log``."""
+    script = ("trap '' TERM; " if ignore_term else "") + (f"exec -a {title} " if title else "exec ") + "sleep 60"
+    out = open(log, "w") if log else subprocess.DEVNULL
+    p = subprocess.Popen(["bash", "-c", script], stdout=out, stdin=subprocess.DEVNULL)
+    if log:
+        out.close()
+    want = (title or "sleep").encode()
+    for _ in range(200):  # until bash has exec'd
+        if Path(f"/proc/{p.pid}/cmdline").read_bytes().startswith(want):
+            return p
+        time.sleep(0.01)
+    raise AssertionError(f"{script!r} did not start")
+
+
+@linux_only
+def test_reap_stops_exactly_the_processes_of_one_instance(tmp_path):
+    session = tmp_path / "session_1"
+    (session / "logs").mkdir(parents=True)
+    agent = _sleeper("ray::FakeAgent", session / "logs" / "agent.log", ignore_term=True)  # needs SIGKILL
+    named = subprocess.Popen(["sh", "-c", "sleep 60; :", str(session)],  # names it (as the raylet); a child
+                             start_new_session=True)
+    known = _sleeper()
+    joined = _sleeper(None, session / "logs" / "driver.log")  # a driver that joined: writes there, not ray::
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", str(tmp_path / "session_10")])
+    others = [joined, other]  # ``other`` names another instance's directory
+    try:
+        start = {p.pid: watchdog._stat(p.pid)[2] for p in [known, joined]}
+        # ``joined`` as if its pid were recycled: recorded with another start time, it is another process
+        pids = watchdog.instance_processes(str(session), {known.pid: start[known.pid],
+                                                          joined.pid: start[joined.pid] + 1})
+        assert {agent.pid, named.pid, known.pid} < pids and len(pids) == 4  # and the ``sleep`` under ``named``
+        assert set(watchdog.reap(str(session), {known.pid: start[known.pid]}, grace=0.3)) == pids
+        assert all(p.wait(1) is not None for p in [agent, named, known])
+        assert all(p.poll() is None for p in others)
+        assert watchdog.instance_processes(str(session)) == set()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(named.pid, signal.SIGKILL)  # and its child
+        for p in [agent, named, known, *others]:
+            p.kill()
+            p.wait()
+
+
+@linux_only
+def test_reap_stale_stops_an_instance_whose_driver_is_gone_and_nothing_else(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    dead, live = tmp_path / "session_dead", tmp_path / "session_live"
+    dead.mkdir(), live.mkdir()
+    driver = _sleeper()
+    driver_start = watchdog._stat(driver.pid)[2]
+    driver.kill(), driver.wait()
+    agents = [_sleeper("ray::FakeAgent", d / "agent.log") for d in (dead, live)]
+    try:
+        for name, pid, start, session in [("dead", driver.pid, driver_start, dead),
+                                          ("live", os.getpid(), watchdog._stat(os.getpid())[2], live)]:
+            (state / f"{name}.json").write_text(json.dumps({"driver_pid": pid, "driver_start": start,
+                                                            "session_dir": str(session)}))
+        (state / "damaged.json").write_text("{")
+        assert watchdog.reap_stale(state) == [agents[0].pid]
+        assert agents[0].wait(1) is not None and agents[1].poll() is None
+        assert sorted(f.name for f in state.iterdir()) == ["live.json"]
+    finally:
+        for p in agents:
+            p.kill()
+            p.wait()
+
+
+@linux_only
+def test_the_watchdog_stops_the_instance_when_its_driver_is_killed(tmp_path):
+    session = tmp_path / "session_2"
+    session.mkdir()
+    driver = _sleeper()
+    agent = _sleeper("ray::FakeAgent", session / "agent.log")
+    dog = watchdog.Watchdog(driver.pid, tmp_path / "state")
+    try:
+        dog.tell(str(session))
+        state = tmp_path / "state" / f"{driver.pid}-session_2.json"
+        for _ in range(200):  # the watchdog has read it
+            if state.exists():
+                break
+            time.sleep(0.01)
+        assert json.loads(state.read_text())["session_dir"] == str(session)
+        driver.kill()
+        t0 = time.monotonic()
+        agent.wait(watchdog.POLL_S + watchdog.GRACE_S + 2)  # noticed within a poll, stopped by SIGTERM
+        dog.proc.wait(2)
+        assert time.monotonic() - t0 < watchdog.POLL_S + watchdog.GRACE_S + 2
+        assert not state.exists()
+    finally:
+        dog.stop(2)
+        for p in [driver, agent]:
+            p.kill()
+            p.wait()

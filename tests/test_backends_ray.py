@@ -1,7 +1,8 @@
 """``--backend ray`` on a real local Ray instance (issue #20): the same records as the local backend,
 bit for bit and under the same config hashes; a worker killed mid-run is retried and nothing is lost;
 a re-run recomputes nothing; ``--address`` joins a running instance; Ctrl-C keeps the finished runs
-and frees the cluster.
+and frees the cluster; a driver killed with SIGKILL leaves no process of its local instance running
+(its watchdog stops them, or the next start if the watchdog was killed too).
 
 Marked ``ray`` (not in ``make test``: each test starts Ray, seconds of CPU on 2 cores, and runs the
 CLI in fresh processes); ``make test-ray`` installs the extra and runs them. The fast tests of the
@@ -21,6 +22,7 @@ import pytest
 from typer.testing import CliRunner
 
 from implicitbias import cli
+from implicitbias import ray_watchdog as watchdog
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (make test-ray installs the ray extra)")
 pytestmark = pytest.mark.ray
@@ -28,10 +30,10 @@ pytestmark = pytest.mark.ray
 GRID = ["run", "table1", "--preset", "beyond_theorem/L6", "--sweep", "lr=0.005,0.01", "--seeds", "0,1"]
 
 
-def _cli(args: list[str], runs: Path) -> subprocess.Popen:
+def _cli(args: list[str], runs: Path, **env: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "implicitbias", *args, "--runs-dir", str(runs)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=dict(os.environ, COLUMNS="200"))
+                            env=dict(os.environ, COLUMNS="200", **env))
 
 
 def _descendants(root: int) -> dict[int, str]:
@@ -140,3 +142,97 @@ def test_address_joins_a_running_instance_and_ctrl_c_keeps_finished_runs(tmp_pat
         assert ray.available_resources().get("CPU") == 2.0
     finally:
         ray.shutdown()
+
+
+# Two runs that each take minutes (eps never reached): the driver is killed mid-grid.
+LONG_GRID = ["run", "table1", "--preset", "beyond_theorem/L6", "--seeds", "0", "--set", "eps=1e-30",
+             "--set", "max_steps=1000000", "--backend", "ray"]
+
+
+def _start_and_wait_for_a_run(tmp_path: Path) -> tuple[subprocess.Popen, Path, dict, dict[int, int]]:
+    """The CLI on ``LONG_GRID`` with its own state directory, once a worker executes a run: (the
+    process, the state directory, the watchdog's state record, pid -> start time of every process
+    under the driver but the watchdog: the local instance)."""
+    state = tmp_path / "state"
+    proc = _cli(LONG_GRID, tmp_path / "runs", **{watchdog.STATE_ENV: str(state)})
+    deadline = time.monotonic() + 240
+    tree: dict[int, str] = {}
+    while proc.poll() is None and time.monotonic() < deadline:
+        tree = _descendants(proc.pid)
+        if any(cmd.startswith("ray::_run_task") for cmd in tree.values()) and list(state.glob("*.json")):
+            break
+        time.sleep(0.2)
+    else:
+        proc.kill()
+        raise AssertionError(f"no run started: {proc.communicate()[0][-3000:]}")
+    record = json.loads(next(state.glob("*.json")).read_text())
+    assert "ray_watchdog.py watch" in tree.pop(record["watchdog_pid"])  # the watchdog is a child of the driver
+    titles = " ".join(tree.values())
+    for name in ("gcs_server", "raylet", "ray::DashboardAgent", "ray::RuntimeEnvAgent", "ray::_run_task"):
+        assert name in titles, titles  # what a killed driver left running before the watchdog
+    instance = {pid: st[2] for pid in tree if (st := watchdog._stat(pid))}
+    # what the watchdog and reap_stale find by the session directory alone includes this whole tree
+    found = watchdog.instance_processes(record["session_dir"], exclude={proc.pid})
+    assert {p for p, s in instance.items() if watchdog._alive(p, s)} <= found
+    return proc, state, record, instance
+
+
+def _left(instance: dict[int, int], session_dir: str) -> set[int]:
+    return {p for p, s in instance.items() if watchdog._alive(p, s)} | watchdog.instance_processes(session_dir)
+
+
+def test_a_killed_driver_leaves_no_process_of_its_local_instance(tmp_path):
+    proc, state, record, instance = _start_and_wait_for_a_run(tmp_path)
+    session, dog = record["session_dir"], (record["watchdog_pid"], watchdog._stat(record["watchdog_pid"])[2])
+    try:
+        proc.kill()  # SIGKILL: no handler of the driver runs
+        killed = time.monotonic()
+        proc.wait()
+        bound = watchdog.POLL_S + 3 * 2 * watchdog.GRACE_S + 2  # a poll, three rounds of TERM/KILL, slack
+        while (_left(instance, session) or watchdog._alive(*dog)) and time.monotonic() - killed < 30:
+            time.sleep(0.1)
+        gone = time.monotonic() - killed
+        assert not _left(instance, session) and not watchdog._alive(*dog)
+        print(f"\n{len(instance)} processes of the instance, all gone {gone:.2f} s after the SIGKILL")
+        assert gone < bound, f"{gone:.1f} s"
+        assert not list(state.glob("*.json"))  # the watchdog removed its record
+    finally:
+        proc.kill()
+        watchdog.reap(session, instance)
+
+
+def test_the_next_start_stops_an_instance_whose_driver_and_watchdog_were_killed(tmp_path):
+    proc, state, record, instance = _start_and_wait_for_a_run(tmp_path)
+    session = record["session_dir"]
+    try:
+        os.kill(record["watchdog_pid"], signal.SIGKILL)
+        proc.kill()
+        proc.wait()
+        time.sleep(3 * watchdog.GRACE_S)  # longer than the watchdog would have taken
+        left = _left(instance, session)
+        assert left, "nothing was left running: the test would prove nothing"
+        titles = sorted(Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")[0].decode() for p in left)
+        start = time.monotonic()
+        stopped = watchdog.reap_stale(state)  # what the next local start does first
+        print(f"\n{len(left)} processes left 3 s after the kill ({' '.join(titles)}); "
+              f"reap_stale stopped {len(stopped)} in {time.monotonic() - start:.2f} s")
+        assert left <= set(stopped)
+        assert not _left(instance, session)
+        assert not list(state.glob("*.json"))
+    finally:
+        proc.kill()
+        watchdog.reap(session, instance)
+
+
+def test_ctrl_c_stops_the_local_instance_and_its_watchdog(tmp_path):
+    proc, state, record, instance = _start_and_wait_for_a_run(tmp_path)
+    session, dog = record["session_dir"], (record["watchdog_pid"], watchdog._stat(record["watchdog_pid"])[2])
+    try:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)  # close(): ray.shutdown, then the watchdog stops what is left
+        assert proc.returncode == 130, out[-3000:]
+        assert not _left(instance, session) and not watchdog._alive(*dog)
+        assert not list(state.glob("*.json"))
+    finally:
+        proc.kill()
+        watchdog.reap(session, instance)

@@ -14,6 +14,12 @@ error raised by the run other than ``ValueError``/``TypeError``, which say the i
 would fail again); a run that still fails is reported, never dropped silently. In-process, an
 exception from a run is raised as before (it is the computation's own).
 
+A local Ray instance (no ``address``) has a watchdog (:mod:`implicitbias.ray_watchdog`, Linux): a
+small process of its own that, when the driver is gone — closed, or killed with SIGKILL, which no
+handler sees — stops every process of the instance within about two seconds; the next local start
+stops an instance whose driver and watchdog were both killed. A cluster given by ``address`` is
+never touched.
+
 The numbers do not depend on the backend: a Ray task calls the same ``run`` on the same config (the
 config hash is the driver's), and on CPU the records are bit-identical (tested in
 ``tests/test_backends_ray.py``).
@@ -31,6 +37,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from . import ray_watchdog
 
 BACKENDS = ("local", "ray")
 RAY_HINT = "pip install 'implicitbias[ray]'"
@@ -216,6 +224,7 @@ class RayBackend:
         self.pending: dict = {}
         self._started = False
         self._remote = None
+        self._watchdog: ray_watchdog.Watchdog | None = None
         if address is not None:
             self._start()  # joining is quick; a cluster that is not there is told before anything runs
 
@@ -226,13 +235,19 @@ class RayBackend:
         kwargs: dict[str, Any] = dict(log_to_driver=False, logging_level=logging.ERROR)
         if self.address is None:
             kwargs.update(address="local", include_dashboard=False)
+            if ray_watchdog.WATCHABLE:
+                ray_watchdog.reap_stale()  # an instance left by a driver killed together with its watchdog
+                self._watchdog = ray_watchdog.Watchdog()  # before ray.init: a kill during the start is covered
         else:
             kwargs.update(address=self.address)
         try:
             ray.init(**kwargs)
         except (Exception, SystemExit) as e:  # Ray exits the process when the GCS never answers
+            self._stop_watchdog()  # and it stops what the failed start left
             where = self.address or "a local Ray instance"
             raise BackendError(f"cannot start Ray on {where}: {one_line(e)}") from None
+        if self._watchdog is not None:
+            self._watchdog.tell(_session_dir(ray))
         self._started = True
         self._remote = ray.remote(_run_task)
 
@@ -305,6 +320,12 @@ class RayBackend:
         if self._started:
             self.ray.shutdown()  # a local instance stops; a cluster is left running
             self._started = False
+        self._stop_watchdog()  # it stops whatever of the local instance the shutdown left
+
+    def _stop_watchdog(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.stop()
+            self._watchdog = None
 
 
 def _same_version(result):
@@ -346,3 +367,12 @@ def make(
         return RayBackend(address, 1 if cpus_per_run is None else cpus_per_run,
                           0 if gpus_per_run is None else gpus_per_run, 2 if retries is None else retries)
     raise BackendError(f"unknown backend {name!r}; choose one of: {', '.join(BACKENDS)}")
+
+
+def _session_dir(ray) -> str | None:
+    """The session directory of the instance ``ray.init`` just started (Ray has no public call for
+    it); None if this Ray version hides it (the watchdog then follows the process tree only)."""
+    try:
+        return str(ray._private.worker._global_node.get_session_dir_path())
+    except Exception:
+        return None
