@@ -75,5 +75,13 @@ sweep-realworld: $(STAMP)
 	$(BIN)/python scripts/sweep_realworld.py $(SWEEP_ARGS)
 	$(BIN)/implicitbias report
 
+## make device-check: on a machine with a GPU (the lent device: run(command='bash scripts/device_check.sh',
+## carry=['.whl'], timeout_s=540)), nvidia-smi, JAX's devices, the GPU-relevant tests and one full-size
+## authors/s4d/mnist1d seed in under 8 minutes; results in $OUT/device_check.json. First, here: bash
+## scripts/device_wheels.sh, then bash scripts/device_check.sh --dry-run (the plan, checked; nothing heavy).
+.PHONY: device-check
+device-check:
+	bash scripts/device_check.sh
+
 clean:
 	rm -rf $(VENV) runs .pytest_cache
