@@ -288,6 +288,21 @@ def test_a_run_larger_than_the_cluster_is_refused_not_left_waiting(monkeypatch, 
     assert "asks for 3 CPU (--cpus-per-run) but the local Ray instance has 2 CPU in all" in line
 
 
+def test_a_watchdog_that_cannot_start_is_one_line_and_ray_is_not_started(monkeypatch):
+    fake = FakeRay({"CPU": 2.0})
+
+    def no_process():
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(backends, "import_ray", lambda: fake)
+    monkeypatch.setattr(backends.ray_watchdog, "Watchdog", no_process)
+    monkeypatch.setattr(backends.ray_watchdog, "reap_stale", lambda: None)
+    monkeypatch.setattr(backends.ray_watchdog, "WATCHABLE", True)
+    with pytest.raises(BackendError, match="cannot start the local Ray instance's watchdog: .*temporarily"):
+        backends.make("ray")._start()
+    assert fake.inits == []
+
+
 def test_the_realworld_sweep_script_names_the_runs_the_old_pool_stored():
     """scripts/sweep_realworld.py builds its configs in-process now; their names (preset + sweep label)
     are those of the 47 runs its subprocess pool of ``implicitbias run`` commands stored

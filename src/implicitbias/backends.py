@@ -237,7 +237,10 @@ class RayBackend:
             kwargs.update(address="local", include_dashboard=False)
             if ray_watchdog.WATCHABLE:
                 ray_watchdog.reap_stale()  # an instance left by a driver killed together with its watchdog
-                self._watchdog = ray_watchdog.Watchdog()  # before ray.init: a kill during the start is covered
+                try:
+                    self._watchdog = ray_watchdog.Watchdog()  # before ray.init: a kill during the start is covered
+                except OSError as e:  # no process could be started (no fork, no python): say so, start nothing
+                    raise BackendError(f"cannot start the local Ray instance's watchdog: {one_line(e)}") from None
         else:
             kwargs.update(address=self.address)
         try:
