@@ -22,7 +22,8 @@ $(RAY_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test,ray]'
 	@touch $(RAY_STAMP)
 
-## make run: reproduce Table 1 (all 12 cells x 4 seeds) and the dynamics figures, then write the report.
+## make run: reproduce Table 1 (its 12 cells and the float64 variants, 4 seeds each) and the dynamics figures, then
+## write the report.
 run: $(STAMP)
 	$(BIN)/implicitbias run table1
 	$(BIN)/implicitbias run dynamics
@@ -68,7 +69,7 @@ bench-torch: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench-torch]'
 	$(BIN)/python benchmarks/bench_torch_s4d.py $(BENCH_TORCH_ARGS)
 
-## make sweep-realworld: the issue #4 lever sweep (scripts/sweep_realworld.py: 47 stored runs of 5 seeds,
+## make sweep-realworld: the real-world lever sweep (scripts/sweep_realworld.py: 47 stored runs of 5 seeds,
 ## resumable; about 3 CPU-hours on 2 cores). On a Ray cluster (README, "Sweeps on a Ray cluster"):
 ## make sweep-realworld SWEEP_ARGS='--backend ray --address auto --cpus-per-run 2'.
 sweep-realworld: $(STAMP)
