@@ -199,8 +199,9 @@ def test_one_tied_step_equals_the_projected_full_step():
     theta = {"theta_A": jnp.array([0.9, -0.2, 0.1, 0.3, -0.4]), "theta_V": jnp.array([-0.5, 1.2, 0.05, -0.3, 0.2])}
     A, V = ch.matrices(theta, N)
     full = {"A": A, "V": V}
-    inst = ch.sample_batch(jax.random.PRNGKey(0), 40, N, n, (1, 2, 3))
-    ro = ch.rollout(jax.random.PRNGKey(1), A, V, inst, T, "softmax", 20.0)
+    # compiled (static sizes), not traced op by op: the same numbers, seconds faster
+    inst = jax.jit(ch.sample_batch, static_argnums=(1, 2, 3, 4))(jax.random.PRNGKey(0), 40, N, n, (1, 2, 3))
+    ro = jax.jit(ch.rollout, static_argnums=(4, 5))(jax.random.PRNGKey(1), A, V, inst, T, "softmax", 20.0)
     adv = ch.advantages(ro.rewards, "mean")
     assert 0 < float(ro.rewards.mean()) < 1  # 0.85: a count of 40 episodes, not a rounding-sized quantity
     grad = jax.jit(lambda p: ch.policy_gradient(p, N, inst.prompt, ro.traces, ro.lengths, adv, "softmax", 20.0))
@@ -227,7 +228,7 @@ def test_one_tied_step_equals_the_projected_full_step():
 def _enumerate(N, T, has_out):
     """All distinct trajectories: sequences whose tokens after the answer are 0 (one per prefix)."""
     seqs = jnp.array(list(itertools.product(range(N), repeat=T)), jnp.int32)
-    _, lengths = jax.vmap(ch.final_answer, in_axes=(0, None))(seqs, has_out)
+    _, lengths = jax.jit(jax.vmap(ch.final_answer, in_axes=(0, None)))(seqs, has_out)
     after = jnp.arange(T)[None, :] >= lengths[:, None]
     keep = np.asarray(jnp.all(jnp.where(after, seqs == 0, True), axis=1))
     return seqs[keep]
@@ -235,7 +236,7 @@ def _enumerate(N, T, has_out):
 
 def _tiny_case(key=0):
     N, n, T = 6, 3, 3  # two chains of 3 vertices, complexity 2, 3 emitted tokens
-    inst = ch.sample_instance(jax.random.PRNGKey(key), N, n, 2)
+    inst = jax.jit(ch.sample_instance, static_argnums=(1, 2, 3))(jax.random.PRNGKey(key), N, n, 2)  # compiled
     params = ch.init_params(jax.random.PRNGKey(7), "full", N, 0.3, jnp.float64)
     return N, T, inst, params
 
@@ -253,7 +254,7 @@ def test_reinforce_expectation_equals_exact_gradient():
     N, T, inst, params = _tiny_case()
     scale = 3.0
     trajs = _enumerate(N, T, inst.has_out)
-    answers, lengths = jax.vmap(ch.final_answer, in_axes=(0, None))(trajs, inst.has_out)
+    answers, lengths = jax.jit(jax.vmap(ch.final_answer, in_axes=(0, None)))(trajs, inst.has_out)
     R = ch.is_correct(answers, inst.answer).astype(jnp.float64)
     assert 0 < float(R.sum()) < len(R)
 
@@ -261,11 +262,12 @@ def test_reinforce_expectation_equals_exact_gradient():
         A, V = ch.matrices(p, N)
         return jax.vmap(lambda t, ln: ch.trace_log_prob(A, V, inst.prompt, t, ln, "softmax", scale))(trajs, lengths)
 
+    logp = jax.jit(logp)  # one compiled program, not op-by-op tracing of the vmapped log-probabilities
     pi = jnp.exp(logp(params))
     # the trajectories exhaust the mass: a float64 sum of 216 probabilities, <= 216 eps64 = 5e-14 from 1
     # (measured 0); rtol 1e-10. A missing trajectory is >= 1e-6 of the mass here.
     np.testing.assert_allclose(jnp.sum(pi), 1.0, rtol=1e-10)
-    exact = jax.grad(lambda p: jnp.sum(jnp.exp(logp(p)) * R))(params)
+    exact = jax.jit(jax.grad(lambda p: jnp.sum(jnp.exp(logp(p)) * R)))(params)
     # a gradient that matters (0.16 and 0.011), so the 1e-12 absolute tolerance of _allclose is tight
     assert float(jnp.max(jnp.abs(exact["V"]))) > 1e-3 and float(jnp.max(jnp.abs(exact["A"]))) > 1e-4
 
@@ -276,8 +278,9 @@ def test_reinforce_expectation_equals_exact_gradient():
         _allclose(jax.tree_util.tree_map(lambda g, b=b: jnp.tensordot(pi * (R - b), g, axes=1), score), exact)
     a, b = 3, int(jnp.argmax(R))  # the library's batch of two with the mean baseline, against the formula
     r = jnp.stack([R[a], R[b]])
-    batch = ch.policy_gradient(params, N, jnp.stack([inst.prompt] * 2), trajs[jnp.array([a, b])],
-                               lengths[jnp.array([a, b])], ch.advantages(r, "mean"), "softmax", scale)
+    pg = jax.jit(ch.policy_gradient, static_argnums=(1, 6))  # compiled once, not traced op by op
+    batch = pg(params, N, jnp.stack([inst.prompt] * 2), trajs[jnp.array([a, b])],
+               lengths[jnp.array([a, b])], ch.advantages(r, "mean"), "softmax", scale)
     _allclose(batch, jax.tree_util.tree_map(lambda g: 0.25 * (R[a] - R[b]) * (g[a] - g[b]), score))
     pair = jax.tree_util.tree_map(  # expectation over independent pairs of 0.25 (R_a - R_b)(g_a - g_b)
         lambda g: 0.25 * jnp.einsum("i,j,ij...->...", pi, pi, (R[:, None] - R[None, :])[(...,) + (None,) * (g.ndim - 1)]
