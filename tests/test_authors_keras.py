@@ -213,14 +213,19 @@ def test_cell_matches_the_authors_code(cell):
             allowed = np.ptp(tops, axis=0) + 8 * F32_ULP * tops[0] + extra.get("top4", 0.0)
             assert np.all(interval_gap(tops, theirs) <= allowed), (point, seed, tops[0], theirs)
     if cfg.L == 10:
-        # the L=10 cells print what their notebook printed (table1.AUTHORS_NOTEBOOK; measured: beyond
-        # 0.12146 / 1.19897 vs 0.12146 / 1.19898, network 0.04522 / 0.08934 vs 0.04495 / 0.08933).
-        # Tolerance: the notebook's mean lies within 0.5% of the range of their own two runs' means
-        # (test_their_logs_give_their_notebooks_saved_output), and our per-seed values within their
-        # runs' range up to the cloud; 1% holds both. At L=6 seed 201 (beyond) and seed 4541
-        # (network) are decided by rounding, in their runs too.
+        # the L=10 cells print what their notebook printed (table1.AUTHORS_NOTEBOOK), by the cloud's rule:
+        # the range of our cell means (ours and each perturbed copy's mean over the seeds) lies within one
+        # width of the range of theirs (their two runs' means and the notebook's). Measured: the beyond
+        # cells' means agree to 5 digits; the network's without special sequences move with rounding
+        # (seed 4540 spikes near the end: copies' means 0.0448-0.0513, XLA single-threaded 0.0485; their
+        # two runs 0.0451 / 0.0477, the notebook 0.0450), so a fixed 1% around the notebook would encode
+        # this CPU.
         saved = table1.AUTHORS_NOTEBOOK[(cfg.setting, cfg.L, cfg.special)]
-        assert rec.metrics["error_mean"] == pytest.approx(saved, rel=1e-2)
+        per_copy = np.asarray(copies.metrics["error"]).reshape(len(cfg.seeds), COPIES)
+        means = [rec.metrics["error_mean"], *per_copy.mean(0)]
+        theirs = [saved, *(np.mean([r["error_last_logged"] for r in authors(cell, o)["per_seed"]]) for o in ORDERS)]
+        allowed = np.ptp(means) + 8 * F32_ULP * abs(means[0])
+        assert interval_gap(means, theirs) <= allowed, (means, theirs)
 
 
 @pytest.mark.slow
