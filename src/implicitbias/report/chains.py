@@ -11,7 +11,7 @@ import numpy as np
 
 from ..experiments.chains import AUTHORS_COMMITTED, AUTHORS_SOURCE, NAME, PRESETS, TALK, Config, committed_key, talk_row
 from ..overrides import as_tuples
-from .common import figure_link, latest_runs, preset_overrides, pyplot, save_figure
+from .common import NOT_JUDGED, Summary, figure_link, latest_runs, listing, preset_overrides, pyplot, save_figure, tally
 
 FIGURE = "validation_curves.png"
 
@@ -38,7 +38,7 @@ def _mean_curve(a: np.ndarray) -> list:
 
 def rows(runs) -> list[dict]:
     """One JSON-able row per stored config (its latest run) and test chain length. Runs of the
-    issue #5 model (fixed value matrix; configs without ``model``) are left out."""
+    earlier model (a fixed value matrix; configs without ``model``) are left out."""
     out = []
     fields = {f.name for f in dataclasses.fields(Config)}
     for r in latest_runs(runs):
@@ -227,3 +227,35 @@ def markdown(rows: list[dict], out_dir: Path) -> str:
         out += ["", link]
     out.append("")
     return "\n".join(out)
+
+
+CLAIM = "An RL-trained one-layer transformer solves complexity c only if its data holds the simpler 1..c"
+
+
+def _row_text(r: dict) -> str:
+    star = " *" if r["overrides"] else ""
+    return (f"{r['train']} → {r['test']}{star} ({r['model']}) "
+            f"{_f(r['test_accuracy_mean'])} / {_f(r['traversal_mean'])}")
+
+
+def summary(rows: list[dict]) -> Summary:
+    """The summary line: per seed of each row trained on one complexity ``c`` with a ``1..c`` partner
+    at the same budget (the section's gap), whether the partner is above it in both accuracy and
+    traversal; ours and theirs (the talk, the authors' committed CSVs) in accuracy / traversal %."""
+    results = []
+    for r in rows:
+        for a, t in zip(r.get("gap_accuracy") or [], r.get("gap_traversal") or []):
+            results.append(None if a is None or t is None else a > 0 and t > 0)
+    theirs = []
+    for r in rows:
+        known = ([f"talk {_f(r['talk_accuracy'], 0)} / {_f(r['talk_traversal'], 0)}"] if r["talk_row"] else []) + (
+            [f"authors' {_f(r['authors_test_accuracy'][0])} / {_f(r['authors_traversal'][0])}"]
+            if r["authors_test_accuracy"] else [])
+        if known:
+            theirs.append(f"{r['train']} → {r['test']} " + ", ".join(known))
+    verdict, held, judged = tally(results)
+    why = (f"trained on 1..c above trained on c alone, in accuracy and traversal, in {held} of {judged} seeds "
+           "(the section's gap at the same budget)" if verdict != NOT_JUDGED else
+           "needs a run trained on one complexity c and its 1..c partner at the same budget")
+    return Summary(CLAIM, "accuracy / traversal %: " + listing([_row_text(r) for r in rows]), listing(theirs),
+                   verdict, why)

@@ -1,10 +1,13 @@
 """What every report section shares: number formatting, the latest stored run per config,
-overrides against a preset, special-sequence partners, and one way to draw and save a figure."""
+overrides against a preset, special-sequence partners, one way to draw and save a figure, and the
+summary line (:class:`Summary`) every section gives the report's opening table."""
 
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..overrides import base_preset, overrides_against
@@ -72,3 +75,47 @@ def figure_link(out_dir: Path, path: Path, alt: str) -> str:
     """A Markdown image line for ``path`` (relative to ``out_dir``); empty if it was not written."""
     path = Path(path)
     return f"![{alt}]({path.relative_to(out_dir).as_posix()})" if path.exists() else ""
+
+
+# The summary's verdicts (``document.summary_markdown``): every section judges its claim by a rule its
+# own tables already show (an ordering, a pass count, a Holm-corrected test); none adds a threshold.
+HOLDS, FAILS, PARTIAL, NOT_JUDGED = "holds", "fails", "partial", "not judged"
+VERDICTS = (HOLDS, FAILS, PARTIAL, NOT_JUDGED)
+
+
+@dataclass(frozen=True)
+class Summary:
+    """One experiment's line of the report's summary: the claim in one line, our number(s), the
+    paper's or the authors' where known (``-`` where not), the verdict (one of :data:`VERDICTS`)
+    and the rule behind it, with counts (``why``)."""
+
+    claim: str
+    ours: str
+    theirs: str
+    verdict: str
+    why: str
+
+
+def tally(results: Iterable[bool | None]) -> tuple[str, int, int]:
+    """``(verdict, holding, judged)`` over per-cell results (``None``: that cell was not judged):
+    every judged cell holds -> holds, none -> fails, some -> partial, no judged cell -> not judged."""
+    judged = [bool(r) for r in results if r is not None]
+    held = sum(judged)
+    if not judged:
+        return NOT_JUDGED, 0, 0
+    return (HOLDS if held == len(judged) else FAILS if held == 0 else PARTIAL), held, len(judged)
+
+
+def listing(items: list[str], limit: int = 5) -> str:
+    """``a; b; c`` with at most ``limit`` items, then ``(+n more in the section)``; ``-`` if empty."""
+    if not items:
+        return "-"
+    more = len(items) - limit
+    return "; ".join(items[:limit]) + (f"; (+{more} more in the section)" if more > 0 else "")
+
+
+def g3(x) -> str:
+    """A number in 3 significant digits (``0.0123``, ``1.2e+03``), ``-`` for None or NaN."""
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "-"
+    return f"{x:.3g}"

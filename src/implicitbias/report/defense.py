@@ -1,4 +1,4 @@
-"""The defense report section (issue #17): per stored cell and detector, detection (AUROC, recall at
+"""The defense report section: per stored cell and detector, detection (AUROC, recall at
 the true count), the flags, the extrapolation error after sanitising and retraining beside the
 clean and poisoned cells, the cost of defending a clean set; the training-time defenses; the
 real-world detectors with paired differences (95% t-intervals; p-values Holm-corrected over every
@@ -13,7 +13,7 @@ import numpy as np
 
 from ..experiments.defense import NAME, PRESETS
 from ..stats import holm, t_interval, t_test_pvalue
-from .common import figure_link, latest_runs, preset_overrides, pyplot, save_figure
+from .common import NOT_JUDGED, Summary, figure_link, latest_runs, listing, preset_overrides, pyplot, save_figure, tally
 
 FIGURE = "roc.png"
 FPR_GRID = np.linspace(0.0, 1.0, 51)
@@ -273,3 +273,30 @@ def _realworld_markdown(label: str, rs: list[dict]) -> list[str]:
             "poisoned - clean); `random` scores every row "
             "uniformly at random (the control: AUROC 1/2 in expectation).", ""]
     return out
+
+
+CLAIM = "Removing the special rows before training restores generalization (beyond the paper: the talk's outlook)"
+THEORY_DETECTOR = "nongreedy_share"  # the theory-guided detector the section's default flag rule is for
+
+
+def summary(rows: list[dict]) -> Summary:
+    """The summary line: per seed of every synthetic cell, whether the theory-guided detector's
+    removal and retraining ends within 2x of the clean error (the section's 'within 2x clean'
+    column). The talk gives no number: theirs is ``-``. Real-world cells are named, not judged."""
+    results, ours = [], []
+    for r in rows:
+        if r.get("kind") == "realworld" or r["detector"] != THEORY_DETECTOR:
+            continue
+        results += [None if d is None or c is None else d <= 2.0 * c
+                    for d, c in zip(r["error_defended"], r["error_clean"])]
+        star = " *" if r["overrides"] else ""
+        ours.append(f"{r['preset']}{star} AUROC {r['auroc_mean']:.2f}, within 2x clean "
+                    f"{r['seeds_within_2x_clean']}/{len(r['seeds'])}")
+    text = f"{THEORY_DETECTOR}: " + listing(ours) if ours else ""
+    real = list(dict.fromkeys(r["preset"] for r in rows if r.get("kind") == "realworld"))
+    if real:
+        text += ("; " if text else "") + f"real-world cells, not judged here (see the section): {', '.join(real)}"
+    verdict, held, judged = tally(results)
+    why = (f"{THEORY_DETECTOR}'s removal ends within 2x of the clean error in {held} of {judged} seeds"
+           if verdict != NOT_JUDGED else f"needs a synthetic cell with the {THEORY_DETECTOR} detector")
+    return Summary(CLAIM, text or "-", "-", verdict, why)

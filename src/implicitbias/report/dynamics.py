@@ -10,7 +10,8 @@ import numpy as np
 
 from ..experiments import dynamics
 from ..store import StoredRun
-from .common import latest_runs, preset_overrides, pyplot, save_figure
+from .common import NOT_JUDGED, Summary, g3, latest_runs, listing, preset_overrides, pyplot, save_figure, tally
+from .common import special_partner_key
 
 NAME = dynamics.NAME
 TOP_ENTRIES = 7  # entries of |a| drawn in the figures (SPEC §3)
@@ -88,6 +89,7 @@ def rows(runs) -> list[dict]:
         m = r.metrics
         rows.append({
             "experiment": NAME, "preset": key, "special": r.config["special"],
+            "preset_name": r.preset or "custom", "overrides": preset_overrides(r, dynamics.PRESETS),
             "teacher_dim": len(r.config.get("teacher_a") or ()) or r.config.get("teacher_dim", 1),
             "L": r.config["L"], "d": r.config["d"], "seeds": m["seeds"],
             "final_effective_rank": m["final_effective_rank"], "n_above_0.1": m["n_above_0.1"],
@@ -127,3 +129,45 @@ def markdown(rows: list[dict], out_dir: Path) -> str:
             out.append(f"### {r['preset']}\n")
             out.append(f"![{r['preset']}: without vs with special sequences]({pair.relative_to(out_dir).as_posix()})\n")
     return "\n".join(out)
+
+
+CLAIM = "GD learns greedily at low rank; special sequences break it (effective rank ends higher with them)"
+
+
+def _partner_key(row) -> tuple[str, str]:
+    return special_partner_key(row.get("preset_name", row["preset"].split("@", 1)[0]),
+                               {k: v for k, v in (row.get("overrides") or {}).items() if k != "special"})
+
+
+def _mean_rank(row) -> float | None:
+    ranks = [x for x in row["final_effective_rank"] if x is not None]
+    return float(np.mean(ranks)) if ranks else None
+
+
+def summary(rows: list[dict]) -> Summary:
+    """The summary line: per pair of runs without and with special sequences (same preset cell,
+    same overrides), whether the mean final effective rank is higher with them (the table's
+    'eff. rank' column). The paper shows figures, no numbers: theirs is ``-``."""
+    partners = {_partner_key(r): r for r in rows if r["special"]}
+    ours, results, unpaired = [], [], 0
+    for r in rows:
+        if r["special"]:
+            continue
+        p = partners.get(_partner_key(r))
+        if p is None:
+            unpaired += 1
+            continue
+        without, with_ = _mean_rank(r), _mean_rank(p)
+        results.append(None if without is None or with_ is None else with_ > without)
+        star = " *" if r.get("overrides") else ""
+        ours.append(f"{r.get('preset_name', r['preset'])}{star} {g3(without)} → {g3(with_)}")
+    paired = {id(partners.get(_partner_key(r))) for r in rows if not r["special"]}
+    unpaired += sum(1 for r in rows if r["special"] and id(r) not in paired)
+    verdict, held, judged = tally(results)
+    why = (f"effective rank higher with special sequences in {held} of {judged} pairs (the table's 'eff. rank', "
+           "mean over seeds)" if verdict != NOT_JUDGED else "needs a run without and one with special sequences")
+    if unpaired:
+        why += f"; {unpaired} runs stored without their partner"
+    return Summary(CLAIM, ("effective rank without → with: " + listing(ours)) if ours else
+                   "effective rank: " + listing([f"{r['preset']} {g3(_mean_rank(r))}" for r in rows]),
+                   "-", verdict, why)

@@ -9,7 +9,19 @@ from pathlib import Path
 import numpy as np
 
 from ..experiments.gc_vs_gd import NAME, PRESETS
-from .common import figure_link, fmt, latest_runs, preset_overrides, pyplot, save_figure
+from .common import (
+    NOT_JUDGED,
+    Summary,
+    figure_link,
+    fmt,
+    g3,
+    latest_runs,
+    listing,
+    preset_overrides,
+    pyplot,
+    save_figure,
+    tally,
+)
 
 
 def _family(preset: str) -> str:
@@ -146,3 +158,38 @@ def markdown(rows: list[dict], out_dir: Path) -> str:
                "accepted sample ('-': none accepted). Chance: mean over all prior samples. Generalisation loss: "
                "mean squared error on an orthonormal basis of the measurements' complement.\n")
     return "\n".join(out)
+
+
+CLAIM = "GD generalizes at every width; Guess & Check degrades to chance with width, improves with depth"
+
+
+def _ends(lo: dict, hi: dict, key: str) -> str:
+    """``key`` at a sweep's first and last point (``a → b``), or at its one point."""
+    return g3(lo[key]) if lo is hi else f"{g3(lo[key])} → {g3(hi[key])}"
+
+
+def summary(rows: list[dict]) -> Summary:
+    """The summary line, from the section's means over seeds: at every stored point GD's loss below
+    G&C's, and per sweep of two or more points G&C at the widest point above G&C at the narrowest
+    (depth: at the deepest below the shallowest). The authors plot figures, no numbers: theirs is ``-``."""
+    results, ours, trends = [], [], 0
+    for group in _groups(rows).values():
+        axis = _axis(group[0]["sweep"])
+        results += [None if r["gc_error"] is None or r["gd_error"] is None else r["gd_error"] < r["gc_error"]
+                    for r in group]
+        lo, hi = group[0], group[-1]
+        if len(group) > 1:
+            trends += 1
+            results.append(None if lo["gc_error"] is None or hi["gc_error"] is None else
+                           (hi["gc_error"] > lo["gc_error"]) if axis == "width" else (hi["gc_error"] < lo["gc_error"]))
+        span = f"{lo[axis]}" if len(group) == 1 else f"{lo[axis]}-{hi[axis]}"
+        star = " *" if group[0]["overrides"] else ""
+        gc = _ends(lo, hi, "gc_error") if any(r["gc_error"] is not None for r in group) else "no sample accepted"
+        ours.append(f"{group[0]['sweep']}{star} ({axis} {span}): G&C {gc}, GD {_ends(lo, hi, 'gd_error')}, "
+                    f"chance {_ends(lo, hi, 'chance')}")
+    verdict, held, judged = tally(results)
+    rule = ("GD below G&C at each point" + (f"; G&C worse at the wider (better at the deeper) end of {trends} "
+            "sweep(s)" if trends else "; no sweep of two or more points: the trend is not judged"))
+    why = (f"{held} of {judged} orderings hold ({rule})" if verdict != NOT_JUDGED else
+           f"G&C accepted no sample at any of the {len(rows)} points: nothing to compare")
+    return Summary(CLAIM, "generalisation loss (mean over seeds): " + listing(ours), "-", verdict, why)

@@ -12,7 +12,18 @@ import numpy as np
 from ..experiments.realworld import NAME, PRESETS, VARIANTS
 from ..overrides import base_preset
 from ..stats import holm, t_interval, t_test_pvalue
-from .common import figure_link, latest_runs, preset_overrides, pyplot, save_figure
+from .common import (
+    NOT_JUDGED,
+    Summary,
+    figure_link,
+    g3,
+    latest_runs,
+    listing,
+    preset_overrides,
+    pyplot,
+    save_figure,
+    tally,
+)
 
 FIGURE = "clean_vs_poisoned.png"
 AUTHORS_FIGURE = "authors_differences.png"
@@ -209,7 +220,7 @@ def _nfit(row, variant: str) -> str:
 
 
 def is_authors_row(row) -> bool:
-    """A run of the authors' protocol (presets ``authors/...`` and ``authors-cpu/...``, issue #16)."""
+    """A run of the authors' protocol (presets ``authors/...`` and ``authors-cpu/...``)."""
     return row["preset"].startswith(("authors/", "authors-cpu/")) and not is_sweep_row(row)
 
 
@@ -268,8 +279,8 @@ def authors_markdown(rows: list[dict], out_dir: Path) -> str:
 
 
 def authors_results(rows: list[dict], runs) -> dict:
-    """The machine-made summary of the authors'-protocol runs (``results/realworld-authors.json``, issue
-    #16): per preset its per-seed test errors of every variant, uncorrected and Holm-corrected p-values,
+    """The machine-made summary of the authors'-protocol runs (``results/realworld-authors.json``): per
+    preset its per-seed test errors of every variant, uncorrected and Holm-corrected p-values,
     poisoned models that fit, the end-concentration metrics, backend and wall time, with the stored run's
     config, hash and library versions (re-running that config reproduces the row on a CPU)."""
     by_dir = {r.path.name: r for r in latest_runs(runs)}
@@ -300,7 +311,7 @@ def authors_results(rows: list[dict], runs) -> dict:
         })
     return {
         "experiment": NAME,
-        "note": "authors'-protocol presets (issue #16): test error per seed of the clean model, the poisoned "
+        "note": "authors'-protocol presets: test error per seed of the clean model, the poisoned "
         "retraining and the same-norm uniform and end controls; paired two-sided t-tests of poisoned minus "
         "clean / minus uniform test error; Holm over every comparison of the report's real-world section "
         f"(holm_family); effect = both Holm-corrected p < {ALPHA:g}, both differences positive, and every "
@@ -445,3 +456,30 @@ def markdown(rows: list[dict], out_dir: Path) -> str:
     if swept:
         out.append("\n" + sweep_markdown(swept))
     return "\n".join(out) + "\n"
+
+
+_KIND_TEXT = {"effect": "effect", "effect_not_fit": "effect, not at equal fit", "none": "no effect",
+              "reverse": "reverse", "n/a": "too few seeds"}
+CLAIM = "Clean-label poisoning raises the test error of S4D, LRU and Mamba2 classifiers (the paper's Table 2)"
+
+
+def summary(rows: list[dict]) -> Summary:
+    """The summary line from the section's own verdicts (:func:`_decision`: Holm-corrected paired
+    tests against the clean model and the same-norm uniform control, at equal fit): per preset run
+    (the sweep's points when only those are stored), effect or not. The paper's Table 2 numbers are
+    for the authors' full-size runs, not stored here: theirs is ``-``."""
+    judged_rows = [r for r in rows if not is_sweep_row(r)] or rows
+    results, ours = [], []
+    for r in judged_rows:
+        kind = _decision(r)[0]
+        results.append(None if kind == "n/a" else kind == "effect")
+        star = " *" if r["overrides"] else ""
+        ours.append(f"{r['preset']}{star} {100 * r['diff_err_poisoned_clean_mean']:+.2f} / "
+                    f"{100 * r['diff_err_poisoned_uniform_mean']:+.2f} ({_KIND_TEXT.get(kind, kind)})")
+    verdict, held, judged = tally(results)
+    p = [r["p_holm"] for r in judged_rows if math.isfinite(r.get("p_holm", math.nan))]
+    why = (f"an effect (poisoned error above clean and the uniform control, Holm p < {ALPHA:g}, at equal fit) "
+           f"in {held} of {judged} runs"
+           + (f"; smallest Holm p {g3(min(p))} ({judged_rows[0]['holm_family']} comparisons)" if p else "")
+           if verdict != NOT_JUDGED else "too few seeds for a test")
+    return Summary(CLAIM, "poisoned - clean / - uniform test error (pp): " + listing(ours), "-", verdict, why)

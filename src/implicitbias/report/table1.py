@@ -12,7 +12,18 @@ import numpy as np
 
 from ..experiments import table1
 from ..overrides import as_tuples
-from .common import figure_link, fmt, latest_runs, preset_overrides, pyplot, save_figure, special_partner_key
+from .common import (
+    Summary,
+    figure_link,
+    fmt,
+    latest_runs,
+    listing,
+    preset_overrides,
+    pyplot,
+    save_figure,
+    special_partner_key,
+    tally,
+)
 
 NAME = table1.NAME
 
@@ -201,3 +212,46 @@ def markdown(rows: list[dict], out_dir=None) -> str:
                        "seed's logged error, the dot the value in the table, the cross the value at the end.\n")
             out.extend(f"{link}\n" for link in links if link)
     return "\n".join(out)
+
+
+CLAIM = "Special sequences in the training data raise the generalization error (with > without)"
+
+
+def _short(row) -> str:
+    """The cell's preset without ``/special``, ``*`` when it carries overrides (fewer seeds...)."""
+    return row["preset"].removesuffix("/special") + (" *" if row["overrides"] else "")
+
+
+def _x(with_, without) -> str:
+    return "-" if with_ is None or without is None or without <= 0 else f"{with_ / without:.3g}x"
+
+
+def summary(rows: list[dict]) -> Summary:
+    """The summary line: per cell pair (without and with special sequences) the table's ordering
+    verdict; ours the ratio with/without, theirs the ratios of the paper's and the authors' numbers."""
+    partners = {special_partner_key(o["preset"], {k: v for k, v in o["overrides"].items() if k != "special"}): o
+                for o in rows if o["special"]}
+    ours, theirs, results, unpaired = [], [], [], 0
+    for row in rows:
+        if row["special"]:
+            continue
+        partner = partners.get(special_partner_key(row["preset"], row["overrides"]))
+        if partner is None:
+            unpaired += 1
+            continue
+        results.append(row.get("ordering_holds"))
+        ratio = row.get("ratio_with_over_without")
+        ours.append(f"{_short(row)} {'-' if ratio is None else f'{ratio:.3g}x'}"
+                    + (f" ({row['ordering_undecided']})" if row.get("ordering_undecided") else ""))
+        known = [f"paper {_x(partner.get('paper'), row.get('paper'))}" if row.get("paper") else "",
+                 f"authors' {_x(partner.get('authors_rerun'), row.get('authors_rerun'))}"
+                 if row.get("authors_rerun") else ""]
+        if any(known):
+            theirs.append(f"{row['preset']} " + ", ".join(k for k in known if k))
+    unpaired += sum(1 for o in rows if o["special"] and "ordering_holds" not in o)
+    verdict, held, judged = tally(results)
+    why = (f"with > without in {held} of {judged} cell pairs (the table's ordering column)"
+           + (f"; {len(results) - judged} pairs not judged (diverged seeds or zero error)" if len(results) > judged
+              else "")
+           + (f"; {unpaired} cells stored without their partner" if unpaired else ""))
+    return Summary(CLAIM, "with/without: " + listing(ours) if ours else "-", listing(theirs), verdict, why)
