@@ -168,7 +168,7 @@ def write(store: Store, out_dir: Path) -> tuple[str, list[Path]]:
 
 
 CSS = """
-:root{--fg:rgb(31,35,40);--muted:#59636e;--line:#d1d9e0;--soft:#f6f8fa;--link:rgb(9,105,218)}
+:root{--fg:rgb(31,35,40);--muted:rgb(89,99,110);--line:#d1d9e0;--soft:#f6f8fa;--link:rgb(9,105,218)}
 *{box-sizing:border-box}
 html{scroll-padding-top:56px}
 body{margin:0;color:var(--fg);background:#fff;
