@@ -223,7 +223,9 @@ def markdown(rows: list[dict], out_dir: Path) -> str:
     out.append(
         "AUROC and recall need no threshold (recall: share of the special rows among the top scores, as many "
         "as there are special rows). The defender's own removal never knows that number: share scores "
-        "flag > 0.5, activation clustering its smaller cluster if at most 35% of the set, every other detector "
+        "flag above the config's share_threshold (default 0.05; the threshold0.5/ presets: 0.5; real-world "
+        "tail scores: tail_threshold, 0.5), activation clustering its smaller cluster if at most 35% of the set, "
+        "every other detector "
         "its largest score gap if that gap is at least half the range. 'within 2x clean': seeds whose error "
         "after removal and retraining from the same initialisation is at most twice the clean cell's; 'clean "
         "set ... cost': the detector run on the clean set, its flags removed, mean error over the clean mean "
