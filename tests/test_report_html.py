@@ -195,3 +195,21 @@ def test_report_screenshot_in_headless_browser(tmp_path):
     assert share(img[:40], (9, 105, 218), tol=60) > 0.002  # the nav bar's blue links, at the very top
     assert share(img[:500], (255, 248, 197)) > 0.001  # the 'partial' verdict cell, above the fold
     assert 1 - share(img[:500], (255, 255, 255), tol=3) > 0.05  # the top of the page is not empty
+
+
+def test_table1_summary_judges_the_defaults_and_shows_our_variants_apart():
+    """results/table1.json holds the defaults and our float64 variants; float64/ssm_in_nn/L10's ordering
+    fails there. The summary's verdict judges the defaults only and names the variant's failure."""
+    import json
+    from pathlib import Path
+
+    from implicitbias.experiments import table1
+    from implicitbias.report import table1 as report_t1
+
+    rows = json.loads((Path(__file__).parents[1] / "results" / "table1.json").read_text())["rows"]
+    variant = [r for r in rows if r["preset"] == "float64/ssm_in_nn/L10"][0]
+    assert "float64/ssm_in_nn/L10" in table1.VARIANTS and variant["ordering_holds"] is False
+    s = report_t1.summary(rows)
+    defaults = sum(1 for r in rows if not r["special"] and r["preset"] not in table1.VARIANTS)
+    assert s.verdict == "holds" and f"in {defaults} of {defaults} cell pairs" in s.why
+    assert "float64/ssm_in_nn/L10" in s.why and "(fails)" in s.why and "float64" not in s.ours

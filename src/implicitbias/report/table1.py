@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..experiments import table1
-from ..overrides import as_tuples
+from ..overrides import as_tuples, base_preset
 from .common import (
     Summary,
     figure_link,
@@ -231,7 +231,7 @@ def summary(rows: list[dict]) -> Summary:
     verdict; ours the ratio with/without, theirs the ratios of the paper's and the authors' numbers."""
     partners = {special_partner_key(o["preset"], {k: v for k, v in o["overrides"].items() if k != "special"}): o
                 for o in rows if o["special"]}
-    ours, theirs, results, unpaired = [], [], [], 0
+    ours, theirs, results, unpaired, variants = [], [], [], 0, []
     for row in rows:
         if row["special"]:
             continue
@@ -239,10 +239,14 @@ def summary(rows: list[dict]) -> Summary:
         if partner is None:
             unpaired += 1
             continue
-        results.append(row.get("ordering_holds"))
         ratio = row.get("ratio_with_over_without")
-        ours.append(f"{_short(row)} {'-' if ratio is None else f'{ratio:.3g}x'}"
-                    + (f" ({row['ordering_undecided']})" if row.get("ordering_undecided") else ""))
+        shown = (f"{_short(row)} {'-' if ratio is None else f'{ratio:.3g}x'}"
+                 + (f" ({row['ordering_undecided']})" if row.get("ordering_undecided") else ""))
+        if base_preset(row["preset"]) in table1.VARIANTS:  # our choices beside the defaults: shown, not judged
+            variants.append(shown + ("" if row.get("ordering_holds") else " (fails)"))
+            continue
+        results.append(row.get("ordering_holds"))
+        ours.append(shown)
         known = [f"paper {_x(partner.get('paper'), row.get('paper'))}" if row.get("paper") else "",
                  f"authors' {_x(partner.get('authors_rerun'), row.get('authors_rerun'))}"
                  if row.get("authors_rerun") else ""]
@@ -253,5 +257,6 @@ def summary(rows: list[dict]) -> Summary:
     why = (f"with > without in {held} of {judged} cell pairs (the table's ordering column)"
            + (f"; {len(results) - judged} pairs not judged (diverged seeds or zero error)" if len(results) > judged
               else "")
-           + (f"; {unpaired} cells stored without their partner" if unpaired else ""))
+           + (f"; {unpaired} cells stored without their partner" if unpaired else "")
+           + (f"; our variants, not judged: {'; '.join(variants)}" if variants else ""))
     return Summary(CLAIM, "with/without: " + listing(ours) if ours else "-", listing(theirs), verdict, why)
