@@ -1,4 +1,4 @@
-"""Overhead of ``--backend ray`` against the local backend (issue #20): the same 64-run grid of a tiny
+"""Overhead of ``--backend ray`` against the local backend: the same 64-run grid of a tiny
 config (table1 ``beyond_theorem/L6``, one seed per run, 300 updates) through the runner and a fresh
 store, once in this process and once on a local Ray instance started here, in the same process run.
 

@@ -1,11 +1,11 @@
-"""Clean accuracy and training speed of the S4D, LRU and Mamba2 classifiers on digits (issue #4).
+"""Clean accuracy and training speed of the S4D, LRU and Mamba2 classifiers on digits.
 
 For each model with the default small configs (``ClassifierConfig(kind=...)``, ``TrainConfig()``:
 d_model 32, d_state 16, 2 layers, mean readout, layer norm; AdamW lr 1e-2, 60 epochs, batch 64)
 on scikit-learn digits (1,000 train / 797 test, length-64 row-major sequences, seed 0), prints the
 clean test accuracy and loss, the wall time of the whole training (compilation included), and the
 steady-state optimiser steps per second, measured on a second, already-compiled short run.
-Target (issue #4): >= 90% clean test accuracy within a few minutes per model on a 2-core CPU.
+Target: >= 90% clean test accuracy within a few minutes per model on a 2-core CPU.
 
     python benchmarks/bench_models.py [s4d lru mamba2] [--smoke]
     (--smoke: S4D only unless named, 200 training digits, 1 epoch; a test runs it)

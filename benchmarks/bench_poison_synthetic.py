@@ -1,4 +1,4 @@
-"""Synthetic validation of the gradient-matching attack (issue #4, item 4) and its wall time.
+"""Synthetic validation of the gradient-matching attack and its wall time.
 
 Runs :mod:`implicitbias.poison.synthetic` on Table 1's beyond-Theorem L=6 setting (4 seeds) and
 prints, per seed, the extrapolation error (horizon 40) of the clean student, the students retrained

@@ -1,5 +1,5 @@
 """Speed of the ``realworld`` preset ``authors-cpu/s4d/mnist1d`` here, beside the same S4D classifier written
-plainly in PyTorch (issue #16, item "Speed").
+plainly in PyTorch (docs/findings/realworld-authors.md).
 
 1. The victim: the preset's clean training (``fit_epochs`` with ``Config.train_config()``: 30 epochs x
    1,600 // 64 = 25 minibatches = 750 AdamW steps, per-epoch cosine, S4D kernel group at 1e-3, dropout
@@ -13,7 +13,7 @@ plainly in PyTorch (issue #16, item "Speed").
    attack iterations by 5 (the victim comparison in 1. stays full size). Measured figures: README, Real world.
 
 The PyTorch model mirrors ``implicitbias.models`` for this preset (``SequenceClassifier`` with
-``norm_position="post"``, ``readout="mean"``, ``S4DBlock``; SPEC §4): linear encoder, per layer
+``norm_position="post"``, ``readout="mean"``, ``S4DBlock``; docs/science.md §4): linear encoder, per layer
 ``h = LayerNorm(h + drop(S4D(h)))`` with the S4D-ZOH kernel by a Vandermonde product and a causal FFT
 convolution of length ``2L`` (as state-spaces/s4's minimal ``s4d.py``), tanh-GELU, ``H -> 2H`` linear and
 GLU, a channel dropout mask shared over time, mean over time, linear head; AdamW in two groups

@@ -2,11 +2,11 @@
 
 Prints, for beyond_theorem/L6 (linear SSM, adaptive-lr GD) and ssm_in_nn/L6 (SSM + MLP, Adam), the
 steady-state rate measured on a fixed number of updates (eps tiny so no run stops early), after a
-warm-up call that compiles. Targets (issue #2, 2-core CPU): >= 1e6 seed-steps/s for the linear SSM
+warm-up call that compiles. Targets (2-core CPU): >= 1e6 seed-steps/s for the linear SSM
 and >= 1e5 for the SSM+MLP, with 64 seeds batched. "with copy": the same loop keeping the
-parameters of a measurement point before the end aside (``StopRule.measure_at``, issue #14: one
+parameters of a measurement point before the end aside (``StopRule.measure_at``: one
 masked copy of the parameters per update), and its rate relative to the plain loop. "listened":
-the plain loop while a progress listener is registered (the CLI's case, issue #15 item 9: the loop
+the plain loop while a progress listener is registered (the CLI's case: the loop
 runs in segments of about 0.5 s and reports between them), and its rate relative to the plain loop.
 
     python benchmarks/bench_train.py [--smoke]     (--smoke: the linear SSM's plain loop, 200 updates, 2 seeds; a test)

@@ -1,4 +1,4 @@
-"""The authors'-protocol runs of issue #16 and their machine-made summary ``results/realworld-authors.json``.
+"""The authors'-protocol runs and their machine-made summary ``results/realworld-authors.json``.
 
     python scripts/realworld_authors.py --run            # run authors-cpu/* (5 seeds each; resumable), then write
     python scripts/realworld_authors.py                  # only (re)write the JSON from the stored runs

@@ -1,4 +1,4 @@
-"""The realworld lever sweep of issue #4 (SPEC §4): one grid of stored runs, on this machine or a Ray cluster.
+"""The realworld lever sweep (docs/science.md §4): one grid of stored runs, on this machine or a Ray cluster.
 
 Each job is one stored run (one config, 5 seeds) of ``implicitbias run realworld`` made through the
 library's runner, store and backends (:mod:`implicitbias.backends`), so the sweep is resumable: a

@@ -295,7 +295,7 @@ def test_with_over_without_ratio_in_the_authors_code(cell, point):
 @pytest.mark.parametrize("cell", ["beyond_theorem/L6", "ssm_in_nn/L6"])
 @pytest.mark.parametrize("special", [False, True])
 def test_authors_code_prints_the_papers_numbers(cell, special):
-    """The paper's headline numbers (SPEC §2; the L=6 cells) are what their notebook prints: the
+    """The paper's headline numbers (docs/science.md §2; the L=6 cells) are what their notebook prints: the
     mean over seeds of the post-optimum callback's last logged error. The paper's number lies in
     the range of that mean over their two runs (3 significant digits; measured: beyond L6 0.1936
     and 0.2212 vs 0.194, 16.599 and 16.618 vs 16.61; network L6 1.612e-3 and 1.563e-3 vs 1.61e-3,

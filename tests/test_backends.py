@@ -1,4 +1,4 @@
-"""Backends without Ray (issue #20): the local backend, the retry loop of the Ray backend driven by a
+"""Backends without Ray: the local backend, the retry loop of the Ray backend driven by a
 fake pool, the runner's skip / save / salvage logic around any backend, and the one-line errors of
 ``--backend``. The same with a real Ray instance: ``tests/test_backends_ray.py`` (``make test-ray``)."""
 

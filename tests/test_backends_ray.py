@@ -1,4 +1,4 @@
-"""``--backend ray`` on a real local Ray instance (issue #20): the same records as the local backend,
+"""``--backend ray`` on a real local Ray instance: the same records as the local backend,
 bit for bit and under the same config hashes; a worker killed mid-run is retried and nothing is lost;
 a re-run recomputes nothing; ``--address`` joins a running instance; Ctrl-C keeps the finished runs
 and frees the cluster; a driver killed with SIGKILL leaves no process of its local instance running

@@ -1,5 +1,5 @@
 """The PyTorch S4D classifier of benchmarks/bench_torch_s4d.py is the same classifier as ours for the
-preset ``authors-cpu/s4d/mnist1d`` (issue #16, item "Speed"): from a copy of our parameters its logits
+preset ``authors-cpu/s4d/mnist1d`` (docs/findings/realworld-authors.md): from a copy of our parameters its logits
 match ours to 1e-5 and its time shift is our augmentation (fast); its loss gradients match ours and its
 optimizer (AdamW in two groups, per-epoch cosine) moves the parameters as ours does for the same
 gradients (slow: 3 s of compilation each). The script

@@ -1,4 +1,4 @@
-"""Chain identification (SPEC §5, issues #5 and #18): the generator against the authors' format, the
+"""Chain identification (docs/science.md §5): the generator against the authors' format, the
 model against a direct loop over the prefix, the REINFORCE estimator against the exact gradient on an
 enumerable case, one tied step against the projected full step, and a small version of the experiment."""
 

@@ -1,4 +1,4 @@
-"""Issue #15, items 6-8: a bad CIFAR ``data_dir``, a config too large for memory and a wrong guess
+"""A bad CIFAR ``data_dir``, a config too large for memory and a wrong guess
 at what to type each end in one clear line (exit 2) or in help that lists the choices.
 
 Everything runs the CLI in-process and stops before any training, so the file costs ~2 s."""
@@ -30,7 +30,7 @@ def _one_error_line(res) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# item 6: bad CIFAR data_dir
+# a bad CIFAR data_dir
 # ---------------------------------------------------------------------------------------------
 
 
@@ -102,7 +102,7 @@ def test_documented_cifar_command_passes_validation_and_the_digits_eps_explains_
 
 
 # ---------------------------------------------------------------------------------------------
-# item 7: sizes that cannot fit
+# sizes that cannot fit
 # ---------------------------------------------------------------------------------------------
 
 
@@ -166,7 +166,7 @@ def test_available_memory_is_read():
 
 
 # ---------------------------------------------------------------------------------------------
-# item 8: help lists the experiments, presets and fields
+# help lists the experiments, presets and fields
 # ---------------------------------------------------------------------------------------------
 
 

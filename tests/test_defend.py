@@ -1,4 +1,4 @@
-"""Defenses (issue #17): each detector on a hand-made case with a known answer, the evaluation
+"""Defenses: each detector on a hand-made case with a known answer, the evaluation
 against brute force, the training-time defenses against direct computations, and the pipeline
 leaving a clean set unchanged when nothing is flagged."""
 

@@ -1,4 +1,4 @@
-"""Issue #15 item 3: a diverged cell is flagged per seed, left out of the mean with its count shown,
+"""A diverged cell is flagged per seed, left out of the mean with its count shown,
 never makes an ordering hold, and every JSON the project writes is strict."""
 
 import json

@@ -1,4 +1,4 @@
-"""Dynamics (SPEC §3): summary numbers on hand-made trajectories, the mechanism on real runs, figures."""
+"""Dynamics (docs/science.md §3): summary numbers on hand-made trajectories, the mechanism on real runs, figures."""
 
 from dataclasses import replace
 
@@ -46,7 +46,7 @@ AUTHORS_FINAL = {
 
 
 def test_greedy_low_rank_without_special(standalone_L6):
-    """SPEC §3: without special sequences one entry jumps to ~1, the rest stay small, effective rank
+    """docs/science.md §3: without special sequences one entry jumps to ~1, the rest stay small, effective rank
     <= 2, and gamma^(0) is exactly zero (it only sees the second-to-last input)."""
     m = standalone_L6[""].metrics
     assert all(m["reached_eps"])
@@ -165,7 +165,7 @@ def test_teacher_dim3_staircase():
     for top, cross, n in zip(m["top_final"], m["half_crossing"], m["n_above_0.1"]):
         assert np.allclose(top[:3], [0.99, 0.8, 0.5], atol=0.01)
         assert cross[0] < cross[1] < cross[2]
-        assert n == 3  # exactly d* entries above 0.1 (SPEC §3)
+        assert n == 3  # exactly d* entries above 0.1 (docs/science.md §3)
 
 
 @pytest.mark.parametrize("d_star", [3, 4])
@@ -194,7 +194,7 @@ def teacher_dim4_L10():
 @pytest.mark.slow
 def test_teacher_dim4_L10_staircase(teacher_dim4_L10):
     """Teacher dimension 4 at L=10 without special, every preset seed: exactly 4 entries above 0.1,
-    near a* = (0.99, 0.8, 0.5, 0.3), learned in the order of SPEC §3 (half-crossing updates
+    near a* = (0.99, 0.8, 0.5, 0.3), learned in the order of docs/science.md §3 (half-crossing updates
     non-decreasing, the largest strictly first)."""
     seeds, rec = teacher_dim4_L10
     m = rec.metrics
@@ -210,7 +210,7 @@ def test_teacher_dim4_L10_near_tie_is_learned_together(teacher_dim4_L10):
     """Seed 2, whose 3rd and 4th initial entries are 0.2% apart: the two take off together. The 3rd
     stays at least the 4th at every logged update, both cross half their final values within 5% of
     each other's update, and the 4th, whose half is the smaller level, gets there first: the order
-    criterion of SPEC §3 cannot hold for a near-tie, which is why the preset's seed rule skips it."""
+    criterion of docs/science.md §3 cannot hold for a near-tie, which is why the preset's seed rule skips it."""
     seeds, rec = teacher_dim4_L10
     s = len(seeds)
     cfg = dynamics.PRESETS["teacher_dim4/L10"]

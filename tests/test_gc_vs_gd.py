@@ -1,4 +1,4 @@
-"""Guess & Check vs GD in matrix sensing (SPEC §5): the problem's closed forms, the sampler's
+"""Guess & Check vs GD in matrix sensing (docs/science.md §5): the problem's closed forms, the sampler's
 acceptance rule, chance, chunk-size invariance, the JAX sampler against plain NumPy on the same
 draws, the authors' GroupRMSprop, and (slow) GD fitting and a stored result reproduced."""
 

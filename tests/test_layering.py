@@ -1,4 +1,4 @@
-"""The layering of DESIGN.md: the store knows only records, experiments never import the store, the
+"""The layering of docs/design.md: the store knows only records, experiments never import the store, the
 report or matplotlib, and no module imports itself back through others (no import cycle)."""
 
 import ast

@@ -29,7 +29,7 @@ def _mse(a, B, C, X, y):
 
 
 def test_gamma_identity_standalone():
-    """dL/da_i = -B_i C_i sum_l gamma^(l) a_i^l (SPEC §1) with xi = 1."""
+    """dL/da_i = -B_i C_i sum_l gamma^(l) a_i^l (docs/science.md §1) with xi = 1."""
     k = jax.random.split(jax.random.PRNGKey(1), 5)
     d, L, N = 6, 7, 9
     a, B, C = 0.8 * jax.random.uniform(k[0], (d,)), jax.random.normal(k[1], (d,)), jax.random.normal(k[2], (d,))

@@ -9,7 +9,7 @@ from implicitbias.train import train, train_batched
 
 
 def test_adaptive_lr_by_hand():
-    """Two updates computed by hand from SPEC §1 (beta = 0.8, G_{-1} = 0)."""
+    """Two updates computed by hand from docs/science.md §1 (beta = 0.8, G_{-1} = 0)."""
     opt = adaptive_gd(0.1, beta=0.8, soft=1e-6)
     params = {"a": jnp.array([1.0, 2.0]), "b": jnp.array([3.0])}
     g1 = {"a": jnp.array([3.0, 4.0]), "b": jnp.array([-2.0])}  # norms 5 and 2 -> sum 7

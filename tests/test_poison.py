@@ -1,4 +1,4 @@
-"""Gradient-matching poisoning (SPEC §4): objective vs finite differences, projection, assembly,
+"""Gradient-matching poisoning (docs/science.md §4): objective vs finite differences, projection, assembly,
 same-initialisation retraining, end-of-sequence penalty, group allocation."""
 
 import equinox as eqx

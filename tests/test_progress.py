@@ -1,4 +1,4 @@
-"""Issue #15 item 9: progress inside a long run, shown by the CLI."""
+"""Progress inside a long run, shown by the CLI."""
 
 from implicitbias import progress
 

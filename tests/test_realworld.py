@@ -1,4 +1,4 @@
-"""The realworld experiment (SPEC §4): a tiny end-to-end run and the protocol's invariants, the
+"""The realworld experiment (docs/science.md §4): a tiny end-to-end run and the protocol's invariants, the
 t-interval, and the report (table and readable PNG)."""
 
 import math

@@ -1,4 +1,5 @@
-"""The authors' real-world protocol (issue #16): every `authors/` default against their code, the
+"""The authors' real-world protocol (docs/findings/realworld-authors.md): every `authors/` default
+against their code, the
 `authors-cpu/` knobs, and the mechanisms that can go wrong (end regulariser weights, restart choice,
 last-row metric, target selection, augmentation, resumed training, MNIST-1D generation).
 

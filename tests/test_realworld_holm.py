@@ -1,4 +1,4 @@
-"""The real-world section's statistics (issue #16): paired t-tests of poisoned minus clean / uniform test
+"""The real-world section's statistics: paired t-tests of poisoned minus clean / uniform test
 error, Holm over every comparison of the section, the authors'-protocol verdicts, figure and
 ``results/realworld-authors.json``, on stored records with known numbers (no training)."""
 

@@ -144,7 +144,7 @@ def test_cli_smoke_run_and_report(tmp_path):
     ]
     res = runner.invoke(cli.app, args, terminal_width=200)
     assert res.exit_code == 0, res.output
-    # progress inside the run (issue #15 item 9): the training loop's last report is on the console
+    # progress inside the run: the training loop's last report is on the console
     assert "updates 300 (max 300) · 0/1 training, 0 fitted" in res.output
     runs = list(Store(tmp_path).runs("table1"))
     assert len(runs) == 2  # the cell without and with special sequences

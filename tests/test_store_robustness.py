@@ -1,5 +1,5 @@
-"""The store under damage, full and read-only disks, two writers at once, and file modes (issue #15,
-items 1, 2, 4, 5). Every test here uses stored records of a fake experiment: nothing is trained."""
+"""The store under damage, full and read-only disks, two writers at once, and file modes. Every test
+here uses stored records of a fake experiment: nothing is trained."""
 
 import errno
 import json

@@ -91,7 +91,7 @@ AUTHORS_L6_SPECIAL = {200: 5.75, 204: 17.1, 205: 14.65}
 
 
 def test_beyond_theorem_L6_reproduces_the_paper():
-    """Issue #2 / #14 on the smaller beyond-Theorem cell (the authors' data and init streams, error read
+    """The authors' procedure on the smaller beyond-Theorem cell (the authors' data and init streams, error read
     after 1401 of the 1500 extra updates, where their notebook reads it): every seed fits, with special
     sequences the mean error is >= 10x the mean without and within 2% of the paper's 16.61 (measured
     16.47), per seed within 1% of the authors' code; without them within 20% of the paper's 0.194
@@ -212,7 +212,7 @@ def test_extra_sequence_changes_the_fit():
 
 
 def test_per_theorem_L7_reproduces_authors_numbers():
-    """SPEC §2a: the authors' procedure gives 1.270e-3 (without) and 5.010e-2 (with); measured
+    """docs/science.md §2a: the authors' procedure gives 1.270e-3 (without) and 5.010e-2 (with); measured
     1.2712e-3 and 5.0105e-2 (0.1% and 0.01% off), so 0.15% tolerance."""
     without = table1.run(P["per_theorem/L7"]).metrics
     with_ = table1.run(P["per_theorem/L7/special"]).metrics
@@ -224,7 +224,7 @@ def test_per_theorem_L7_reproduces_authors_numbers():
 
 
 def test_teacher_fields_set_the_labelling_ssm():
-    """A teacher of the user's (SPEC §1): labels, the teacher's impulse response and the network
+    """A teacher of the user's (docs/science.md §1): labels, the teacher's impulse response and the network
     teacher follow the closed form h*_k = sum_i C*_i B*_i a*_i^(k-1); B*, C* default to ones."""
     cfg = replace(P["beyond_theorem/L6/special"], teacher_a=(0.9, -0.5), teacher_B=(1.0, 2.0), teacher_C=(0.5, 1.0))
     k = np.arange(1, 41)

@@ -1,7 +1,7 @@
 """Where runs compute: ``map(run, configs) -> records``, in this process (``local``, the default) or
 on a Ray cluster (``ray``, the optional extra ``pip install 'implicitbias[ray]'``).
 
-DESIGN.md, "Execution backends". A backend only turns configs into records; what is done is the
+docs/design.md, "Execution backends". A backend only turns configs into records; what is done is the
 store's business (:func:`implicitbias.runner.run_all` skips complete runs before handing the rest to
 a backend, and writes every record the backend yields, atomically, in the driver). Ray tasks return
 their record to the driver instead of writing to a shared ``runs/`` themselves: workers then need no

@@ -1,4 +1,4 @@
-"""Gradient flow ``da/dt = -grad L(a)`` for the per-Theorem setting (SPEC §2a), via Diffrax.
+"""Gradient flow ``da/dt = -grad L(a)`` for the per-Theorem setting (docs/science.md §2a), via Diffrax.
 
 Only ``a`` moves; ``w = B * C`` is fixed. The loss is the mean squared error at time ``L`` on
 inputs ``X`` (rows weighted by ``row_weight`` so runs of different sizes can be padded and solved

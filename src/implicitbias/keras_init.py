@@ -5,7 +5,7 @@ seeded Keras 2.4 initializer draws ``tf.random.stateless_normal(shape, seed=[see
 weight is the *prefix* of one and the same ``N(0, 1)`` stream, scaled by its standard deviation.
 So ``B`` and ``C`` hold the same values, the diagonal of ``A`` is every ``(d+1)``-th value of that
 stream, and a network's first and last layers are equal. Reproducing the stream lets Table 1 start
-from the authors' very initialisations (SPEC §2b, §2c; ``table1.Config.init_rng="keras"``).
+from the authors' very initialisations (docs/science.md §2b, §2c; ``table1.Config.init_rng="keras"``).
 
 The generator is Philox-4x32-10 with TensorFlow's seed scrambling, and Box-Muller on float32
 uniforms. ``tests/test_keras_init.py`` compares it with values printed by TensorFlow.

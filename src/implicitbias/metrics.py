@@ -1,4 +1,4 @@
-"""Measurements of a trained student (SPEC §1, §2a-§2c).
+"""Measurements of a trained student (docs/science.md §1, §2a-§2c).
 
 All functions are pure and unbatched; batch with ``jax.vmap``.
 """
@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 
 def extrapolation_error(h: jax.Array, h_star: jax.Array) -> jax.Array:
-    """``max_k |h_k - h*_k| / max_k |h*_k|`` over the given horizon (SPEC §2a, §2b).
+    """``max_k |h_k - h*_k| / max_k |h*_k|`` over the given horizon (docs/science.md §2a, §2b).
 
     Shapes: ``h, h_star: (K,)`` -> scalar. With ``K = 20`` this is the per-Theorem error, with
     ``K = 40`` the beyond-Theorem error (unbounded: any ``|a_i| > 1`` explodes).
@@ -19,12 +19,12 @@ def extrapolation_error(h: jax.Array, h_star: jax.Array) -> jax.Array:
 
 
 def relative_l2_error(f: jax.Array, f_star: jax.Array) -> jax.Array:
-    """``||f - f*|| / ||f*||`` (SPEC §2c). Shapes ``(N,), (N,)`` -> scalar."""
+    """``||f - f*|| / ||f*||`` (docs/science.md §2c). Shapes ``(N,), (N,)`` -> scalar."""
     return jnp.linalg.norm(f - f_star) / jnp.linalg.norm(f_star)
 
 
 def effective_rank(a: jax.Array) -> jax.Array:
-    """``exp(entropy(p))`` with ``p_i = |a_i| / sum_j |a_j|`` over all ``d`` entries (SPEC §1).
+    """``exp(entropy(p))`` with ``p_i = |a_i| / sum_j |a_j|`` over all ``d`` entries (docs/science.md §1).
 
     ``0 log 0`` counts as 0, so a one-hot vector has effective rank 1 and a constant one ``d``.
     Shape ``(d,)`` -> scalar.
@@ -36,7 +36,7 @@ def effective_rank(a: jax.Array) -> jax.Array:
 
 
 def gamma_coefficients(delta: jax.Array, xi: jax.Array, X: jax.Array, n=None) -> jax.Array:
-    """The paper's ``gamma^(l) = (2(l+1)/N) sum_n delta_n xi_n u_{n, L-l-2}`` for ``l = 0..L-2`` (SPEC §1).
+    """The paper's ``gamma^(l) = (2(l+1)/N) sum_n delta_n xi_n u_{n, L-l-2}`` for ``l = 0..L-2`` (docs/science.md §1).
 
     Shapes: ``delta: (N,)`` residuals ``y* - y``, ``xi: (N,)`` derivative of what follows the SSM
     (ones for a standalone SSM), ``X: (N, L)`` -> ``(L-1,)``. With them

@@ -1,4 +1,4 @@
-"""Optimisers (SPEC §1, §2b, §2c) and the stopping rule "train to eps, then k more steps".
+"""Optimisers (docs/science.md §1, §2b, §2c) and the stopping rule "train to eps, then k more steps".
 
 Plain GD and Adam come from Optax; the paper's adaptive learning rate is an Optax
 ``GradientTransformation`` of its own so it composes with the same training loop.
@@ -22,12 +22,12 @@ class AdaptiveLRState(NamedTuple):
 
 
 def adaptive_lr(G: jax.Array, t: jax.Array, lr0: float, beta: float, soft: float) -> jax.Array:
-    """``lr_t = lr0 / (sqrt(G_t / (1 - beta^(t+1))) + soft)`` (SPEC §1)."""
+    """``lr_t = lr0 / (sqrt(G_t / (1 - beta^(t+1))) + soft)`` (docs/science.md §1)."""
     return lr0 / (jnp.sqrt(G / (1.0 - beta ** (t + 1))) + soft)
 
 
 def adaptive_gd(lr0: float, beta: float = 0.8, soft: float = 1e-6) -> optax.GradientTransformation:
-    """Full-batch GD with the paper's adaptive learning rate (SPEC §1).
+    """Full-batch GD with the paper's adaptive learning rate (docs/science.md §1).
 
     ``G_t = beta G_{t-1} + (1 - beta) sum_W ||grad_W L||`` (the *unsquared* norm of each
     parameter array's gradient, summed), ``G_{-1} = 0``; the update is ``-lr_t * grad``.
@@ -55,7 +55,7 @@ class KerasAdamState(NamedTuple):
 
 
 def keras_adam(lr: float, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-7) -> optax.GradientTransformation:
-    """Adam as Keras implements it (the paper's SSM-in-NN runs, SPEC §2c).
+    """Adam as Keras implements it (the paper's SSM-in-NN runs, docs/science.md §2c).
 
     ``theta -= lr sqrt(1 - b2^t) / (1 - b1^t) * m_t / (sqrt(v_t) + eps)``: epsilon is added before
     the bias correction, so it acts as ``eps / sqrt(1 - b2^t)`` in Optax's form (30x larger at the
@@ -104,7 +104,7 @@ def keep_diagonal() -> optax.GradientTransformation:
 
 @functools.cache
 def make_optimizer(name: str, lr: float) -> optax.GradientTransformation:
-    """``'gd'`` (plain), ``'adaptive_gd'`` (SPEC §1), ``'adam'`` (Optax defaults) or ``'keras_adam'``.
+    """``'gd'`` (plain), ``'adaptive_gd'`` (docs/science.md §1), ``'adam'`` (Optax defaults) or ``'keras_adam'``.
 
     Cached, so the same (name, lr) gives the same object and compiled training loops are reused.
     """
@@ -204,7 +204,7 @@ def group_rmsprop(lr: float, alpha: float = 0.99, eps: float = 1e-6) -> optax.Gr
     ``YoniSlutzky98/nn-gd-gen-mf``, one parameter group): ``v_t = alpha v_{t-1} + (1 - alpha) sum_W
     ||grad_W L||^2`` (squared norms, all parameters together), ``v_0 = 0``, and the update
     ``-lr / (sqrt(v_t / (1 - alpha^t)) + eps) * grad`` for ``t = 1, 2, ...``: gradient descent whose
-    step is normalised by a running RMS of the whole gradient's norm (SPEC §5, G&C vs GD)."""
+    step is normalised by a running RMS of the whole gradient's norm (docs/science.md §5, G&C vs GD)."""
 
     def init(params):
         dtype = jax.tree_util.tree_leaves(params)[0].dtype

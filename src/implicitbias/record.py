@@ -1,6 +1,6 @@
 """What a run produces and how it is named: :class:`Record`, :func:`config_to_dict`, :func:`config_hash`.
 
-The store, the runner and the report know runs only through these (DESIGN.md: "the store knows
+The store, the runner and the report know runs only through these (docs/design.md: "the store knows
 only records").
 """
 

@@ -1,4 +1,4 @@
-"""Training inputs (SPEC §1-§2): baseline and special sequences, unit impulses, clean labels.
+"""Training inputs (docs/science.md §1-§2): baseline and special sequences, unit impulses, clean labels.
 
 Inputs are arrays ``X: (N, L)``; position ``j`` (0-based) of a length-``L`` sequence meets
 ``h_{L-j}``, so mass at the *last* positions reads the *first* entries of the impulse response.
@@ -34,14 +34,14 @@ def gaussian_sequences(
 
 
 def baseline_sequences(key: jax.Array, n: int, length: int, stop: int, sd: float = 1.0) -> jax.Array:
-    """Baseline sequences of SPEC §2b: ``N(0,1)`` entries at positions ``0:stop``. Shape ``(n, length)``."""
+    """Baseline sequences of docs/science.md §2b: ``N(0,1)`` entries at positions ``0:stop``. Shape ``(n, length)``."""
     return gaussian_sequences(key, n, length, range(stop), sd)
 
 
 def special_sequences(
     key: jax.Array, n: int, length: int, positions: Sequence[int] | None = None, sd: float = 1.0
 ) -> jax.Array:
-    """Special sequences (SPEC §1): mass only at the last positions; default position ``L-2``.
+    """Special sequences (docs/science.md §1): mass only at the last positions; default position ``L-2``.
 
     Shape ``(n, length)``. Position ``L-2`` reads ``h_2``.
     """
@@ -56,7 +56,7 @@ def numpy_gaussian_rows(
 
     ``blocks``: ``(n, positions)`` pairs; block ``b`` is ``(n_b, length)``, ``N(0, sd^2)`` at its
     positions (in increasing order) and zero elsewhere. The draws are taken row by row, so the rows
-    are the authors' ``generate_inputs`` data (SPEC §2b): the baseline block is the same whether or
+    are the authors' ``generate_inputs`` data (docs/science.md §2b): the baseline block is the same whether or
     not a special block follows it.
     """
     rs = np.random.RandomState(seed)
@@ -70,7 +70,7 @@ def numpy_gaussian_rows(
 
 
 def impulses(length: int, positions: Sequence[int], dtype=jnp.float64) -> jax.Array:
-    """One unit impulse per entry of ``positions``. Shape ``(len(positions), length)`` (SPEC §2a)."""
+    """One unit impulse per entry of ``positions``. Shape ``(len(positions), length)`` (docs/science.md §2a)."""
     return jnp.eye(length, dtype=dtype)[jnp.asarray(list(positions), int)]
 
 

@@ -1,4 +1,4 @@
-"""Diagonal linear SSM maths (SPEC §1) and the SSM-inside-a-network model (SPEC §2c).
+"""Diagonal linear SSM maths (docs/science.md §1) and the SSM-inside-a-network model (docs/science.md §2c).
 
 A diagonal SSM of state dimension ``d`` has parameters ``a, B, C`` in ``R^d``
 (``a`` is the diagonal of ``A``). With ``x_0 = 0``, ``x_{t+1} = A x_t + B u_t`` and
@@ -17,7 +17,7 @@ import jax.numpy as jnp
 
 
 def impulse_response(a: jax.Array, B: jax.Array, C: jax.Array, length: int) -> jax.Array:
-    """``h_k = sum_i C_i B_i a_i^(k-1)`` for ``k = 1..length`` (SPEC §1).
+    """``h_k = sum_i C_i B_i a_i^(k-1)`` for ``k = 1..length`` (docs/science.md §1).
 
     Shapes: ``a, B, C: (d,)`` -> ``(length,)``. Entry ``[k-1]`` holds ``h_k``.
     """
@@ -38,7 +38,7 @@ def powers(a: jax.Array, length: int) -> jax.Array:
 
 
 def output_at_L(h: jax.Array, X: jax.Array) -> jax.Array:
-    """``y_L(u) = sum_k h_k u_{L-k}`` for every row ``u`` of ``X`` (SPEC §1).
+    """``y_L(u) = sum_k h_k u_{L-k}`` for every row ``u`` of ``X`` (docs/science.md §1).
 
     Shapes: ``h: (K,)`` with ``K >= L``, ``X: (N, L)`` -> ``(N,)``. The last input meets ``h_1``,
     the first input meets ``h_L``.
@@ -83,7 +83,7 @@ class DiagonalSSM(eqx.Module):
 
 class FullKernelSSM(eqx.Module):
     """A diagonal SSM held as the authors' Keras ``SimpleRNN`` holds it: ``A`` is a full ``(d, d)``
-    matrix that a constraint projects onto its diagonal after every update (SPEC §2b).
+    matrix that a constraint projects onto its diagonal after every update (docs/science.md §2b).
 
     The model is the same function as :class:`DiagonalSSM` with ``a = diag(A)``, and as long as the
     updates are projected (:func:`keep_diagonal`) GD moves ``diag(A)`` exactly as it moves ``a``.
@@ -127,7 +127,7 @@ class FullKernelSSM(eqx.Module):
 
 
 class SSMNet(eqx.Module):
-    """SSM(d) -> scalar -> ``depth`` ReLU layers of width ``m`` (no biases) -> linear to 1 (SPEC §2c).
+    """SSM(d) -> scalar -> ``depth`` ReLU layers of width ``m`` (no biases) -> linear to 1 (docs/science.md §2c).
 
     ``layers[0]: (m, 1)``, ``layers[1:]: (m, m)``, ``head: (m,)``. Calling it maps ``X: (N, L)``
     to ``(N,)``.
@@ -149,13 +149,13 @@ class SSMNet(eqx.Module):
 
 
 def unit_teacher(dtype=jnp.float64) -> DiagonalSSM:
-    """Teacher of SPEC §2b/§2c: ``d* = 1``, ``a* = B* = C* = 1``, so ``h*_k = 1`` for all ``k``."""
+    """Teacher of docs/science.md §2b/§2c: ``d* = 1``, ``a* = B* = C* = 1``, so ``h*_k = 1`` for all ``k``."""
     one = jnp.ones((1,), dtype)
     return DiagonalSSM(one, one, one)
 
 
 def per_theorem_teacher(d: int, dtype=jnp.float64) -> DiagonalSSM:
-    """Teacher of SPEC §2a: ``a* = (1, 0)``, ``B* = C* = (1, sqrt(d-1))``.
+    """Teacher of docs/science.md §2a: ``a* = (1, 0)``, ``B* = C* = (1, sqrt(d-1))``.
 
     Then ``h*_1 = d`` (equal to the student's fixed ``h_1 = sum B C = d``) and ``h*_k = 1`` for
     ``k >= 2``.
@@ -165,7 +165,7 @@ def per_theorem_teacher(d: int, dtype=jnp.float64) -> DiagonalSSM:
 
 
 def network_teacher(m: int, depth: int, dtype=jnp.float64, ssm: DiagonalSSM | None = None) -> SSMNet:
-    """Teacher of SPEC §2c: ``ssm`` (default: the unit SSM), first layer ones, hidden identity, head 0.5.
+    """Teacher of docs/science.md §2c: ``ssm`` (default: the unit SSM), first layer ones, hidden identity, head 0.5.
 
     With the unit SSM, ``y* = (m/2) relu(sum_t u_t)``.
     """

@@ -1,4 +1,4 @@
-"""Compiled minibatch training and evaluation of sequence classifiers (SPEC §4).
+"""Compiled minibatch training and evaluation of sequence classifiers (docs/science.md §4).
 
 ``train_classifier(model, x, y, cfg, key=None) -> (model, history)`` runs the whole training in
 one jitted call: ``lax.scan`` over epochs, each a ``lax.scan`` over minibatches of a fresh random
@@ -9,7 +9,8 @@ model, data, config and key give the same numbers.
 
 ``trainer(cfg)`` binds the config: ``train_fn(model, x, y, key)``.
 
-The authors' victim training (issue #16; their ``forest/victims/training.py``, ``get_optimizers`` and
+The authors' victim training (docs/findings/realworld-authors.md; their ``forest/victims/training.py``,
+``get_optimizers`` and
 ``run_step``) is available through the config: ``schedule="cosine_epochs"`` (``CosineAnnealingLR``
 stepped once per epoch, ``T_max = schedule_epochs or epochs``, ``eta_min = min_lr_frac * lr``, no
 warm-up; set ``grad_clip=None``), ``decay="all"`` (AdamW over every parameter), ``ssm_lr`` (their S4D

@@ -1,4 +1,4 @@
-"""Config validation at the boundary: one clear ``ValueError`` naming the field (DESIGN.md, Errors)."""
+"""Config validation at the boundary: one clear ``ValueError`` naming the field (docs/design.md, Errors)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Real-data loaders returning ``SequenceDataset`` (SPEC §4): digits, bundled UCR sets, local CIFAR-10."""
+"""Real-data loaders returning ``SequenceDataset`` (docs/science.md §4): digits, bundled UCR sets, local CIFAR-10."""
 
 from .base import STANDARDIZE, BadDataError, MissingDataError, SequenceDataset, fit_standardizer, make_dataset
 from .cifar import load_cifar10, rows_to_sequences

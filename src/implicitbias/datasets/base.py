@@ -1,4 +1,4 @@
-"""The common return type of the real-data loaders, standardisation and input checks (SPEC §4)."""
+"""The common return type of the real-data loaders, standardisation and input checks (docs/science.md §4)."""
 
 from __future__ import annotations
 

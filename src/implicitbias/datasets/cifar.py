@@ -1,4 +1,4 @@
-"""Sequential CIFAR-10 from a local copy of the python-pickle batches (SPEC §4; never downloads).
+"""Sequential CIFAR-10 from a local copy of the python-pickle batches (docs/science.md §4; never downloads).
 
 Point ``load_cifar10`` at the directory that holds ``data_batch_1`` .. ``data_batch_5`` and
 ``test_batch`` (the "CIFAR-10 python version" archive, unpacked). Each stored row is 3,072 uint8

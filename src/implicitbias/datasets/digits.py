@@ -1,4 +1,4 @@
-"""scikit-learn's 8x8 handwritten digits as length-64 sequences (SPEC §4, CPU-sized real data).
+"""scikit-learn's 8x8 handwritten digits as length-64 sequences (docs/science.md §4, CPU-sized real data).
 
 1,797 grey-scale images with values 0..16, ten classes, shipped inside scikit-learn (no download).
 Each image becomes a sequence of 64 steps with one input channel; ``scan`` fixes the order:

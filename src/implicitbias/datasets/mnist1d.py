@@ -1,5 +1,5 @@
 """MNIST-1D (Greydanus 2020) as length-40 sequences, generated procedurally by the ``mnist1d`` package
-(SPEC §4: real data that needs no download).
+(docs/science.md §4: real data that needs no download).
 
 The package's ``make_dataset`` builds the set from ten hand-written 1-D templates (padding, shear,
 scaling, translation, correlated and i.i.d. noise) with the global NumPy/`random` generators seeded

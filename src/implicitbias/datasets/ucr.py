@@ -1,4 +1,4 @@
-"""Temporal classification sets from the UCR/UEA archive that ship inside ``sktime`` (SPEC §4).
+"""Temporal classification sets from the UCR/UEA archive that ship inside ``sktime`` (docs/science.md §4).
 
 The ``.ts`` files are read from the installed ``sktime`` package directory with
 ``sktime.datasets.load_from_tsfile``: nothing is ever downloaded (a missing file is an error).

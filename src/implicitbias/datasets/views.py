@@ -1,5 +1,5 @@
 """Images behind image-as-sequence data: image rows, the authors' differentiable augmentation, and
-the last-row share of a perturbation (SPEC §4, issue #16).
+the last-row share of a perturbation (docs/science.md §4).
 
 An :class:`ImageView` says how a sequence ``(L, Cs)`` holds an image ``(C, H, W)``:
 

@@ -1,4 +1,4 @@
-"""Defenses against clean-label poisoning of the implicit bias (SPEC §5, "Defenses").
+"""Defenses against clean-label poisoning of the implicit bias (docs/science.md §5, "Defenses").
 
 * :mod:`.evaluate` -- AUROC, recall at the true count, ROC curves, flag rules that do not know
   how many examples are poisoned;

@@ -1,11 +1,11 @@
-"""Detectors: a suspicion score for every training example (SPEC §5, "Defenses").
+"""Detectors: a suspicion score for every training example (docs/science.md §5, "Defenses").
 
-Theory-guided, for the teacher-student task (SPEC §1; inputs ``X: (N, L)``, position ``j`` meets
+Theory-guided, for the teacher-student task (docs/science.md §1; inputs ``X: (N, L)``, position ``j`` meets
 ``h_{L-j}``):
 
 * :func:`energy_tail` -- the share of an input's energy in its last positions (special sequences
   put all of theirs there);
-* :func:`nongreedy_share` -- the share of an example's contribution to SPEC §1's ``gamma^(l)`` that
+* :func:`nongreedy_share` -- the share of an example's contribution to docs/science.md §1's ``gamma^(l)`` that
   falls on the powers ``l = 0, 1``. With ``dL/da_i = -B_i C_i sum_l gamma^(l) a_i^l``, a term of power
   ``l`` grows ``a_i`` at a relative rate ``~ a_i^(l-1)``: for ``l >= 2`` the largest entry grows
   fastest (greedy, low rank), ``l = 1`` is neutral and ``l = 0`` lets the small entries catch up
@@ -16,7 +16,7 @@ Theory-guided, for the teacher-student task (SPEC §1; inputs ``X: (N, L)``, pos
 Influence-style: :func:`influence` sums, over checkpoints of the training run, each example's
 gradient step projected on the gradient of a quantity the defender can compute without the
 teacher and that rises when extrapolation fails: :func:`effective_rank_of` (greedy low-rank
-learning is what extrapolates, SPEC §3) or :func:`log_tail_energy` (the student's impulse
+learning is what extrapolates, docs/science.md §3) or :func:`log_tail_energy` (the student's impulse
 response beyond the training length blows up).
 
 Baselines: per-example training loss and gradient norm, input norm; on features (an SSM's final
@@ -57,7 +57,7 @@ def tail_window(L: int, frac: float = 1 / 3) -> int:
 
 @jax.jit
 def gamma_contributions(residual, xi, X, n=None) -> jax.Array:
-    """Per-example terms of SPEC §1's ``gamma^(l)``: ``c[n, l] = 2(l+1)/N residual_n xi_n u_{n, L-l-2}``,
+    """Per-example terms of docs/science.md §1's ``gamma^(l)``: ``c[n, l] = 2(l+1)/N residual_n xi_n u_{n, L-l-2}``,
     ``l = 0..L-2``. Shapes ``(N,), (N,), (N, L) -> (N, L-1)``; summed over ``n`` they give
     :func:`implicitbias.metrics.gamma_coefficients`. ``n`` overrides ``N`` (padding rows)."""
     X = jnp.asarray(X)
@@ -124,7 +124,7 @@ def grad_norm_scores(model, X, y) -> np.ndarray:
 
 
 def effective_rank_of(ssm: DiagonalSSM) -> jax.Array:
-    """SPEC §1's effective rank of ``a``: the defender's teacher-free sign of non-greedy learning."""
+    """docs/science.md §1's effective rank of ``a``: the defender's teacher-free sign of non-greedy learning."""
     return metrics.effective_rank(ssm.a)
 
 

@@ -1,4 +1,4 @@
-"""How a detector is judged and how its scores become a removal (SPEC §5, "Defenses").
+"""How a detector is judged and how its scores become a removal (docs/science.md §5, "Defenses").
 
 A detector gives every training example a *suspicion score* (higher = more suspect). It is judged
 without any threshold by :func:`auroc` (the probability that a random poison outscores a random

@@ -1,4 +1,4 @@
-"""Training-time defenses for the teacher-student task (SPEC §5, "Defenses").
+"""Training-time defenses for the teacher-student task (docs/science.md §5, "Defenses").
 
 * **Per-example clipping with noise** (DP-SGD style, Hong et al. 2020): the full-batch gradient is
   replaced by ``(1/N) sum_n min(1, C_t/||g_n||) g_n + (sigma C_t / N) z`` before the optimiser.

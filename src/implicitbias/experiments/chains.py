@@ -1,5 +1,5 @@
 """Chain identification: outcome-based RL teaches a one-layer transformer to traverse chains, but
-only with simple examples in the training data (SPEC §5; companion result, Ran-Milo, Alexander,
+only with simple examples in the training data (docs/science.md §5; companion result, Ran-Milo, Alexander,
 Mendel, Cohen 2026). The pieces (task, model, sampling, checkers, REINFORCE) are in
 :mod:`implicitbias.tasks.chains`; this module is the experiment: the config, the presets (the talk's
 six rows and the authors' committed runs), the numbers to compare with (:data:`TALK`,

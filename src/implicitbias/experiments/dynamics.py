@@ -1,11 +1,11 @@
-"""Dynamics figures: greedy low-rank learning and how special sequences break it (SPEC §3).
+"""Dynamics figures: greedy low-rank learning and how special sequences break it (docs/science.md §3).
 
 Table 1's GD runs (:mod:`implicitbias.tasks.teacher_student`) with other settings, plus per-seed
 summary numbers (:func:`~implicitbias.tasks.teacher_student.summarize`). Preset families, each
 without and with special sequences:
 
 * ``standalone/L6``, ``standalone/L10``: standalone SSM, teacher ``d* = 1``, the authors' notebooks;
-* ``network/L6``, ``network/L10``: the SSM inside SPEC §2c's ReLU network, the authors' notebooks;
+* ``network/L6``, ``network/L10``: the SSM inside docs/science.md §2c's ReLU network, the authors' notebooks;
 * ``authors/teacher_dim{2,3,4}/L{6,10}``: teachers ``a* = (0.99, 0.8, 0.5, 0.3)[:d*]``, student
   ``B = C = 1`` fixed, the authors' teacher-dimension notebooks (seeds, near-ties, streams);
 * ``teacher_dim{2,3,4}/L{6,10}``: the same teachers with our choices (no tie, ``eps = 1e-6``,
@@ -96,7 +96,7 @@ for _d in (2, 3, 4):
 
 
 def run(config: Config) -> Record:
-    """Train every seed (Table 1's loop) and add the SPEC §3 summary numbers."""
+    """Train every seed (Table 1's loop) and add the docs/science.md §3 summary numbers."""
     record = teacher_student.run(config)
     record.metrics.update(teacher_student.summarize(record.arrays, n_top=max(4, config.teacher_dim)))
     return record

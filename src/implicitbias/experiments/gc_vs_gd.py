@@ -1,4 +1,4 @@
-"""Guess & Check vs gradient descent in matrix sensing (SPEC §5; Alexander, Slutzky, Ran-Milo, Cohen,
+"""Guess & Check vs gradient descent in matrix sensing (docs/science.md §5; Alexander, Slutzky, Ran-Milo, Cohen,
 *Do Neural Networks Need Gradient Descent to Generalize?*, arXiv 2506.03931). The task (problem,
 network, sampler, GD) is :mod:`implicitbias.tasks.matrix_sensing`, whose docstring cites the authors'
 files for every detail; the report section is :mod:`implicitbias.report.gc_vs_gd`.

@@ -1,4 +1,4 @@
-"""Real-world clean-label poisoning of S4D, LRU and Mamba2 sequence classifiers (SPEC §4, issues #4, #16).
+"""Real-world clean-label poisoning of S4D, LRU and Mamba2 sequence classifiers (docs/science.md §4).
 
 Per seed ``s`` (everything seeded by ``s``):
 1. data: ``n_train`` examples in a stratified split drawn with ``s`` (digits: length-64 row-major
@@ -25,7 +25,8 @@ channels, ``scan`` ``row`` | ``channel_major``, from ``data_dir``; never downloa
 ``<s4d|lru|mamba2>/digits/<mean|last>``: the ``Config`` defaults; ``--sweep`` varies the levers
 (``scripts/sweep_realworld.py``).
 
-The authors' protocol (issue #16): every way their public code differs from ours is a field whose
+The authors' protocol (docs/findings/realworld-authors.md): every way their public code differs from
+ours is a field whose
 default is our original behaviour (``n_pool``/``redraw_clean``, ``brew_step``, ``brew_init``,
 ``restart_choice``, ``target_select``/``n_high_targets``/``group_size``, ``brew_augment``, ``brew_dropout``,
 ``reg_factor``, ``dropout``, ``norm_position``, ``weight_decay``, ``decay``, ``ssm_lr``, ``augment``,
@@ -124,11 +125,12 @@ class Config:
     max_rounds: int = 3  # extra retraining rounds until the poisoned set fits as well as clean
     extra_epochs: int = 10  # epochs of one extra round (at lr / 10)
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
-    # ---- the authors' protocol, point by point (issue #16; the defaults are our original behaviour) ----
-    # data (item 11): the training split ("pool") the clean model's n_train rows are drawn from
+    # ---- the authors' protocol, point by point (docs/findings/realworld-authors.md, whose table numbers
+    # the differences; the defaults are our original behaviour) ----
+    # data (difference 11): the training split ("pool") the clean model's n_train rows are drawn from
     n_pool: int = 0  # 0: = n_train (the whole split is the training set)
     redraw_clean: bool = False  # retraining redraws its non-poison clean rows from the pool (minus poisons)
-    # attack (items 2-6)
+    # attack (differences 2-6)
     brew_step: str = "eps"  # eps: sign-Adam step brew_lr * eps | fixed: brew_lr in model units
     brew_init: str = "uniform"  # uniform: eps U[-1,1] | randn: eps N(0,1) clipped to [-eps, eps]
     # final: per group, objective after the last step | last_iteration: one restart for all groups, chosen by
@@ -141,7 +143,7 @@ class Config:
     brew_augment: bool = False  # random shift/flip of the poisons while brewing (datasets.views)
     brew_dropout: bool = False  # victim's dropout on while brewing
     reg_factor: float = 0.0  # the authors' end regulariser: 2 delta reg_factor (H - row - 1) added to the gradient
-    # victim (items 8, 9)
+    # victim (differences 8, 9)
     dropout: float = 0.0
     norm_position: str = "pre"  # pre | post
     weight_decay: float = 0.01
@@ -154,7 +156,7 @@ class Config:
     stem_stride: int = 0  # > 0: convolution stem with this stride on the image behind the sequence
     headdim: int = 16  # mamba2 head size
     chunk_size: int = 16  # mamba2 SSD chunk
-    # poisoned retraining (item 10)
+    # poisoned retraining (difference 10)
     retrain: str = "rounds"  # rounds: max_rounds x extra_epochs at lr/10 |
     #                          extended: cosine over epochs + max_extra_epochs (to lr/1000), then epoch by epoch
     max_extra_epochs: int = 0  # extended: at most this many epochs after the first `epochs` (0: 2 x epochs)
@@ -443,7 +445,8 @@ AUTHORS_MODEL = {
 
 
 def authors_config(model: str, dataset: str, **data) -> Config:
-    """The authors' value for every field (issue #16), on ``dataset``; ``data`` adds e.g. ``data_dir``."""
+    """The authors' value for every field (docs/findings/realworld-authors.md), on ``dataset``; ``data``
+    adds e.g. ``data_dir``."""
     pool, n_test = AUTHORS_SPLITS[dataset]
     lr, wd, d_state = AUTHORS_MODEL[model]
     return Config(
@@ -462,12 +465,12 @@ def authors_config(model: str, dataset: str, **data) -> Config:
         standardize="channel",  # forest/data/datasets.py: per-channel mean/std normalisation
         clip=dataset in PIXEL_DATASETS,  # witch_base.py _run_trial: projection onto the [0, 1] pixel range
         eps=AUTHORS_EPS * RAW_RANGES[dataset],  # options.py --eps 16 (/255 of the range)
-        # --- targets (item 4) ---
+        # --- targets (difference 4) ---
         n_targets=round(0.3 * n_test),  # options.py --targets 3000 (of 10,000 test images)
         target_select="top_correct",  # witch_base.py, _reorder_targets_by_loss
         n_high_targets=round(0.1 * n_test),  # options.py --split_targets_by_loss 1000
         group_size=50,  # options.py --targets_per_group 50
-        # --- attack (items 1-3, 5, 6) ---
+        # --- attack (differences 1-3, 5, 6) ---
         iterations=250,  # options.py --attackiter 250
         restarts=8,  # options.py --restarts 8
         brew_step="fixed",  # witch_base.py _initialize_brew, "Rule 2": tau0 = tau * pbatch / 512 (signAdam)
@@ -479,7 +482,7 @@ def authors_config(model: str, dataset: str, **data) -> Config:
         #                      then calls victim.eval() (dropout off) and nothing switches it back on
         reg_factor=1e-7,  # options.py --reg_factor 0.0000001; witch_base.py _process_group_subset
         penalty=0.0,  # our own end penalty: not in their code
-        # --- victim (items 8, 9) ---
+        # --- victim (differences 8, 9) ---
         d_model=128,  # forest/victims/models.py: s4/lru/mamba2(width=128, ...)
         n_layers=4,  # models.py: n_layers=4
         d_state=d_state,
@@ -500,7 +503,7 @@ def authors_config(model: str, dataset: str, **data) -> Config:
         stem_stride=4 if model == "mamba2" else 0,  # mamba2model.py Mamba2Model.stem: kernel 4, stride 4
         headdim=64 if model == "mamba2" else 16,  # mamba2.py Mamba2Config(headdim=64)
         chunk_size=32 if model == "mamba2" else 16,  # mamba2.py Mamba2Config(chunk_size=32)
-        # --- poisoned retraining (item 10) ---
+        # --- poisoned retraining (difference 10) ---
         retrain="extended",  # victim_single.py _iterate with --continue_training_to_loss
         max_extra_epochs=0,  # victim_single.py: max_additional_epochs = max_epoch * 2 (0 = 2 x epochs)
         fit_tol=0.001,  # victim_single.py: tolerance = 0.001

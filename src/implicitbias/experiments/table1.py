@@ -1,4 +1,4 @@
-"""Table 1 of the paper: generalization error without vs with special sequences (SPEC §2).
+"""Table 1 of the paper: generalization error without vs with special sequences (docs/science.md §2).
 
 Twelve presets: three settings (``per_theorem``, ``beyond_theorem``, ``ssm_in_nn``) at two sizes,
 each without and with special sequences (``<cell>/special``), with the authors' seeds,
@@ -93,6 +93,6 @@ def paper_value(config: Config) -> dict[str, float]:
 
 
 def run(config: Config):
-    """Train every seed of ``config`` and measure (SPEC §2): :func:`teacher_student.run`."""
+    """Train every seed of ``config`` and measure (docs/science.md §2): :func:`teacher_student.run`."""
     return teacher_student.run(config)
 from ..footprint import teacher_student as footprint_bytes  # noqa: E402, F401  (the memory estimate; see footprint.check)

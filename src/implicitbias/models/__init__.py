@@ -1,4 +1,4 @@
-"""S4D, LRU and Mamba2 blocks and sequence classifiers (Equinox, float32; SPEC §4)."""
+"""S4D, LRU and Mamba2 blocks and sequence classifiers (Equinox, float32; docs/science.md §4)."""
 
 from .classifier import KINDS, READOUTS, ClassifierConfig, SequenceClassifier, make_block, make_classifier
 from .lru import LRUBlock, linear_recurrence

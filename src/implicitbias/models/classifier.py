@@ -1,4 +1,4 @@
-"""Sequence classifiers built from S4D, LRU or Mamba2 blocks (SPEC §4, the paper's Table 2).
+"""Sequence classifiers built from S4D, LRU or Mamba2 blocks (docs/science.md §4, the paper's Table 2).
 
 ``SequenceClassifier`` maps one sequence ``x (L, d_input)`` to logits ``(n_classes,)``::
 

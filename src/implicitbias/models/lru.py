@@ -1,4 +1,4 @@
-"""LRU: the Linear Recurrent Unit (Orvieto et al. 2023), in Equinox (SPEC §4).
+"""LRU: the Linear Recurrent Unit (Orvieto et al. 2023), in Equinox (docs/science.md §4).
 
 A stable complex diagonal recurrence over ``N = d_state`` modes, driven by ``H = d_model`` inputs::
 

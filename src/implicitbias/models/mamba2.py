@@ -1,4 +1,4 @@
-"""Mamba2: the selective state space block with the chunked SSD algorithm, in Equinox (SPEC §4).
+"""Mamba2: the selective state space block with the chunked SSD algorithm, in Equinox (docs/science.md §4).
 
 Follows the structure of the Mamba2 block (and of the compact "mamba2-minimal" rewrite), with a
 single B/C group. For an input ``u`` of shape ``(L, d_model)``:

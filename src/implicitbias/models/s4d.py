@@ -1,4 +1,4 @@
-"""S4D: the diagonal complex structured state space layer (SPEC §4), in Equinox.
+"""S4D: the diagonal complex structured state space layer (docs/science.md §4), in Equinox.
 
 Each of the ``H = d_model`` channels runs its own diagonal SSM with ``N = d_state`` complex modes
 (their complex conjugates are implicit, so the real state size is ``2N``)::

@@ -1,4 +1,4 @@
-"""Clean-label poisoning by gradient matching (SPEC §4), generic over Equinox models.
+"""Clean-label poisoning by gradient matching (docs/science.md §4), generic over Equinox models.
 
 * :mod:`.matching`: target direction, matching loss (cosine over all parameters), end-of-sequence
   penalty, energy share, :func:`craft_poisons` (sign-Adam, step decay, restarts, ℓ∞ projection);

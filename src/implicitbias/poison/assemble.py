@@ -1,4 +1,4 @@
-"""The poisoned training set (SPEC §4): clean + perturbed copy ("duplicate") or replacing ("replace").
+"""The poisoned training set (docs/science.md §4): clean + perturbed copy ("duplicate") or replacing ("replace").
 
 Poisons keep their labels (classification), or, when a ``label_fn`` is given, get the clean label
 of their *perturbed* input (teacher-student regression: ``y = teacher(x + delta)``). Either way the

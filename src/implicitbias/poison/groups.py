@@ -1,4 +1,4 @@
-"""Target groups with the loss-based allocation of poisons (SPEC §4), for classification.
+"""Target groups with the loss-based allocation of poisons (docs/science.md §4), for classification.
 
 The targets are split into groups, each matched separately (its own target direction, its own
 poisons):
@@ -16,7 +16,8 @@ Degenerate cases: with ``n_groups == 1``, or when either side is empty, all targ
 that gets all poisons. Poisons are assigned by a seeded random permutation of ``range(n_poisons)``,
 so the indices refer to the caller's pool of candidate poisons.
 
-:func:`allocate_top_groups` is the authors' rule (issue #16; their ``forest/witchcoven/witch_base.py``,
+:func:`allocate_top_groups` is the authors' rule (docs/findings/realworld-authors.md; their
+``forest/witchcoven/witch_base.py``,
 ``_reorder_targets_by_loss``, ``_setup_loss_based_target_splitting``, ``_compute_focused_target_gradients``
 and ``_setup_loss_based_poison_allocation``): the ``n_high`` correctly classified targets of highest
 loss (all correct ones if fewer) in decreasing loss order, then the rest (the other correct ones by

@@ -1,4 +1,4 @@
-"""Gradient matching ("Witches' Brew", Geiping et al. 2021), generic over an Equinox model (SPEC §4).
+"""Gradient matching ("Witches' Brew", Geiping et al. 2021), generic over an Equinox model (docs/science.md §4).
 
 Conventions
 -----------
@@ -13,7 +13,7 @@ The objective (exact formula and signs)
 ---------------------------------------
 Target direction ``D`` (:func:`target_direction`):
 
-* untargeted (SPEC §4, "push targets away from their true labels"):
+* untargeted (docs/science.md §4, "push targets away from their true labels"):
   ``g_t = grad_theta loss_fn(model, x_t, y_true)`` and ``D = -g_t``;
 * targeted: ``g_adv = grad_theta loss_fn(model, x_t, y_adv)`` and ``D = +g_adv``.
 
@@ -201,7 +201,7 @@ class BrewConfig:
     clipped to ``[-eps, eps]`` only, as the authors' ``Kettle.initialize_poison``; the data range is
     enforced from the first projection on) or ``'zeros'``.
 
-    The authors' variants (issue #16; their ``forest/witchcoven/witch_base.py``):
+    The authors' variants (docs/findings/realworld-authors.md; their ``forest/witchcoven/witch_base.py``):
     ``step='fixed'``: the Adam step size is ``lr`` itself in the units of ``x`` (their
     ``tau0 = tau * pbatch / 512``), not ``lr * eps``; ``select='last_iteration'``: keep the restart
     with the lowest objective *before the last step* (their ``target_losses`` of the last iteration,

@@ -1,4 +1,4 @@
-"""Retraining from the same initialisation until the poisoned model fits as well as the clean one (SPEC §4).
+"""Retraining from the same initialisation until the poisoned model fits as well as the clean one (docs/science.md §4).
 
 The training procedure is abstract: ``train_fn(model, x, y, key) -> (model, history)``. Wrap the
 library's trainers with :func:`functools.partial`, e.g.

@@ -1,7 +1,7 @@
-"""Validation of the attack on a known case: the teacher-student SSM of Table 1 (issue #4, item 4).
+"""Validation of the attack on a known case: the teacher-student SSM of Table 1.
 
 The same gradient-matching attack used on real classifiers (:mod:`.matching`, :mod:`.assemble`,
-:mod:`.retrain`) is run against the *beyond-Theorem* setting of SPEC §2b, where the theory says what
+:mod:`.retrain`) is run against the *beyond-Theorem* setting of docs/science.md §2b, where the theory says what
 a successful clean-label poison looks like (a *special* sequence: mass on the last positions).
 
 Setting (``SyntheticConfig.task``, e.g. Table 1's ``beyond_theorem/L6``): teacher ``d* = 1``,

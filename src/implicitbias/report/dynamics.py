@@ -1,4 +1,4 @@
-"""The dynamics report section and figures (SPEC §3): per-seed summary numbers, and per run four
+"""The dynamics report section and figures (docs/science.md §3): per-seed summary numbers, and per run four
 stacked panels (top ``|a_i|``, effective rank, ``gamma^(0)``, loss and extrapolation error), with
 and without special sequences side by side."""
 
@@ -14,7 +14,7 @@ from .common import NOT_JUDGED, Summary, g3, latest_runs, listing, preset_overri
 from .common import special_partner_key
 
 NAME = dynamics.NAME
-TOP_ENTRIES = 7  # entries of |a| drawn in the figures (SPEC §3)
+TOP_ENTRIES = 7  # entries of |a| drawn in the figures (docs/science.md §3)
 
 
 def _panels(axes, arrays: dict[str, np.ndarray], title: str) -> None:

@@ -184,7 +184,7 @@ def markdown(rows: list[dict], out_dir=None) -> str:
     out.append("")
     out.append(
         "'paper': the paper's headline number for the setting (mean over 4 seeds); 'authors' re-run': the "
-        "authors' procedure per size: re-run for the per-Theorem cells (SPEC §2a), the mean their notebook "
+        "authors' procedure per size: re-run for the per-Theorem cells (docs/science.md §2a), the mean their notebook "
         "printed for the GD cells. 'fit': seeds whose train loss reached the cell's "
         "eps (for gradient flow: at t_final). GD cells read 'error' where the authors' notebooks read the "
         "number they print: after the post-fit logging callback's last entry (`measure_at`; 1401 of 1500, "

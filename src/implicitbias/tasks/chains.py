@@ -1,4 +1,4 @@
-"""Chain identification with a one-layer attention model trained by outcome-based RL (SPEC §5).
+"""Chain identification with a one-layer attention model trained by outcome-based RL (docs/science.md §5).
 
 The companion result (Ran-Milo, Alexander, Mendel, Cohen 2026): a one-layer transformer trained by
 policy gradient on a 0/1 final-answer reward learns to *traverse* chains, and generalises to long

@@ -1,5 +1,5 @@
 """Matrix sensing with a (non-linear) matrix factorization: Guess & Check vs gradient descent
-(SPEC §5, "Guess & Check vs GD"; Alexander, Slutzky, Ran-Milo, Cohen, arXiv 2506.03931).
+(docs/science.md §5, "Guess & Check vs GD"; Alexander, Slutzky, Ran-Milo, Cohen, arXiv 2506.03931).
 
 Every detail below was settled by reading the authors' code, ``YoniSlutzky98/nn-gd-gen-mf``
 (it does not run as published: ``common/parser.py`` refuses the width configs, which list 8

@@ -1,22 +1,22 @@
-"""The teacher-student task of SPEC §1-3 as a library: data, teachers, initialisations, the
+"""The teacher-student task of docs/science.md §1-3 as a library: data, teachers, initialisations, the
 training loss, trajectory logs, and the GD and gradient-flow runs behind Table 1 and the dynamics.
 
 A :class:`Config` is one cell (one setting, one size, without or with special sequences), all its
 seeds. :func:`run` trains every seed in one batch (``jax.vmap``) and returns a
 :class:`~implicitbias.record.Record` with per-seed metrics and logged trajectories.
 
-* ``per_theorem``    (SPEC §2a) gradient flow on ``a`` only, ``B = C = 1``;
-* ``beyond_theorem`` (SPEC §2b) GD with the adaptive learning rate on ``a, B, C``;
-* ``ssm_in_nn``      (SPEC §2c) SSM -> ReLU MLP, Adam; relative L2 error on length-40 inputs.
+* ``per_theorem``    (docs/science.md §2a) gradient flow on ``a`` only, ``B = C = 1``;
+* ``beyond_theorem`` (docs/science.md §2b) GD with the adaptive learning rate on ``a, B, C``;
+* ``ssm_in_nn``      (docs/science.md §2c) SSM -> ReLU MLP, Adam; relative L2 error on length-40 inputs.
 
-Details SPEC leaves open follow the authors' code (docs/authors-procedure.md); each is a field:
+Details the paper leaves open follow the authors' code (docs/authors-procedure.md); each is a field:
 * per-Theorem init: ``sort_desc(sd_A U[0,1)^d)`` from NumPy's legacy ``RandomState(seed)``;
 * ``data_rng``: ``"numpy"`` the authors' stream (``RandomState(seed)``, baseline rows row by row,
   then special rows; network test inputs from ``RandomState(seed + 12)``), ``"jax"`` seed-derived keys;
 * ``init_rng``: ``"keras"`` prefixes of TensorFlow's ``stateless_normal(seed=[seed, 0])``
   (:mod:`implicitbias.keras_init`: ``B`` and ``C`` share values, ``C`` in reversed draw order,
   ``diag(A)`` every ``(d+1)``-th value, first and last network layers equal), ``"jax"`` independent keys;
-* ``sort_C``: False takes ``C <- |C|`` unsorted, as SPEC writes; True sorts it descending;
+* ``sort_C``: False takes ``C <- |C|`` unsorted, as docs/science.md writes; True sorts it descending;
 * ``optimizer="keras_adam"`` (network): epsilon 1e-7 added to ``sqrt(v)`` before bias correction;
 * ``full_kernel``: the adaptive rate sees the gradient of ``A`` as a full ``(d, d)`` matrix, projected
   onto its diagonal after each update (:class:`~implicitbias.ssm.FullKernelSSM`).
@@ -69,7 +69,7 @@ def last_logged_update(extra_steps: int, log_every: int) -> int:
 @dataclass(frozen=True)
 class Config:
     """One teacher-student cell (one setting, one size, without or with special sequences), all seeds:
-    a Table 1 or dynamics preset, or any variant of one (SPEC §1-3)."""
+    a Table 1 or dynamics preset, or any variant of one (docs/science.md §1-3)."""
 
     setting: Setting
     special: bool
@@ -86,7 +86,7 @@ class Config:
     lr: float = 0.01
     eps: float = 0.01
     extra_steps: int = 1500
-    # the update after the fit at which "error" is read (SPEC §2; README "What each cell measures"):
+    # the update after the fit at which "error" is read (docs/science.md §2; README "What each cell measures"):
     # LAST_LOGGED (-1) = the authors' point, last_logged_update(extra_steps, log_every); "error_end" is at extra_steps
     measure_at: int = LAST_LOGGED
     max_steps: int = 1_000_000
@@ -101,12 +101,12 @@ class Config:
     n_special: int = 10
     special_positions: tuple[int, ...] = ()  # default: (L-2,)
     extra_sequences: tuple[tuple[float, ...], ...] = ()  # your own inputs, labelled by the teacher
-    # the teacher (SPEC §1): empty = the setting's teacher (§2a: a* = (1, 0), B* = C* = (1, sqrt(d-1));
+    # the teacher (docs/science.md §1): empty = the setting's teacher (§2a: a* = (1, 0), B* = C* = (1, sqrt(d-1));
     # §2b, §2c: a* = B* = C* = 1); teacher_B, teacher_C empty with teacher_a given = ones
     teacher_a: tuple[float, ...] = ()
     teacher_B: tuple[float, ...] = ()
     teacher_C: tuple[float, ...] = ()
-    # standalone-SSM variants of SPEC §3 (defaults give Table 1)
+    # standalone-SSM variants of docs/science.md §3 (defaults give Table 1)
     # False: student B = C = 1, held fixed (only a moves; with full_kernel their gradients still enter
     # the adaptive rate, as the authors' fix_B_C)
     train_BC: bool = True
@@ -228,7 +228,7 @@ class Config:
         return self.special_positions or (self.L - 2,)
 
 
-STAIRCASE_TEACHER = (0.99, 0.8, 0.5, 0.3)  # SPEC §3: a* = STAIRCASE_TEACHER[:d*], B* = C* = 1
+STAIRCASE_TEACHER = (0.99, 0.8, 0.5, 0.3)  # docs/science.md §3: a* = STAIRCASE_TEACHER[:d*], B* = C* = 1
 
 
 def special_pair(name: str, without: Config) -> dict[str, Config]:
@@ -283,7 +283,7 @@ def _training_rows(config: Config, seed: int) -> jax.Array:
 
 
 def held_out_inputs(config: Config, seed: int) -> jax.Array:
-    """The SSM-in-NN test inputs ``(n_test, test_length)``, ``N(0,1)`` (SPEC §2c): the authors'
+    """The SSM-in-NN test inputs ``(n_test, test_length)``, ``N(0,1)`` (docs/science.md §2c): the authors'
     ``RandomState(seed + 12)`` stream, or a ``jax.random`` key (``data_rng="jax"``)."""
     shape = (config.n_test, config.test_length)
     if config.data_rng == "numpy":
@@ -313,14 +313,14 @@ def teacher_ssm(config: Config) -> DiagonalSSM:
 
 
 def teacher(config: Config):
-    """The labelling function: the teacher SSM, inside SPEC §2c's network teacher for ``ssm_in_nn``."""
+    """The labelling function: the teacher SSM, inside docs/science.md §2c's network teacher for ``ssm_in_nn``."""
     if config.setting == "ssm_in_nn":
         return network_teacher(config.m, config.depth, ssm=teacher_ssm(config))
     return teacher_ssm(config)
 
 
 def per_theorem_init(config: Config, seed: int) -> np.ndarray:
-    """``a_0 = sort_desc(sd U[0,1)^d)``, ``a_0[1] = a_0[0] - diff`` (SPEC §2a); NumPy legacy stream."""
+    """``a_0 = sort_desc(sd U[0,1)^d)``, ``a_0[1] = a_0[0] - diff`` (docs/science.md §2a); NumPy legacy stream."""
     a = np.sort(config.sd_A * np.random.RandomState(seed).rand(config.d))[::-1].copy()
     a[1] = a[0] - config.diff
     return a
@@ -355,7 +355,7 @@ def keras_init(config: Config, seed: int):
 
 
 def ssm_init(config: Config, key: jax.Array) -> DiagonalSSM:
-    """SPEC §2b init: ``|N(0, sd)|`` sorted descending, entries 0 and 1 tied up to ``diff``, warm start."""
+    """docs/science.md §2b init: ``|N(0, sd)|`` sorted descending, entries 0 and 1 tied up to ``diff``, warm start."""
     ka, kb, kc = jax.random.split(key, 3)
     desc = lambda v: jnp.sort(v)[::-1]
     a = desc(jnp.abs(config.sd_A * jax.random.normal(ka, (config.d,))))
@@ -371,7 +371,7 @@ def ssm_init(config: Config, key: jax.Array) -> DiagonalSSM:
 
 
 def mlp_init(config: Config, key: jax.Array, ssm: DiagonalSSM) -> SSMNet:
-    """MLP weights ``N(0, sd_D)``: ``(m,1)``, ``depth-1`` times ``(m,m)``, head ``(m,)`` (SPEC §2c)."""
+    """MLP weights ``N(0, sd_D)``: ``(m,1)``, ``depth-1`` times ``(m,m)``, head ``(m,)`` (docs/science.md §2c)."""
     keys = jax.random.split(key, config.depth + 1)
     shapes = [(config.m, 1)] + [(config.m, config.m)] * (config.depth - 1)
     layers = tuple(config.sd_D * jax.random.normal(k, s) for k, s in zip(keys[:-1], shapes))
@@ -400,7 +400,7 @@ def ssm_of(model) -> DiagonalSSM:
 
 
 def gamma0(model, data) -> jax.Array:
-    """``gamma^(0)`` of SPEC §1 with ``xi`` the derivative of what follows the SSM."""
+    """``gamma^(0)`` of docs/science.md §1 with ``xi`` the derivative of what follows the SSM."""
     ssm = ssm_of(model)
     z = ssm(data["X"])
     if isinstance(model, SSMNet):
@@ -411,7 +411,7 @@ def gamma0(model, data) -> jax.Array:
 
 
 def generalization_error(model, data, horizon: int, error_from: int) -> jax.Array:
-    """SPEC §2c's relative L2 error for a network; otherwise the extrapolation error over
+    """docs/science.md §2c's relative L2 error for a network; otherwise the extrapolation error over
     ``h_k``, ``k = error_from..horizon`` (``data["h_star"]`` holds the teacher's entries for those k)."""
     if isinstance(model, SSMNet):
         return metrics.relative_l2_error(model(data["X_test"]), data["y_test"])
@@ -600,7 +600,7 @@ def run_flow(config: Config) -> Record:
 
 
 def run(config: Config) -> Record:
-    """Train every seed of ``config`` and measure (SPEC §2). Returns per-seed metrics and arrays."""
+    """Train every seed of ``config`` and measure (docs/science.md §2). Returns per-seed metrics and arrays."""
     start = time.perf_counter()
     record = run_flow(config) if config.setting == "per_theorem" else run_gd(config)
     m = record.metrics
@@ -623,7 +623,7 @@ def run(config: Config) -> Record:
 
 
 # --------------------------------------------------------------------------------------------
-# dynamics (SPEC §3): seed rule on the initialisation, summary numbers of a trajectory
+# dynamics (docs/science.md §3): seed rule on the initialisation, summary numbers of a trajectory
 # --------------------------------------------------------------------------------------------
 
 
@@ -658,7 +658,7 @@ def first_crossing(steps: np.ndarray, values: np.ndarray, level: float) -> int:
 
 
 def summarize(arrays: dict[str, np.ndarray], n_top: int = 4) -> dict[str, list]:
-    """Per-seed summary numbers of SPEC §3 from a run's arrays (``log_abs_a: (S, T, d)``,
+    """Per-seed summary numbers of docs/science.md §3 from a run's arrays (``log_abs_a: (S, T, d)``,
     ``log_steps: (S, T)``, ``log_gamma0: (S, T)``, ``a_measured: (S, d)``).
 
     The "final" spectrum is read at the measurement point (``a_measured``: where the authors' notebooks
