@@ -68,16 +68,21 @@ def test_special_sequences_spread_the_growth(standalone_L6):
 @pytest.mark.parametrize("name", sorted(AUTHORS_FINAL))
 def test_reproduces_the_authors_final_spectra(name, standalone_L6):
     """The presets are the authors' runs: their printed final spectra (read, as theirs, at the last
-    logged update after the fit), to 1e-3 (measured: 2.5e-4 or less); network/L6 (seed 4541, which
-    rounding decides, docs/authors-procedure.md) to 0.015 (its second entry: 0.0106 vs 0.0198)."""
+    logged update after the fit).
+
+    Tolerance 1e-3 absolute: their printout has 4-5 decimals (<= 5e-5) and their float32 run against
+    our float64 one differs by float32's rounding carried through the fit, which these runs do not
+    amplify (measured: 2.5e-4 or less; on another CPU the float64 run moves by ~1e-12). network/L6 is
+    seed 4541, whose small entries rounding decides (docs/authors-procedure.md: copies perturbed by
+    1e-7 end in either state; its second entry here 0.0214, theirs 0.0198), so there only the entry
+    that jumps to 1 is compared; the rest of its spectrum is not a reproducible number."""
     if name.startswith("standalone/L6"):
         rec = standalone_L6[name.removeprefix("standalone/L6")]
     else:
         rec = dynamics.run(dynamics.PRESETS[name])
     top = rec.metrics["top_final"][0]
-    expected = AUTHORS_FINAL[name]
-    tol = 0.015 if name == "network/L6" else 1e-3
-    np.testing.assert_allclose(top[: len(expected)], expected, atol=tol)
+    expected = AUTHORS_FINAL[name][:1] if name == "network/L6" else AUTHORS_FINAL[name]
+    np.testing.assert_allclose(top[: len(expected)], expected, atol=1e-3)
 
 
 def test_network_greedy_without_and_spread_with_special():
@@ -99,6 +104,7 @@ def test_teacher_dim2_staircase():
     assert m["n_above_0.1"] == [2] * 4
     for top, cross in zip(m["top_final"], m["half_crossing"]):
         assert cross[0] < cross[1]
+        # closeness to the teacher a* (how far GD gets in the budget), an effect size, not rounding
         assert top[0] == pytest.approx(0.99, abs=0.02) and top[1] == pytest.approx(0.8, abs=0.03)
 
 
@@ -163,7 +169,7 @@ def test_teacher_dim3_staircase():
     learned in every seed, one after the other (half-crossing updates strictly increasing)."""
     m = dynamics.run(dynamics.PRESETS["teacher_dim3/L10"]).metrics
     for top, cross, n in zip(m["top_final"], m["half_crossing"], m["n_above_0.1"]):
-        assert np.allclose(top[:3], [0.99, 0.8, 0.5], atol=0.01)
+        assert np.allclose(top[:3], [0.99, 0.8, 0.5], atol=0.01)  # closeness to a*: an effect size
         assert cross[0] < cross[1] < cross[2]
         assert n == 3  # exactly d* entries above 0.1 (docs/science.md §3)
 
@@ -201,7 +207,7 @@ def test_teacher_dim4_L10_staircase(teacher_dim4_L10):
     for s in range(len(seeds)):
         top, cross = m["top_final"][s], m["half_crossing"][s]
         assert m["n_above_0.1"][s] == 4
-        assert np.allclose(top[:4], [0.99, 0.8, 0.5, 0.3], atol=0.035)
+        assert np.allclose(top[:4], [0.99, 0.8, 0.5, 0.3], atol=0.035)  # closeness to a*: an effect size
         assert cross[0] < cross[1] <= cross[2] <= cross[3]
 
 
