@@ -285,6 +285,7 @@ def test_bad_teacher_and_corner_values(fields, match):
         replace(P["per_theorem/L7"], **fields)
 
 
+@pytest.mark.slow  # ~9 s of flow; the fast suite checks reached_eps on the GD cells and the report's rows
 def test_flow_that_never_leaves_its_plateau_is_not_fitted():
     """per_theorem/L7 at L=8, d=15 (seed 500): the flow reaches t_final still on its plateau (train
     loss 1, the error exactly 1/15). It must count as not fitted, and the report must say so."""
