@@ -166,7 +166,7 @@ def test_cli_smoke_run_and_report(tmp_path):
 
 def test_cli_ctrl_c_keeps_completed_runs(tmp_path):
     """A real SIGINT during the second of four runs (the first stops after 200 updates, the second
-    would take 2e7): the completed run stays complete, the interrupted one leaves nothing behind."""
+    would take 2e9): the completed run stays complete, the interrupted one leaves nothing behind."""
     env = dict(os.environ, IMPLICITBIAS_JAX_CACHE="")
     cmd = [
         sys.executable,
@@ -183,11 +183,20 @@ def test_cli_ctrl_c_keeps_completed_runs(tmp_path):
         "--set",
         "log_every=1000",
         "--sweep",
-        "max_steps=200,20000000",
+        "max_steps=200,2000000000",
         "--runs-dir",
         str(tmp_path),
     ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+    # the CLI as a terminal starts it: SIGINT unblocked and at its default (a test worker's state, which
+    # a child inherits across exec, must not decide whether the signal arrives)
+    inherited = (signal.getsignal(signal.SIGINT), signal.pthread_sigmask(signal.SIG_BLOCK, []))
+
+    def as_from_a_terminal():
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True,
+                            preexec_fn=as_from_a_terminal)
     deadline = time.time() + 240
     first = None
     while time.time() < deadline:
@@ -203,7 +212,7 @@ def test_cli_ctrl_c_keeps_completed_runs(tmp_path):
     except subprocess.TimeoutExpired:
         proc.kill()
         pytest.fail(f"the CLI did not exit within 180 s of SIGINT; its output:\n{proc.communicate()[0][-4000:]}")
-    assert proc.returncode == 130 and "interrupted" in out, out
+    assert proc.returncode == 130 and "interrupted" in out, f"worker's SIGINT handler, mask: {inherited}\n{out}"
     names = [p.name for p in (tmp_path / "table1").iterdir()]
     complete = [r.path.name for r in Store(tmp_path).runs("table1")]
     assert complete == [first.path.name] == names  # the completed run is kept, nothing else is left
