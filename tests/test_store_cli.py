@@ -188,15 +188,15 @@ def test_cli_ctrl_c_keeps_completed_runs(tmp_path):
         str(tmp_path),
     ]
     # the CLI as a terminal starts it: SIGINT unblocked and at its default (a test worker's state, which
-    # a child inherits across exec, must not decide whether the signal arrives)
+    # a child inherits across exec, must not decide whether the signal arrives). A tiny launcher sets
+    # that and execs the CLI, so no Python runs between fork and exec in this multithreaded process.
     inherited = (signal.getsignal(signal.SIGINT), signal.pthread_sigmask(signal.SIG_BLOCK, []))
-
-    def as_from_a_terminal():
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True,
-                            preexec_fn=as_from_a_terminal)
+    as_from_a_terminal = (
+        "import os, signal, sys; signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT]); "
+        "signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", as_from_a_terminal, *cmd[1:]], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, env=env, text=True)
     deadline = time.time() + 240
     first = None
     while time.time() < deadline:
