@@ -16,7 +16,7 @@ import implicitbias  # noqa: F401  (switches on float64)
 _run = os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"solo-{os.getpid()}"
 os.environ["IMPLICITBIAS_JAX_CACHE"] = os.path.join(tempfile.gettempdir(), f"implicitbias-test-jax-{_run}")
 jax.config.update("jax_compilation_cache_dir", os.environ["IMPLICITBIAS_JAX_CACHE"])
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 
 
 def write_fake_cifar(root, n_per_batch=2, n_test=3, seed=0):

@@ -266,7 +266,8 @@ def test_training_is_deterministic_learns_and_evaluates():
     # the 3rd digit), so the thresholds (loss falls, accuracy > 0.9) hold on any CPU's rounding.
     assert h1["loss"][-1] < h1["loss"][0]
     ev = evaluate(m1, x, y, batch_size=10)  # 48 = 4 full chunks + a padded one
-    loss, acc = classification_loss(m1, jnp.asarray(x), jnp.asarray(y))
+    # jitted: op by op, the LRU's associative scan dispatches (and compiles) hundreds of tiny programs (5 s)
+    loss, acc = eqx.filter_jit(classification_loss)(m1, jnp.asarray(x), jnp.asarray(y))
     # float32 rounding bound: a mean of 48 positive losses summed per chunk vs at once is within
     # 48 eps32 = 5.7e-6 (relative) of the exact mean; rtol 1e-5 (measured <= 1.6e-7). A padded row
     # counted, or a chunk missed, moves it by >= 1/48.
@@ -275,7 +276,8 @@ def test_training_is_deterministic_learns_and_evaluates():
     logits = predict_logits(m1, x, batch_size=10)
     # float32 rounding bound: ~40 float32 roundings on the deepest path (an 8-step scan, three length-8
     # sums, the head) times max |logit| = 2.4: 40 * eps32 * 2.4 = 1.1e-5 ~ atol 1e-5 (measured 3.6e-7)
-    assert logits.shape == (48, 2) and np.allclose(logits, jax.vmap(m1)(jnp.asarray(x)), atol=1e-5)
+    direct = eqx.filter_jit(lambda m, u: jax.vmap(m)(u))(m1, jnp.asarray(x))  # unchunked, one program
+    assert logits.shape == (48, 2) and np.allclose(logits, direct, atol=1e-5)
 
 
 def test_weight_decay_only_on_linear_weights():

@@ -211,6 +211,19 @@ def test_jitter_init_is_a_seeded_relative_perturbation():
     assert not np.array_equal(j.ssm.a, other.ssm.a)
 
 
+def test_jitter_index_picks_each_seeds_perturbation():
+    """Seeds (4541, 4541) at positions 0, 1 get the draws of jitter_index (5, 2): the initial models of
+    a cloud run in batches are those of the one-batch run; an index per seed is required."""
+    cfg = replace(P["ssm_in_nn/L6"], seeds=(4541, 4541), init_jitter=1e-3)
+    models, _ = ts.gd_batch(replace(cfg, jitter_index=(5, 2)))
+    base = ts.initial_model(cfg, 4541)
+    for row, index in enumerate((5, 2)):
+        want = ts.jitter_init(base, 1e-3, 4541, index).ssm.a
+        np.testing.assert_array_equal(np.asarray(models.ssm.a[row]), np.asarray(want, np.float32))
+    with pytest.raises(ValueError, match="jitter_index must hold one index >= 0 per seed"):
+        replace(cfg, jitter_index=(1,))
+
+
 def test_overrides_parse_and_reject():
     o = parse_overrides(table1.Config, ["lr=0.5", "special=true", "seeds=1,2", "extra_sequences=[[0,0,0,0,1,0]]"])
     assert o == {"lr": 0.5, "special": True, "seeds": (1, 2), "extra_sequences": ((0, 0, 0, 0, 1, 0),)}

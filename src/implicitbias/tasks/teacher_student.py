@@ -96,6 +96,9 @@ class Config:
     full_kernel: bool = True  # adaptive_gd: A held as a full (d,d) matrix projected onto its diagonal (Keras)
     dtype: Literal["float64", "float32"] = "float64"  # GD settings: float32 is the authors' (TensorFlow's) precision
     init_jitter: float = 0.0
+    # the perturbation stream of each seed under init_jitter (default: its position in seeds); copies of a
+    # rounding cloud can then run in batches of the cell's own size and share its compiled program
+    jitter_index: tuple[int, ...] = ()
     n_baseline: int = 8
     baseline_stop: int = 2  # baseline sequences have N(0,1) entries at positions 0:baseline_stop
     n_special: int = 10
@@ -134,6 +137,10 @@ class Config:
         require(
             math.isfinite(self.init_jitter) and self.init_jitter >= 0,
             f"init_jitter must be >= 0, got {self.init_jitter}",
+        )
+        require(
+            not self.jitter_index or (len(self.jitter_index) == len(self.seeds) and min(self.jitter_index) >= 0),
+            f"jitter_index must hold one index >= 0 per seed ({len(self.seeds)}), got {self.jitter_index}",
         )
         require(self.L >= 3, f"L must be >= 3, got {self.L}")
         require(self.d >= 2, f"d must be >= 2 (the init ties entries 0 and 1), got {self.d}")
@@ -459,7 +466,8 @@ def gd_batch(config: Config):
         X = jnp.concatenate([X, jnp.zeros((rows - n, config.L), X.dtype)])
         model = initial_model(config, seed)
         if config.init_jitter:
-            model = jitter_init(model, config.init_jitter, seed, len(models))
+            index = config.jitter_index[len(models)] if config.jitter_index else len(models)
+            model = jitter_init(model, config.init_jitter, seed, index)
         if config.uses_full_kernel:
             model = (
                 FullKernelSSM.from_diagonal(model, config.train_BC)
@@ -484,7 +492,8 @@ def gd_batch(config: Config):
 def jitter_init(model, scale: float, seed: int, index: int):
     """``model`` with every floating-point parameter ``w`` replaced by ``w * (1 + scale * z)``,
     ``z ~ N(0, 1)`` from a key of ``(seed, index)`` (``index``: the seed's position in
-    ``config.seeds``, so a repeated seed gets a fresh perturbation each time).
+    ``config.seeds``, so a repeated seed gets a fresh perturbation each time, or its entry of
+    ``config.jitter_index``).
 
     For sensitivity studies: ``scale ~ 1e-7`` (float32 rounding) shows whether a run's outcome is
     decided by rounding (see docs/findings/table1.md, ``init_jitter``).
