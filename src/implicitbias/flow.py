@@ -98,9 +98,15 @@ def solve_one(p: FlowProblem, rtol: float = 1e-8, atol: float = 1e-12, max_steps
     return FlowResult(a, t, sol.stats["num_steps"], success)
 
 
-@partial(jax.jit, static_argnames=("rtol", "atol", "max_steps"))
 def solve_flow(p: FlowProblem, rtol: float = 1e-8, atol: float = 1e-12, max_steps: int = 100_000) -> FlowResult:
-    """``solve_one`` vmapped over the leading axis of every field of ``p``."""
+    """``solve_one`` vmapped over the leading axis of every field of ``p`` (compiled)."""
+    # one cache entry per (shapes, rtol, atol, max_steps) however the caller spells them: jit keys a
+    # defaulted argument apart from a passed one, and tracing this solver takes seconds
+    return _solve_flow(p, float(rtol), float(atol), int(max_steps))
+
+
+@partial(jax.jit, static_argnums=(1, 2, 3))
+def _solve_flow(p: FlowProblem, rtol: float, atol: float, max_steps: int) -> FlowResult:
     return jax.vmap(lambda q: solve_one(q, rtol, atol, max_steps))(p)
 
 
