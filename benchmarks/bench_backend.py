@@ -24,10 +24,10 @@ os.environ["IMPLICITBIAS_JAX_CACHE"] = _cache.name if SMOKE else ""  # before Ra
 
 import numpy as np  # noqa: E402
 
-from implicitbias import backends  # noqa: E402
+from implicitbias.runtime import backends  # noqa: E402
 from implicitbias.experiments import table1  # noqa: E402
-from implicitbias.runner import run_all  # noqa: E402
-from implicitbias.store import Store  # noqa: E402
+from implicitbias.runtime.runner import run_all  # noqa: E402
+from implicitbias.runtime.store import Store  # noqa: E402
 
 try:
     from _cli_timing import load_average

@@ -20,7 +20,7 @@ import jax
 
 from implicitbias.datasets import load_digits
 from implicitbias.models import KINDS, ClassifierConfig, make_classifier
-from implicitbias.train_classifier import TrainConfig, evaluate, train_classifier
+from implicitbias.models.training import TrainConfig, evaluate, train_classifier
 
 if __name__ == "__main__":
     smoke = "--smoke" in sys.argv

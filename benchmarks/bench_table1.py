@@ -28,7 +28,7 @@ if __name__ == "__main__":
     what = "smoke run (one cell, one seed)" if smoke else "Table 1 (every preset x 4 seeds)"
     print(f"{what} wall time, compile included, no compile cache: {wall:.1f} s")
     if out:
-        from implicitbias.store import atomic_write, library_versions
+        from implicitbias.runtime.store import atomic_write, library_versions
 
         record = {"benchmark": "benchmarks/bench_table1.py" + (" --smoke" if smoke else ""), "what": what,
                   "wall_seconds": wall, "cpus": os.cpu_count(), "load_average_before": list(before),

@@ -207,8 +207,10 @@ def main(argv=None) -> None:
     import jax
 
     from implicitbias.experiments import realworld as rw
+
+    from implicitbias.tasks import classifier_poisoning as cp
     from implicitbias.models import make_classifier
-    from implicitbias.train_classifier import evaluate, fit_epochs
+    from implicitbias.models.training import evaluate, fit_epochs
 
     seed = args.seed
     cfg = rw.PRESETS[PRESET]
@@ -273,7 +275,7 @@ def main(argv=None) -> None:
         size = "full size (the preset unchanged)"
     print(f"\none seed of {PRESET}, {size}: running ...", flush=True)
     t0 = time.perf_counter()
-    out = rw.run_seed(full, seed)
+    out = cp.run_seed(full, seed)
     wall = time.perf_counter() - t0
     parts = [f"clean {out['times']['clean_train_s']:.1f} s", f"brew {out['times']['brew_s']:.1f} s"]
     for v in ("poisoned", "uniform", "end"):

@@ -19,11 +19,11 @@ from dataclasses import replace
 
 import jax
 
-from implicitbias import progress
+from implicitbias.core import progress
 from implicitbias.experiments import table1
-from implicitbias.optim import StopRule, make_optimizer
+from implicitbias.core.optim import StopRule, make_optimizer
 from implicitbias.tasks import teacher_student as ts
-from implicitbias.train import train_batched
+from implicitbias.core.train import train_batched
 
 SMOKE = "--smoke" in sys.argv
 STEPS = 200 if SMOKE else 20_000

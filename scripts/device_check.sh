@@ -103,7 +103,7 @@ if (( DRY )); then
     PYTHONPATH=$ROOT/src "$LPY" - "$EXPERIMENT" "$PRESET" "${SET_KV[@]}" <<'EOF' || die "preset check failed"
 import sys
 from implicitbias.experiments import realworld
-from implicitbias.overrides import apply_overrides, parse_overrides
+from implicitbias.runtime.overrides import apply_overrides, parse_overrides
 exp, name, *sets = sys.argv[1:]
 if name not in realworld.PRESETS:
     sys.exit(f"device_check: error: preset {name} is not in experiment {exp}")
@@ -253,7 +253,7 @@ if os.path.exists(xml):
     res["tests"] = t
 res["test_selection"] = tests
 try:
-    from implicitbias.store import Store
+    from implicitbias.runtime.store import Store
     runs = list(Store(store).runs(experiment)) if os.path.isdir(store) else []
     if runs:
         r = runs[0]

@@ -20,7 +20,7 @@ import sys
 from implicitbias import experiments
 from implicitbias.record import strict_json
 from implicitbias.report.document import SECTIONS
-from implicitbias.store import Store, atomic_write
+from implicitbias.runtime.store import Store, atomic_write
 
 
 def _without(obj, drop: frozenset):

@@ -16,9 +16,9 @@ import json
 import numpy as np
 
 from implicitbias.experiments import realworld as rw
-from implicitbias.stats import t_interval
+from implicitbias.core.stats import t_interval
 from implicitbias.report.common import preset_overrides
-from implicitbias.store import Store
+from implicitbias.runtime.store import Store
 
 
 def role(run) -> str:

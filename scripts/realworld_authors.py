@@ -8,7 +8,7 @@
 Runs go through the library's store (``--runs-dir``, default ``$IMPLICITBIAS_RUNS`` or ``runs``): a
 finished preset is skipped. Each finished seed is kept under ``<runs-dir>/realworld/.seeds-<hash>/`` until
 its preset is stored, so an interrupted job loses at most the seed in progress; the stored run is
-``realworld.collect`` over the seeds in order, exactly what ``implicitbias run realworld --preset P``
+``cp.collect`` over the seeds in order, exactly what ``implicitbias run realworld --preset P``
 stores (its ``wall_seconds``: the seeds' sum). The JSON holds every stored ``authors/`` and
 ``authors-cpu/`` run of that store (:func:`implicitbias.report.realworld.authors_results`); its Holm
 correction is over every comparison of the store's real-world section.
@@ -26,9 +26,11 @@ from dataclasses import replace
 from pathlib import Path
 
 from implicitbias.experiments import realworld
+
+from implicitbias.tasks import classifier_poisoning as cp
 from implicitbias.record import strict_json
 from implicitbias.report import realworld as report_rw
-from implicitbias.store import Store, atomic_write
+from implicitbias.runtime.store import Store, atomic_write
 
 CPU_PRESETS = [p for p in realworld.PRESETS if p.startswith("authors-cpu/")]
 
@@ -51,14 +53,14 @@ def run_preset(store: Store, preset: str, seeds: tuple[int, ...] | None = None) 
             d, w = pickle.loads(f.read_bytes())
         else:
             t0 = time.perf_counter()
-            d = realworld.run_seed(cfg, s)
+            d = cp.run_seed(cfg, s)
             w = time.perf_counter() - t0
             atomic_write(f, pickle.dumps((d, w)))
             print(f"{time.strftime('%H:%M:%S')} {preset} seed {s}: {w:.0f} s; test acc "
                   + " ".join(f"{v} {100 * d[v]['test_acc']:.2f}" for v in realworld.VARIANTS), flush=True)
         per.append(d)
         walls.append(w)
-    record = realworld.collect(cfg, per, sum(walls))
+    record = cp.collect(cfg, per, sum(walls))
     store.save(realworld.NAME, cfg, record, preset=preset, wall_seconds=sum(walls), replace=False)
     return f"{preset}: stored ({sum(walls):.0f} s over {len(walls)} seeds)"
 

@@ -1,7 +1,7 @@
 """The realworld lever sweep (docs/science.md §4): one grid of stored runs, on this machine or a Ray cluster.
 
 Each job is one stored run (one config, 5 seeds) of ``implicitbias run realworld`` made through the
-library's runner, store and backends (:mod:`implicitbias.backends`), so the sweep is resumable: a
+library's runner, store and backends (:mod:`implicitbias.runtime.backends`), so the sweep is resumable: a
 stored job is skipped before anything is submitted, an interrupted one is redone. The grid varies
 one lever at a time around the ``s4d/digits/{mean,last}`` presets (ℓ∞ budget, poison fraction,
 number of clean examples, end-of-sequence penalty, normalisation, replace mode, attack iterations
@@ -67,7 +67,7 @@ def configs_of(chosen: list[int]) -> dict[str, object]:
     """``name -> config`` of the chosen jobs, named as ``implicitbias run realworld --preset P --sweep ...``
     names them (so the report reads them the same way)."""
     from implicitbias import experiments
-    from implicitbias.overrides import apply_overrides, parse_sweeps, select_presets, sweep_label
+    from implicitbias.runtime.overrides import apply_overrides, parse_sweeps, select_presets, sweep_label
 
     exp = experiments.get("realworld")
     out: dict[str, object] = {}
@@ -120,9 +120,10 @@ def main() -> None:
             print(f"{i:3d}  {p:18s} {' '.join(items) or '(preset)'}{'  [heavy]' if heavy else ''}")
         return
 
-    from implicitbias import backends, experiments
-    from implicitbias.runner import run_all
-    from implicitbias.store import Store, StoreError
+    from implicitbias.runtime import backends
+    from implicitbias import experiments
+    from implicitbias.runtime.runner import run_all
+    from implicitbias.runtime.store import Store, StoreError
 
     try:
         configs = configs_of(chosen)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from implicitbias.record import Record
-from implicitbias.store import Store
+from implicitbias.runtime.store import Store
 
 
 @dataclass(frozen=True)

@@ -18,13 +18,23 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from implicitbias import __version__, backends, cli
-from implicitbias import ray_watchdog as watchdog
-from implicitbias.backends import BackendError, Failed, Finished, LocalBackend, Started, _Failure, _same_version, drive
+from implicitbias import __version__, cli
+from implicitbias.runtime import backends
+from implicitbias.runtime import ray_watchdog as watchdog
+from implicitbias.runtime.backends import (
+    BackendError,
+    Failed,
+    Finished,
+    LocalBackend,
+    Started,
+    _Failure,
+    _same_version,
+    drive,
+)
 from implicitbias.experiments import table1
 from implicitbias.record import Record
-from implicitbias.runner import run_all
-from implicitbias.store import Store
+from implicitbias.runtime.runner import run_all
+from implicitbias.runtime.store import Store
 
 TINY = replace(table1.PRESETS["beyond_theorem/L6"], seeds=(200,), max_steps=300, log_every=50)
 GRID = {"a": TINY, "b": replace(TINY, lr=0.02), "c": replace(TINY, lr=0.03)}
@@ -318,7 +328,7 @@ def test_the_realworld_sweep_script_names_the_runs_the_old_pool_stored():
     assert configs["s4d/digits/last[mode=replace,seeds=[5, 6, 7, 8, 9]]"].seeds == (5, 6, 7, 8, 9)
 
 
-# The watchdog of a local Ray instance (implicitbias.ray_watchdog) on ordinary processes: a fake
+# The watchdog of a local Ray instance (implicitbias.runtime.ray_watchdog) on ordinary processes: a fake
 # session directory, fake agents (``sleep`` titled ``ray::...`` writing a log there) and state files.
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="the watchdog reads /proc (Linux only); elsewhere there is none")

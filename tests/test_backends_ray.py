@@ -22,7 +22,7 @@ import pytest
 from typer.testing import CliRunner
 
 from implicitbias import cli
-from implicitbias import ray_watchdog as watchdog
+from implicitbias.runtime import ray_watchdog as watchdog
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (make test-ray installs the ray extra)")
 pytestmark = pytest.mark.ray

@@ -23,7 +23,7 @@ import pytest
 from implicitbias.datasets import augment_sequences
 from implicitbias.experiments import realworld as rw
 from implicitbias.models import make_classifier
-from implicitbias.train_classifier import SSM_KERNEL_FIELDS, make_optimizer
+from implicitbias.models.training import SSM_KERNEL_FIELDS, make_optimizer
 
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_torch_s4d.py"
 CFG = rw.PRESETS["authors-cpu/s4d/mnist1d"]

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from implicitbias.experiments import chains as exp
-from implicitbias.overrides import parse_overrides
+from implicitbias.runtime.overrides import parse_overrides
 from implicitbias.report import chains as report_chains
-from implicitbias.store import Store
+from implicitbias.runtime.store import Store
 from implicitbias.tasks import chains as ch
 
 # ------------------------------------------------------------------------------------------

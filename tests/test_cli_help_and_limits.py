@@ -12,7 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import write_fake_cifar
-from implicitbias import cli, footprint
+from implicitbias import cli
+from implicitbias.runtime import footprint
 from implicitbias.datasets import BadDataError, MissingDataError, load_cifar10
 from implicitbias.experiments import EXPERIMENTS, chains, realworld, table1
 
@@ -212,7 +213,7 @@ def test_mnist1d_is_sized_as_mnist1d():
     """The real-world estimate for MNIST-1D counts its own 5,000 sequences of length 40 (not the digits
     branch, whose test set 1797 - n_train would go negative at n_train = 4000), by hand."""
     cfg = realworld.PRESETS["authors-cpu/s4d/mnist1d"]
-    terms = footprint._realworld_terms(cfg)
+    terms = realworld.footprint_terms(cfg)
     data = next(v for k, v in terms.items() if k.startswith("mnist1d data"))
     assert data == 5000 * 40 * 8 + (cfg.n_train + 1000) * 40 * (8 + 4)
     assert all(v > 0 for v in terms.values())

@@ -10,13 +10,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from implicitbias import metrics
+from implicitbias.core import metrics
 from implicitbias.defend import detectors as det
 from implicitbias.defend import synthetic as syn
 from implicitbias.defend.evaluate import auroc, flag, gap_flags, recall_at_k, roc_curve
 from implicitbias.defend.training import DPOptimizer, Noisy, circular_shifts, clipped_loss
-from implicitbias.optim import make_optimizer
-from implicitbias.ssm import DiagonalSSM, unit_teacher
+from implicitbias.core.optim import make_optimizer
+from implicitbias.core.ssm import DiagonalSSM, unit_teacher
 
 jax.config.update("jax_enable_x64", True)
 
@@ -346,7 +346,7 @@ def test_report_rows_carry_per_seed_lists(monkeypatch, tmp_path):
     from implicitbias.experiments import defense
     from implicitbias.record import Record
     from implicitbias.report import defense as section
-    from implicitbias.store import Store
+    from implicitbias.runtime.store import Store
 
     monkeypatch.setattr(syn, "train_sets", _fake_train([]))
     cfg = defense.Config(seeds=(0, 1), detectors=("nongreedy_share", "random"), training_defenses=())
@@ -419,7 +419,7 @@ def test_realworld_rows_holm_over_the_comparisons_that_test_something():
     cost, Holm-adjusted together with each cell's poisoned - clean; a detector that removed nothing in any
     seed adds no comparison (its defended model is the poisoned one)."""
     from implicitbias.report import defense as section
-    from implicitbias.stats import holm, t_test_pvalue
+    from implicitbias.core.stats import holm, t_test_pvalue
 
     clean, pois = [0.10, 0.12, 0.11, 0.13], [0.15, 0.16, 0.12, 0.18]
     moved = {"auroc": [0.9] * 4, "recall": [0.5] * 4, "n_flagged": [3] * 4, "n_poison_flagged": [2] * 4,

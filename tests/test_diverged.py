@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from implicitbias import cli
 from implicitbias.record import strict_json
-from implicitbias.store import Store
+from implicitbias.runtime.store import Store
 
 runner = CliRunner()
 

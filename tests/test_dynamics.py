@@ -266,7 +266,7 @@ def test_report_document_draws_links_and_inlines_the_figures(standalone_L6, tmp_
     from typer.testing import CliRunner
 
     from implicitbias import cli, report
-    from implicitbias.store import Store
+    from implicitbias.runtime.store import Store
 
     store = Store(tmp_path)
     for sp, rec in standalone_L6.items():

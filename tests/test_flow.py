@@ -2,8 +2,8 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.integrate import solve_ivp
 
-from implicitbias.flow import FlowProblem, flow_loss, pad_problems, solve_flow
-from implicitbias.sequences import impulses
+from implicitbias.core.flow import FlowProblem, flow_loss, pad_problems, solve_flow
+from implicitbias.core.sequences import impulses
 
 
 def _problem(a0, L, positions, T):

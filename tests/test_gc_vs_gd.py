@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from implicitbias.experiments import gc_vs_gd as exp
-from implicitbias.optim import group_rmsprop
+from implicitbias.core.optim import group_rmsprop
 from implicitbias.tasks import matrix_sensing as ms
 
 RESULTS = Path(__file__).resolve().parent.parent / "results" / "gc_vs_gd.json"

@@ -1,9 +1,9 @@
-"""The authors' initialisation stream (implicitbias.keras_init) against TensorFlow's own output."""
+"""The authors' initialisation stream (implicitbias.core.keras_init) against TensorFlow's own output."""
 
 import numpy as np
 import pytest
 
-from implicitbias.keras_init import philox4x32, seeded_normal, stateless_normal
+from implicitbias.core.keras_init import philox4x32, seeded_normal, stateless_normal
 
 # Printed by TensorFlow 2.21.0 (CPU): tf.random.stateless_normal([625], seed=[s, 0]) at these indices.
 INDICES = (0, 1, 2, 3, 4, 5, 10, 11, 399, 624)

@@ -2,8 +2,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from implicitbias.metrics import effective_rank, extrapolation_error, gamma_coefficients, relative_l2_error
-from implicitbias.ssm import DiagonalSSM, SSMNet, ssm_output
+from implicitbias.core.metrics import effective_rank, extrapolation_error, gamma_coefficients, relative_l2_error
+from implicitbias.core.ssm import DiagonalSSM, SSMNet, ssm_output
 
 
 def test_effective_rank_one_hot_and_uniform():

@@ -20,7 +20,7 @@ from implicitbias.models import (
     segsum,
     ssd_chunked,
 )
-from implicitbias.train_classifier import (
+from implicitbias.models.training import (
     TrainConfig,
     _decay_mask,
     classification_loss,

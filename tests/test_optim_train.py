@@ -4,8 +4,8 @@ import numpy as np
 import optax
 import pytest
 
-from implicitbias.optim import StopRule, adaptive_gd, make_optimizer
-from implicitbias.train import train, train_batched
+from implicitbias.core.optim import StopRule, adaptive_gd, make_optimizer
+from implicitbias.core.train import train, train_batched
 
 
 def test_adaptive_lr_by_hand():
@@ -134,7 +134,7 @@ def test_stall_rule_stops_frozen_runs_only():
 @pytest.mark.parametrize("name", ["gd", "adaptive_gd", "adam", "keras_adam"])
 def test_runtime_lr_equals_static_lr(name):
     """The learning rate as data gives the same trajectory as the learning rate baked in."""
-    from implicitbias.optim import runtime_lr_optimizer
+    from implicitbias.core.optim import runtime_lr_optimizer
 
     rule = StopRule(eps=1e-30, extra_steps=0, max_steps=50)
     x0, target = jnp.array([0.3, -1.0]), jnp.array([1.0, 2.0])
@@ -150,7 +150,7 @@ def test_runtime_lr_equals_static_lr(name):
 def test_keras_adam_by_hand():
     """Keras's Adam: theta -= lr sqrt(1-b2^t)/(1-b1^t) m_t/(sqrt(v_t)+eps), eps = 1e-7 (two steps by
     hand); for gradients far above eps it agrees with Optax's Adam, far below it it does not."""
-    from implicitbias.optim import keras_adam
+    from implicitbias.core.optim import keras_adam
 
     lr, b1, b2, eps = 0.1, 0.9, 0.999, 1e-7
     g1, g2 = jnp.array([2.0, 1e-9]), jnp.array([-1.0, 3e-9])
@@ -174,7 +174,7 @@ def test_progress_reports_leave_the_numbers_unchanged(monkeypatch):
     """While someone listens, train_batched runs its loop in segments and reports after each: the
     result is bit-identical to the one-piece run, the reports count updates up to the end, and the
     last says every run has stopped (remaining 0). A measurement point before the end is kept too."""
-    from implicitbias import progress, train as train_mod
+    from implicitbias.core import progress, train as train_mod
 
     monkeypatch.setattr(train_mod, "PROGRESS_SECONDS", 1e9)  # segments grow 4x each: 1, 4, 16, ... chunks
     x0 = jnp.array([[0.0], [0.9], [-3.0]])

@@ -24,7 +24,7 @@ from implicitbias.poison import (
     target_direction,
 )
 from implicitbias.poison.matching import brew_objective
-from implicitbias.ssm import DiagonalSSM, unit_teacher
+from implicitbias.core.ssm import DiagonalSSM, unit_teacher
 
 L = 6
 

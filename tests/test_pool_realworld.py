@@ -11,7 +11,7 @@ import pytest
 
 from implicitbias.experiments import realworld as rw
 from implicitbias.record import Record
-from implicitbias.store import Store, library_versions
+from implicitbias.runtime.store import Store, library_versions
 
 PRESET = "s4d/digits/mean"
 SCRIPT = Path(__file__).parents[1] / "scripts" / "pool_realworld.py"

@@ -6,9 +6,9 @@ from dataclasses import replace
 import pytest
 from typer.testing import CliRunner
 
-from implicitbias import cli
+from implicitbias.cli import commands as cli
 from implicitbias.experiments import defense, table1
-from implicitbias.overrides import distinct_configs, select_presets
+from implicitbias.runtime.overrides import distinct_configs, select_presets
 
 BEYOND = [k for k in defense.PRESETS if k == "synthetic/beyond_L6" or k.startswith("synthetic/beyond_L6/")]
 

@@ -1,6 +1,6 @@
 """Progress inside a long run, shown by the CLI."""
 
-from implicitbias import progress
+from implicitbias.core import progress
 
 # The CLI's display of these reports: tests/test_store_cli.py::test_cli_smoke_run_and_report.
 

@@ -10,11 +10,12 @@ import pytest
 
 from conftest import write_fake_cifar
 from implicitbias.experiments import realworld as rw
+from implicitbias.tasks import classifier_poisoning as cp
 from implicitbias.models import make_classifier
 from implicitbias.poison.groups import masked_direction
 from implicitbias.report import realworld as report_rw
-from implicitbias.stats import t_interval
-from implicitbias.store import Store
+from implicitbias.core.stats import t_interval
+from implicitbias.runtime.store import Store
 
 TINY = replace(rw.PRESETS["s4d/digits/mean"], d_model=8, d_state=4, n_layers=1, epochs=2, n_train=100, n_targets=20,
                poison_frac=0.2, iterations=3, restarts=1, extra_epochs=1, max_rounds=1, seeds=(0, 1))
@@ -22,13 +23,13 @@ TINY = replace(rw.PRESETS["s4d/digits/mean"], d_model=8, d_state=4, n_layers=1, 
 
 @pytest.fixture(scope="module")
 def seed0():
-    return rw.run_seed(TINY, 0, keep=True)
+    return cp.run_seed(TINY, 0, keep=True)
 
 
 @pytest.fixture(scope="module")
 def record(seed0):
     # the same as rw.run(TINY), reusing seed 0 (run() is exactly collect over run_seed)
-    return rw.collect(TINY, [seed0, rw.run_seed(TINY, 1)], 1.0)
+    return cp.collect(TINY, [seed0, cp.run_seed(TINY, 1)], 1.0)
 
 
 def _leaves(model):
@@ -80,7 +81,7 @@ def test_matched_perturbation_respects_the_budget_in_model_units(seed0):
     # clip=True: perturbed pixels stay in the raw range [0, 16]; un-standardising in float32 costs
     # ~3 eps32 * 16 = 6e-6 (measured: exactly 0 and 16); 1e-3 raw units still catches a missed clip
     raw = (ds.x_train[seed0["arrays"]["poison_idx"]] + d) * std + mean
-    assert raw.min() >= -1e-3 and raw.max() <= rw.RAW_RANGE + 1e-3
+    assert raw.min() >= -1e-3 and raw.max() <= cp.RAW_RANGE + 1e-3
 
 
 def test_controls_have_the_matched_per_poison_l2_norm(seed0):
@@ -208,7 +209,7 @@ def test_compiled_group_direction_equals_the_library_target_direction(seed0):
     w = np.zeros(tidx.size, np.float32)
     w[g.targets] = 1.0
     got = masked_direction(model, x_t, y_t, w)
-    want = eqx.filter_jit(target_direction)(rw.loss_only, model, x_t[g.targets], y_t[g.targets], "untargeted")
+    want = eqx.filter_jit(target_direction)(cp.loss_only, model, x_t[g.targets], y_t[g.targets], "untargeted")
     # float32 rounding bound: the same gradient with the targets summed under a 0/1 mask (20 rows) or
     # alone (here 2 rows): other float32 accumulation orders through a one-block network, k eps32
     # sum_i |g_i| per entry with k ~ 20 + the network's depth; atol 1e-6 (~8 eps32 of gradients ~1)
@@ -226,7 +227,7 @@ def test_cifar10_path_on_fake_pickles_keeps_the_per_channel_budget_and_range(tmp
     write_fake_cifar(tmp_path, n_per_batch=8, n_test=12)
     cfg = replace(TINY, dataset="cifar10", data_dir=str(tmp_path), n_train=40, n_targets=6, eps=8 / 255, seeds=(0,))
     assert cfg.model_config.d_input == 3
-    out = rw.run_seed(cfg, 0, keep=True)
+    out = cp.run_seed(cfg, 0, keep=True)
     ds = out["data"]
     std, mean = np.asarray(ds.meta["std"], float), np.asarray(ds.meta["mean"], float)  # (1, 3)
     assert ds.x_train.shape == (40, 1024, 3)

@@ -16,6 +16,7 @@ import pytest
 
 from implicitbias.datasets.views import ImageView, augment_image
 from implicitbias.experiments import realworld as rw
+from implicitbias.tasks import classifier_poisoning as cp
 from implicitbias.poison import BrewConfig, allocate_top_groups, craft_poisons
 from implicitbias.poison.groups import TargetGroup, craft_groups
 
@@ -143,17 +144,17 @@ def test_end_regulariser_weights_by_hand():
     f = 1e-7
     # closed forms f * (rows left); the weights are float32: within eps32 of them, under approx's rel
     # 1e-6 and rtol 1e-6 (an off-by-one row is off by >= 1/8 relative)
-    w = rw.reg_weights(ImageView("row", 1, 8, 8), f)  # digits: step t is row t // 8
+    w = cp.reg_weights(ImageView("row", 1, 8, 8), f)  # digits: step t is row t // 8
     assert w.shape == (64, 1)
     for t in (0, 7, 8, 30, 55, 56, 63):
         assert w[t, 0] == pytest.approx(f * (8 - t // 8 - 1))
-    w = rw.reg_weights(ImageView("row", 1, 40, 1), f)  # MNIST-1D: every step is a row
+    w = cp.reg_weights(ImageView("row", 1, 40, 1), f)  # MNIST-1D: every step is a row
     np.testing.assert_allclose(w[:, 0], f * (40 - np.arange(40) - 1), rtol=1e-6)
-    w = rw.reg_weights(ImageView("channel_major", 3, 32, 32, 3), f)  # stored value 3t + c is in row (v % 1024) // 32
+    w = cp.reg_weights(ImageView("channel_major", 3, 32, 32, 3), f)  # stored value 3t + c is in row (v % 1024) // 32
     for t, c in ((0, 0), (10, 2), (341, 1), (700, 0), (1023, 2)):
         v = 3 * t + c
         assert w[t, c] == pytest.approx(f * (32 - (v % 1024) // 32 - 1))
-    w = rw.reg_weights(ImageView("row", 3, 32, 32), f)
+    w = cp.reg_weights(ImageView("row", 3, 32, 32), f)
     assert np.all(w[-32:] == 0) and w[0, 2] == pytest.approx(31 * f)
 
 
@@ -293,7 +294,7 @@ def test_end_regulariser_enters_the_gradient_before_the_sign(toy):
 
 
 def test_epoch_cosine_is_pytorchs_cosine_annealing_per_epoch():
-    from implicitbias.train_classifier import epoch_cosine
+    from implicitbias.models.training import epoch_cosine
 
     f = epoch_cosine(0.01, 1e-4, 10, steps_per_epoch=7)
     for step in (0, 6, 7, 34, 69):
@@ -313,7 +314,7 @@ class _Tiny(eqx.Module):
 def test_training_resumes_where_it_stopped():
     """1 + 1 epochs from a saved state equal 2 epochs in one call (schedule, optimizer state, per-epoch
     keys carried)."""
-    from implicitbias.train_classifier import TrainConfig, fit_epochs
+    from implicitbias.models.training import TrainConfig, fit_epochs
 
     model = _Tiny(eqx.nn.Linear(1, 10, key=jax.random.PRNGKey(0)))
     x = np.asarray(jax.random.normal(jax.random.PRNGKey(3), (16, 8, 1)), np.float32)
@@ -407,8 +408,8 @@ def test_italypower_tiny_run_end_to_end():
     labels and stay within the budget, and every variant is evaluated on the 296 test sequences."""
     tiny = replace(rw.PRESETS["authors-cpu/s4d/italypower"], d_model=8, d_state=4, n_layers=1, epochs=2,
                    iterations=3, n_targets=20, n_high_targets=6, group_size=3, max_extra_epochs=1, seeds=(0,))
-    out = rw.run_seed(tiny, 0, keep=True)
-    eps, _, _ = rw.budget(tiny, out["data"].meta)
+    out = cp.run_seed(tiny, 0, keep=True)
+    eps, _, _ = cp.budget(tiny, out["data"].meta)
     assert out["arrays"]["poison_idx"].size == tiny.n_poisons == 160
     for name in ("poisoned", "uniform"):
         delta = out["arrays"][f"delta_{name}"]

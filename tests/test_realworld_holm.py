@@ -11,8 +11,8 @@ from scipy import stats
 from implicitbias.experiments import realworld as rw
 from implicitbias.record import Record
 from implicitbias.report import realworld as report_rw
-from implicitbias.stats import holm
-from implicitbias.store import Store
+from implicitbias.core.stats import holm
+from implicitbias.runtime.store import Store
 
 SEEDS = [0, 1, 2, 3, 4]
 

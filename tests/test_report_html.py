@@ -18,7 +18,7 @@ from implicitbias.record import Record
 from implicitbias.report import defense as report_defense
 from implicitbias.report import gc_vs_gd as report_gc
 from implicitbias.report.common import tally
-from implicitbias.store import Store
+from implicitbias.runtime.store import Store
 
 # a 1x1 PNG
 PNG = bytes.fromhex(

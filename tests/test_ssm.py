@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from implicitbias.ssm import (
+from implicitbias.core.ssm import (
     DiagonalSSM,
     SSMNet,
     impulse_response,
@@ -85,7 +85,7 @@ def test_full_kernel_ssm_gradients():
     """FullKernelSSM is DiagonalSSM's function with a dense A: same outputs, same gradient on diag(A)
     as on a, and off-diagonal gradients dL/dA_ij = C_i B_j sum_k g_k sum_{p<k-1} a_i^p a_j^(k-2-p)
     (g_k = dL/dh_k), checked against that closed form and a finite difference."""
-    from implicitbias.ssm import FullKernelSSM, output_at_L
+    from implicitbias.core.ssm import FullKernelSSM, output_at_L
 
     rng = np.random.default_rng(0)
     d, L = 5, 6
@@ -119,8 +119,8 @@ def test_full_kernel_ssm_gradients():
 def test_keep_diagonal_projects_full_kernel_updates_only():
     import optax
 
-    from implicitbias.optim import adaptive_gd, keep_diagonal
-    from implicitbias.ssm import FullKernelSSM
+    from implicitbias.core.optim import adaptive_gd, keep_diagonal
+    from implicitbias.core.ssm import FullKernelSSM
 
     full = FullKernelSSM(jnp.diag(jnp.array([0.5, 0.2])), jnp.ones(2), jnp.ones(2))
     net = SSMNet(full, (jnp.ones((3, 1)), jnp.ones((3, 3))), jnp.ones(3))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from implicitbias.stats import holm, t_test_pvalue
+from implicitbias.core.stats import holm, t_test_pvalue
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -12,10 +12,10 @@ from typer.testing import CliRunner
 
 from implicitbias import cli
 from implicitbias.experiments import table1
-from implicitbias.overrides import parse_sweeps, sweep_label
+from implicitbias.runtime.overrides import parse_sweeps, sweep_label
 from implicitbias.record import Record
-from implicitbias.runner import run_all
-from implicitbias.store import Store
+from implicitbias.runtime.runner import run_all
+from implicitbias.runtime.store import Store
 
 TINY = replace(table1.PRESETS["beyond_theorem/L6"], seeds=(200,), max_steps=300, log_every=50)
 

@@ -16,8 +16,8 @@ from implicitbias import cli
 from implicitbias import experiments as experiments_mod
 from implicitbias.experiments import table1
 from implicitbias.record import Record
-from implicitbias.runner import run_all
-from implicitbias.store import Store, StoreError
+from implicitbias.runtime.runner import run_all
+from implicitbias.runtime.store import Store, StoreError
 
 from _store_writer import CONFIG, save_many  # isort: skip  (tests/ is on sys.path, as for conftest)
 

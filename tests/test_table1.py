@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from implicitbias.experiments import table1
-from implicitbias.overrides import parse_overrides
+from implicitbias.runtime.overrides import parse_overrides
 from implicitbias.tasks import teacher_student as ts
 
 P = table1.PRESETS
@@ -67,7 +67,7 @@ def test_keras_init_structure():
     """init_rng="keras": one N(0,1) stream per seed feeds every weight (keras_init module): B and C
     hold the same magnitudes (B sorted, C in reversed draw order), a = sorted |diag| of the (d,d)
     draw, entries 0/1 tied, warm start added; the network's head equals its first layer."""
-    from implicitbias.keras_init import seeded_normal
+    from implicitbias.core.keras_init import seeded_normal
 
     cfg = P["ssm_in_nn/L6"]
     net = ts.keras_init(cfg, 4541)
@@ -303,7 +303,7 @@ def test_flow_that_never_leaves_its_plateau_is_not_fitted():
     """per_theorem/L7 at L=8, d=15 (seed 500): the flow reaches t_final still on its plateau (train
     loss 1, the error exactly 1/15). It must count as not fitted, and the report must say so."""
     from implicitbias.report import table1 as section
-    from implicitbias.store import StoredRun
+    from implicitbias.runtime.store import StoredRun
 
     cfg = replace(P["per_theorem/L7"], L=8, d=15, seeds=(500,))
     m = table1.run(cfg).metrics
@@ -404,7 +404,7 @@ def test_report_draws_the_error_after_the_fit(tmp_path):
     reported value (measured_update after the fit) and a cross at the end; the section links it."""
     from implicitbias.report import table1 as section
     from implicitbias.report.common import pyplot
-    from implicitbias.store import Store
+    from implicitbias.runtime.store import Store
 
     store = Store(tmp_path)
     for name, cfg in (("beyond_theorem/L6", SHORT), ("beyond_theorem/L6/special", replace(SHORT, special=True))):

@@ -1,7 +1,14 @@
 """implicitbias: the implicit bias of structured SSMs and its clean-label poisoning (NeurIPS 2025).
 
+The public API, re-exported here (docs/design.md, "Modules"): the record of a run, the numerical
+core (SSMs, metrics, gradient flow, the training loop and its stopping rule, optimisers, statistics),
+the sequence classifiers and their training, the poisoning attack, and the task modules and
+experiment registry as subpackages (``implicitbias.tasks.teacher_student``,
+``implicitbias.experiments.get("table1")``). Everything else is reachable under its module.
+
 The synthetic experiments need float64 (the per-Theorem flow runs to t ~ 1e13 from entries of
-size 1e-3), so double precision is switched on when the package is imported.
+size 1e-3), so double precision is switched on when the package is imported; float32 runs ask for
+it per config (``dtype="float32"``).
 """
 
 import jax
@@ -9,3 +16,44 @@ import jax
 jax.config.update("jax_enable_x64", True)
 
 __version__ = "0.1.0"
+
+from . import core, datasets, defend, models, poison, tasks  # noqa: E402
+from .core.flow import FlowProblem, FlowResult, solve_flow  # noqa: E402
+from .core.metrics import effective_rank, extrapolation_error, gamma_coefficients, relative_l2_error  # noqa: E402
+from .core.optim import StopRule, adaptive_gd, group_rmsprop, keras_adam  # noqa: E402
+from .core.sequences import baseline_sequences, gaussian_sequences, special_sequences  # noqa: E402
+from .core.ssm import (  # noqa: E402
+    DiagonalSSM,
+    FullKernelSSM,
+    SSMNet,
+    impulse_response,
+    network_teacher,
+    per_theorem_teacher,
+    ssm_output,
+    unit_teacher,
+)
+from .core.stats import holm, mean_std, t_interval, t_test_pvalue  # noqa: E402
+from .core.train import TrainResult, train, train_batched  # noqa: E402
+from .models import ClassifierConfig, SequenceClassifier, make_classifier  # noqa: E402
+from .models.training import TrainConfig  # noqa: E402
+from .poison import BrewConfig, assemble, craft_poisons, energy_share  # noqa: E402
+from .record import Record, config_hash, config_to_dict, strict_json  # noqa: E402
+
+__all__ = [
+    "__version__",
+    # record
+    "Record", "config_hash", "config_to_dict", "strict_json",
+    # core: SSMs and their data
+    "DiagonalSSM", "FullKernelSSM", "SSMNet", "impulse_response", "ssm_output", "unit_teacher",
+    "per_theorem_teacher", "network_teacher", "gaussian_sequences", "baseline_sequences", "special_sequences",
+    # core: metrics, flow, training, statistics
+    "extrapolation_error", "relative_l2_error", "effective_rank", "gamma_coefficients",
+    "FlowProblem", "FlowResult", "solve_flow",
+    "StopRule", "TrainResult", "train", "train_batched", "adaptive_gd", "keras_adam", "group_rmsprop",
+    "mean_std", "t_interval", "t_test_pvalue", "holm",
+    # sequence classifiers and the attack
+    "ClassifierConfig", "SequenceClassifier", "make_classifier", "TrainConfig",
+    "BrewConfig", "craft_poisons", "assemble", "energy_share",
+    # subpackages
+    "core", "datasets", "defend", "models", "poison", "tasks",
+]

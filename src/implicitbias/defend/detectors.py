@@ -33,8 +33,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import metrics
-from ..ssm import DiagonalSSM, powers
+from ..core import metrics
+from ..core.ssm import DiagonalSSM, powers
 
 # --------------------------------------------------------------------------------------------
 # theory-guided (teacher-student task)
@@ -59,7 +59,7 @@ def tail_window(L: int, frac: float = 1 / 3) -> int:
 def gamma_contributions(residual, xi, X, n=None) -> jax.Array:
     """Per-example terms of docs/science.md §1's ``gamma^(l)``: ``c[n, l] = 2(l+1)/N residual_n xi_n u_{n, L-l-2}``,
     ``l = 0..L-2``. Shapes ``(N,), (N,), (N, L) -> (N, L-1)``; summed over ``n`` they give
-    :func:`implicitbias.metrics.gamma_coefficients`. ``n`` overrides ``N`` (padding rows)."""
+    :func:`implicitbias.core.metrics.gamma_coefficients`. ``n`` overrides ``N`` (padding rows)."""
     X = jnp.asarray(X)
     N, L = X.shape
     N = N if n is None else n

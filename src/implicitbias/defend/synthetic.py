@@ -15,7 +15,7 @@ cell without special sequences, a detector that removes exactly the special rows
 clean run itself, and all runs of one cell batch through one compiled program (``jax.vmap``;
 identical sets are trained once).
 
-Per-Theorem cells (gradient flow) follow the same path with :mod:`implicitbias.flow`; every run is
+Per-Theorem cells (gradient flow) follow the same path with :mod:`implicitbias.core.flow`; every run is
 integrated to the cell's ``t_final`` (the clean cell's 1e11 at L=7: the poisoned run reads the same
 error there as at Table 1's 1e4 to 4 digits, see docs/findings/defense.md), and the training-time
 defenses are not run (the flow takes no noise, and the per-Theorem teacher is not shift-invariant).
@@ -32,11 +32,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import flow
-from ..optim import runtime_lr_optimizer
-from ..ssm import DiagonalSSM, FullKernelSSM
+from ..core import flow
+from ..core.optim import runtime_lr_optimizer
+from ..core.ssm import DiagonalSSM, FullKernelSSM
 from ..tasks import teacher_student as ts
-from ..train import train_batched
+from ..core.train import train_batched
 from . import detectors as det
 from .evaluate import flag, record_detection
 from .training import DPOptimizer, Noisy, circular_shifts, clipped_loss

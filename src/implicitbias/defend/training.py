@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ..ssm import powers
+from ..core.ssm import powers
 
 
 class Noisy(eqx.Module):

@@ -1,7 +1,12 @@
 """The experiment registry and the :class:`Experiment` protocol.
 
 An experiment is a module with ``NAME``, ``Config`` (a frozen dataclass validated in
-``__post_init__``), ``PRESETS`` (name -> Config) and ``run(config) -> Record``. Adding one = a module
+``__post_init__``), ``PRESETS`` (name -> Config) and ``run(config) -> Record``; optionally
+``footprint_bytes(config) -> int`` and ``footprint_terms(config) -> dict[str, int]``, a lower bound of
+the memory a run holds and its largest arrays by name, which the CLI checks before computing
+(:func:`implicitbias.runtime.footprint.check`; each estimate lives beside its task). An experiment
+module holds presets and ``run`` only: the science is in :mod:`implicitbias.tasks` and the packages
+beside it, and another experiment is read only through its ``PRESETS``. Adding one = a module
 here + one entry in ``EXPERIMENTS`` (and, for a report section of its own, a module in
 :mod:`implicitbias.report`); the CLI, runner and store need no change. Experiment modules never
 import the store, the report or matplotlib.

@@ -45,9 +45,9 @@ from typing import Literal
 import numpy as np
 
 from ..record import Record
-from ..stats import mean_std
+from ..core.stats import mean_std
 from ..tasks import chains as ch
-from ..validate import require, require_seeds
+from ..core.validate import require, require_seeds
 
 NAME = "chains"
 
@@ -320,7 +320,7 @@ def run(config: Config) -> Record:
     return Record(metrics, arrays)
 
 
-def _footprint_terms(c: Config) -> dict[str, int]:
+def footprint_terms(c: Config) -> dict[str, int]:
     """Per seed: one sub-batch's teacher-forced attention (``T x (P + T)`` per episode, six such
     arrays with the gradient) and value rows, the ``(N, N^2)`` tables with Adam moments, the
     validation and test rollouts."""
@@ -342,8 +342,6 @@ def _footprint_terms(c: Config) -> dict[str, int]:
 
 
 def footprint_bytes(config: Config) -> int:
-    """A lower bound of the bytes a run of ``config`` holds at once (see :mod:`implicitbias.footprint`)."""
-    return int(sum(_footprint_terms(config).values()))
+    """A lower bound of the bytes a run of ``config`` holds at once (see :mod:`implicitbias.runtime.footprint`)."""
+    return int(sum(footprint_terms(config).values()))
 
-
-footprint_bytes.terms = _footprint_terms  # type: ignore[attr-defined]

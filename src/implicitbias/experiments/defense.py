@@ -19,8 +19,9 @@ from dataclasses import dataclass, replace
 
 from ..defend import synthetic as syn
 from ..record import Record
-from ..validate import require, require_seeds
-from . import table1
+from ..core.validate import require, require_seeds
+from ..tasks import classifier_poisoning, teacher_student
+from . import realworld, table1
 
 NAME = "defense"
 KINDS = ("synthetic", "realworld")
@@ -77,8 +78,6 @@ class Config:
             require(not unknown, f"unknown training_defenses {sorted(unknown)}; known: {syn.TRAINING_DEFENSES}")
             self.task()  # validates the attack against the cell
         else:
-            from . import realworld
-
             require(self.cell in realworld.PRESETS, f"cell must be a realworld preset, got {self.cell!r}")
             require(realworld.PRESETS[self.cell].mode == "duplicate",
                     "realworld cells: presets with mode='duplicate' (the poisons are added, so removing them is "
@@ -156,96 +155,28 @@ def run(config: Config) -> Record:
 
 
 def run_realworld(config: Config) -> dict:
-    """The real-world cell (docs/science.md §4-5): per seed, the realworld experiment's clean and poisoned runs
-    (:func:`implicitbias.experiments.realworld.run_seed`), every detector on the poisoned set (the
-    poisoned model's penultimate features) and on the clean set (the clean model's), its flags
-    removed and the model retrained from the same initialisation with the realworld protocol (the
-    poisoned set's retraining continues until it fits as well as the clean model did). Per seed:
-    test and target error of clean / poisoned / defended models, AUROC, recall at the true count."""
-    import jax
-    import numpy as np
-
+    """The real-world cell: :func:`implicitbias.defend.realworld.defend_cell` on the realworld preset
+    ``config.cell`` with ``config.seeds``."""
     from ..defend import realworld as rw
-    from ..defend.evaluate import record_detection
-    from ..train_classifier import evaluate
-    from . import realworld as rwx
+    from . import realworld
 
-    rcfg = replace(rwx.PRESETS[config.cell], seeds=config.seeds)
-    names = config.detectors or rw.DETECTORS
-    keys = ("auroc", "recall", "n_flagged", "n_poison_flagged", "n_flagged_clean", "roc_fpr", "roc_tpr",
-            "error_defended", "target_error_defended", "error_clean_defended", "fits_defended")
-    dets = {n: {k: [] for k in keys} for n in names}
-    out = {"seeds": list(config.seeds), "n_poisons": rcfg.n_poisons, "error_clean": [], "error_poisoned": [],
-           "target_error_clean": [], "target_error_poisoned": [], "detectors": dets, "retrained": []}
+    rcfg = replace(realworld.PRESETS[config.cell], seeds=config.seeds)
+    return rw.defend_cell(rcfg, config.detectors or rw.DETECTORS, last_frac=config.last_frac, knn_k=config.knn_k,
+                          ac_components=config.ac_components, min_gap=config.min_gap,
+                          tail_threshold=config.tail_threshold)
 
-    def one_seed(seed: int) -> None:
-        r = rwx.run_seed(rcfg, seed, keep=True)
-        ds, tidx = r["data"], r["arrays"]["target_idx"]
-        xt, yt = np.asarray(ds.x_test), np.asarray(ds.y_test)
-        ps = r["sets"]["poisoned"]
-        x_p, y_p, is_p = np.asarray(ps.x), np.asarray(ps.y), np.asarray(ps.is_poison)
-        # the clean model's own training set (with n_pool, its rows of the pool; the poisoned set's clean
-        # rows differ from it when redraw_clean)
-        rows = r["arrays"].get("train_rows", np.arange(ds.x_train.shape[0]))
-        x_c, y_c = np.asarray(ds.x_train)[rows], np.asarray(ds.y_train)[rows]
-        init = r["inits"]["poisoned"]
-        key = jax.random.PRNGKey(seed)
 
-        def errors(model):
-            return (1 - evaluate(model, xt, yt)["accuracy"], 1 - evaluate(model, xt[tidx], yt[tidx])["accuracy"])
-
-        base = {"poisoned": (1 - r["poisoned"]["test_acc"], 1 - r["poisoned"]["target_acc"], True),
-                "clean": (1 - r["clean"]["test_acc"], 1 - r["clean"]["target_acc"], True)}
-        out["error_clean"].append(base["clean"][0])
-        out["error_poisoned"].append(base["poisoned"][0])
-        out["target_error_clean"].append(base["clean"][1])
-        out["target_error_poisoned"].append(base["poisoned"][1])
-        cache: dict = {}
-
-        def fit(which, x, y, keep):
-            if keep.all():
-                return base[which]
-            k = (which, keep.tobytes())
-            if k not in cache:
-                # the realworld protocol: the poisoned set's retraining continues until it fits as well as
-                # the clean model did; the clean set is trained as the clean model was
-                target = r["clean"]["train_loss"] if which == "poisoned" else None
-                res = rwx.train_victim(rcfg, init, x[keep], y[keep], key, target)
-                cache[k] = (*errors(res.model), bool(res.fits))
-            return cache[k]
-
-        F_p = rw.penultimate(r["models"]["poisoned"], x_p)
-        F_c = rw.penultimate(r["models"]["clean"], x_c)
-        opts = dict(last_frac=config.last_frac, knn_k=config.knn_k, ac_components=config.ac_components,
-                    min_gap=config.min_gap, tail_threshold=config.tail_threshold)
-        for n in names:
-            d = dets[n]
-            s, f = rw.score(n, x_p, y_p, F_p, seed, **opts)
-            record_detection(d, s, f, is_p, "n_poison_flagged")
-            e, te, fits = fit("poisoned", x_p, y_p, ~f)
-            d["error_defended"].append(e)
-            d["target_error_defended"].append(te)
-            d["fits_defended"].append(fits)
-            _, fc = rw.score(n, x_c, y_c, F_c, seed, **opts)
-            d["n_flagged_clean"].append(int(fc.sum()))
-            d["error_clean_defended"].append(fit("clean", x_c, y_c, ~fc)[0])
-        out["retrained"].append(len(cache))
-
-    for seed in config.seeds:
-        one_seed(seed)
-    return out
+def footprint_terms(config: Config) -> dict[str, int]:
+    """Memory estimate (see :func:`implicitbias.runtime.footprint.check`): a real-world cell needs what its
+    realworld preset needs; a synthetic cell trains the clean, poisoned, every detector's sanitised and
+    every training-time defense's sets in one batch, each the size of its Table 1 cell."""
+    if config.kind == "realworld":
+        return classifier_poisoning.footprint_terms(realworld.PRESETS[config.cell])
+    runs = 2 + len(config.detectors or syn.DETECTORS) + len(config.training_defenses)
+    one = teacher_student.footprint_terms(config.task())
+    return {f"{what}, x {runs} training sets": runs * n for what, n in one.items()}
 
 
 def footprint_bytes(config: Config) -> int:
-    """Memory estimate (see :func:`implicitbias.footprint.check`): a real-world cell needs what its
-    realworld preset needs; a synthetic cell trains the clean, poisoned, every detector's sanitised and
-    every training-time defense's sets in one batch, each the size of its Table 1 cell."""
-    from ..footprint import realworld as realworld_bytes
-    from ..footprint import teacher_student
-
-    if config.kind == "realworld":
-        from . import realworld
-
-        return realworld_bytes(realworld.PRESETS[config.cell])
-    runs = 2 + len(config.detectors or syn.DETECTORS) + len(config.training_defenses)
-    return runs * teacher_student(config.task())
+    """The sum of :func:`footprint_terms`."""
+    return int(sum(footprint_terms(config).values()))

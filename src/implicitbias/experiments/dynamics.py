@@ -100,4 +100,7 @@ def run(config: Config) -> Record:
     record = teacher_student.run(config)
     record.metrics.update(teacher_student.summarize(record.arrays, n_top=max(4, config.teacher_dim)))
     return record
-from ..footprint import teacher_student as footprint_bytes  # noqa: E402, F401  (the memory estimate; see footprint.check)
+
+
+footprint_bytes = teacher_student.footprint_bytes  # the memory estimate (runtime.footprint.check)
+footprint_terms = teacher_student.footprint_terms

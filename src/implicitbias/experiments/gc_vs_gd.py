@@ -36,7 +36,7 @@ import numpy as np
 
 from ..record import Record
 from ..tasks import matrix_sensing as ms
-from ..validate import require, require_finite, require_seeds
+from ..core.validate import require, require_finite, require_seeds
 
 NAME = "gc_vs_gd"
 
@@ -186,8 +186,8 @@ def run(config: Config) -> Record:
     return Record(metrics, arrays)
 
 
-def _footprint_terms(c: Config) -> dict[str, int]:
-    """The largest arrays of a run (:mod:`implicitbias.footprint`'s hook; a lower bound): one block of
+def footprint_terms(c: Config) -> dict[str, int]:
+    """The largest arrays of a run (:mod:`implicitbias.runtime.footprint`'s hook; a lower bound): one block of
     G&C draws with the layer outputs of its networks, and GD's parameters, gradients, optimiser state
     and logged curves for every seed."""
     spec = c.gc_spec()
@@ -202,8 +202,6 @@ def _footprint_terms(c: Config) -> dict[str, int]:
 
 
 def footprint_bytes(config: Config) -> int:
-    """Bytes the largest arrays of a run of ``config`` take (see :func:`_footprint_terms`)."""
-    return int(sum(_footprint_terms(config).values()))
+    """Bytes the largest arrays of a run of ``config`` take (see :func:`footprint_terms`)."""
+    return int(sum(footprint_terms(config).values()))
 
-
-footprint_bytes.terms = _footprint_terms  # type: ignore[attr-defined]  (footprint.check names the largest)

@@ -95,4 +95,7 @@ def paper_value(config: Config) -> dict[str, float]:
 def run(config: Config):
     """Train every seed of ``config`` and measure (docs/science.md §2): :func:`teacher_student.run`."""
     return teacher_student.run(config)
-from ..footprint import teacher_student as footprint_bytes  # noqa: E402, F401  (the memory estimate; see footprint.check)
+
+
+footprint_bytes = teacher_student.footprint_bytes  # the memory estimate (runtime.footprint.check)
+footprint_terms = teacher_student.footprint_terms

@@ -58,10 +58,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import metrics, sequences
-from ..optim import StopRule, make_optimizer
+from ..core import metrics, sequences
+from ..core.optim import StopRule, make_optimizer
 from ..tasks import teacher_student as ts
-from ..train import train
+from ..core.train import train
 from .assemble import assemble
 from .controls import same_norm_random
 from .matching import BrewConfig, craft_poisons, energy_share, matching_loss, target_direction

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..experiments.chains import AUTHORS_COMMITTED, AUTHORS_SOURCE, NAME, PRESETS, TALK, Config, committed_key, talk_row
-from ..overrides import as_tuples
+from ..runtime.overrides import as_tuples
 from .common import NOT_JUDGED, Summary, figure_link, latest_runs, listing, preset_overrides, pyplot, save_figure, tally
 
 FIGURE = "validation_curves.png"

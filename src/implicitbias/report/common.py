@@ -10,8 +10,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..overrides import base_preset, overrides_against
-from ..store import StoredRun, StoreError, atomic_write
+from ..runtime.overrides import base_preset, overrides_against
+from ..runtime.store import StoredRun, StoreError, atomic_write
 
 
 def fmt(x) -> str:
@@ -56,7 +56,7 @@ def pyplot():
 
 def save_figure(fig, path: Path, dpi: int = 110) -> Path:
     """Write ``fig`` as a PNG at ``path`` (folders made; atomically, so a failed write keeps the
-    previous figure), close it, return ``path``. Raises :class:`~implicitbias.store.StoreError`."""
+    previous figure), close it, return ``path``. Raises :class:`~implicitbias.runtime.store.StoreError`."""
     path = Path(path)
     buf = io.BytesIO()
     try:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..experiments.defense import NAME, PRESETS
-from ..stats import holm, t_interval, t_test_pvalue
+from ..core.stats import holm, t_interval, t_test_pvalue
 from .common import NOT_JUDGED, Summary, figure_link, latest_runs, listing, preset_overrides, pyplot, save_figure, tally
 
 FIGURE = "roc.png"

@@ -8,7 +8,7 @@ plain table of its stored metrics and a summary line without a verdict.
 Drawing and rendering are separate steps: :func:`write` has each section write its PNGs first;
 :func:`markdown` only links those that exist. Every file is written atomically (a failed write, e.g.
 on a full disk, leaves the previous report as it was and raises a one-line
-:class:`~implicitbias.store.StoreError`). The HTML page is the Markdown rendered by markdown-it-py
+:class:`~implicitbias.runtime.store.StoreError`). The HTML page is the Markdown rendered by markdown-it-py
 (CommonMark plus tables), its images inlined, with a navigation bar and its own stylesheet (no
 fonts, scripts or styles from the network).
 """
@@ -24,7 +24,7 @@ from typing import Protocol, runtime_checkable
 from markdown_it import MarkdownIt
 
 from .. import experiments
-from ..store import Store, StoreError, atomic_write
+from ..runtime.store import Store, StoreError, atomic_write
 from . import chains, defense, dynamics, gc_vs_gd, realworld, table1
 from .common import NOT_JUDGED, VERDICTS, Summary, fmt
 
@@ -143,7 +143,7 @@ def markdown(rows: list[dict], out_dir: Path | None = None) -> str:
 def write_atomic(path: Path, text: str | bytes) -> None:
     """Write ``text`` to ``path`` through a temporary file renamed into place: a reader (or a full
     disk) never sees a half-written file, and the previous version survives a failed write
-    (:func:`implicitbias.store.atomic_write`)."""
+    (:func:`implicitbias.runtime.store.atomic_write`)."""
     atomic_write(path, text)
 
 

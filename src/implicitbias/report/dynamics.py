@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..experiments import dynamics
-from ..store import StoredRun
+from ..runtime.store import StoredRun
 from .common import NOT_JUDGED, Summary, g3, latest_runs, listing, preset_overrides, pyplot, save_figure, tally
 from .common import special_partner_key
 

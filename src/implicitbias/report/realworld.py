@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from ..experiments.realworld import NAME, PRESETS, VARIANTS
-from ..overrides import base_preset
-from ..stats import holm, t_interval, t_test_pvalue
+from ..runtime.overrides import base_preset
+from ..core.stats import holm, t_interval, t_test_pvalue
 from .common import (
     NOT_JUDGED,
     Summary,

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..experiments import table1
-from ..overrides import as_tuples, base_preset
+from ..runtime.overrides import as_tuples, base_preset
 from .common import (
     Summary,
     figure_link,

@@ -29,7 +29,7 @@ G&C batch sizes for 6 widths):
   1.0; ours is ``None`` with ``accepted = 0`` (1.0 is not a loss G&C attained).
 * **GD** (``train_gd``): PyTorch's default ``nn.Linear`` init ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``
   times ``init_scale``, full-batch ``GroupRMSprop`` (``common/models/group_rmsprop.py``; see
-  :func:`implicitbias.optim.group_rmsprop`) for a fixed number of epochs; its loss is the final
+  :func:`implicitbias.core.optim.group_rmsprop`) for a fixed number of epochs; its loss is the final
   generalisation loss. Their ``momentum`` option is computed and then not applied (the update uses
   the raw gradient), so it is not offered here.
 
@@ -60,9 +60,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import progress
-from ..optim import StopRule, group_rmsprop, make_optimizer
-from ..train import train_batched
+from ..core import progress
+from ..core.optim import StopRule, group_rmsprop, make_optimizer
+from ..core.train import train_batched
 
 ACTIVATIONS = ("linear", "tanh", "leaky_relu")
 PRIORS = ("gauss", "unif")
@@ -430,7 +430,7 @@ GD_OPTIMIZERS = ("group_rmsprop", "gd")
 
 @functools.cache
 def gd_optimizer(name: str, lr: float):
-    """``"group_rmsprop"`` (the authors' "GD", :func:`implicitbias.optim.group_rmsprop`) or ``"gd"`` (plain)."""
+    """``"group_rmsprop"`` (the authors' "GD", :func:`implicitbias.core.optim.group_rmsprop`) or ``"gd"`` (plain)."""
     if name == "group_rmsprop":
         return group_rmsprop(lr)
     if name == "gd":
@@ -454,7 +454,7 @@ def gradient_descent(keys: list[jax.Array], problems: list[Problem], shapes: lis
                      negative_slope: float, init_scale: float, optimizer: str, lr: float, epochs: int,
                      log_every: int) -> GDResult:
     """Full-batch training of every seed's network for ``epochs`` updates, all seeds in one
-    compiled loop (:func:`implicitbias.train.train_batched`); a non-finite loss stops a seed."""
+    compiled loop (:func:`implicitbias.core.train.train_batched`); a non-finite loss stops a seed."""
     params = [jnp.stack(ws) for ws in zip(*(gd_init(k, shapes, init_scale) for k in keys))]
     data = stack_problems(problems)
     loss_fn, log_fn = _gd_fns(activation, negative_slope)

@@ -14,12 +14,12 @@ Details the paper leaves open follow the authors' code (docs/authors-procedure.m
 * ``data_rng``: ``"numpy"`` the authors' stream (``RandomState(seed)``, baseline rows row by row,
   then special rows; network test inputs from ``RandomState(seed + 12)``), ``"jax"`` seed-derived keys;
 * ``init_rng``: ``"keras"`` prefixes of TensorFlow's ``stateless_normal(seed=[seed, 0])``
-  (:mod:`implicitbias.keras_init`: ``B`` and ``C`` share values, ``C`` in reversed draw order,
+  (:mod:`implicitbias.core.keras_init`: ``B`` and ``C`` share values, ``C`` in reversed draw order,
   ``diag(A)`` every ``(d+1)``-th value, first and last network layers equal), ``"jax"`` independent keys;
 * ``sort_C``: False takes ``C <- |C|`` unsorted, as docs/science.md writes; True sorts it descending;
 * ``optimizer="keras_adam"`` (network): epsilon 1e-7 added to ``sqrt(v)`` before bias correction;
 * ``full_kernel``: the adaptive rate sees the gradient of ``A`` as a full ``(d, d)`` matrix, projected
-  onto its diagonal after each update (:class:`~implicitbias.ssm.FullKernelSSM`).
+  onto its diagonal after each update (:class:`~implicitbias.core.ssm.FullKernelSSM`).
 
 Why each, and what it changed (measured): ``docs/findings/table1.md``.
 """
@@ -36,13 +36,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import flow, metrics, sequences
-from ..optim import OPTIMIZERS, StopRule, runtime_lr_optimizer
+from ..core import flow, metrics, sequences
+from ..core.optim import OPTIMIZERS, StopRule, runtime_lr_optimizer
 from ..record import Record
-from ..ssm import DiagonalSSM, FullKernelSSM, SSMNet, network_teacher, per_theorem_teacher, unit_teacher
-from ..stats import mean_std
-from ..train import train_batched
-from ..validate import require, require_finite, require_seeds
+from ..core.ssm import DiagonalSSM, FullKernelSSM, SSMNet, network_teacher, per_theorem_teacher, unit_teacher
+from ..core.stats import mean_std
+from ..core.train import train_batched
+from ..core.validate import require, require_finite, require_seeds
 
 Setting = Literal["per_theorem", "beyond_theorem", "ssm_in_nn"]
 SETTINGS = ("per_theorem", "beyond_theorem", "ssm_in_nn")
@@ -337,7 +337,7 @@ def keras_init(config: Config, seed: int):
     """The authors' initialisation of seed ``seed`` (Keras 2.4 seeded initializers, module docstring):
     a :class:`DiagonalSSM`, or an :class:`SSMNet` for ``ssm_in_nn``. Values are float32 draws, as
     TensorFlow stores them."""
-    from ..keras_init import seeded_normal
+    from ..core.keras_init import seeded_normal
 
     d = config.d
     a = np.sort(np.abs(np.diag(seeded_normal((d, d), seed, config.sd_A)).astype(np.float64)))[::-1].copy()
@@ -693,3 +693,56 @@ def summarize(arrays: dict[str, np.ndarray], n_top: int = 4) -> dict[str, list]:
         out["top_final"].append([float(a_final[s, i]) for i in top])
         out["half_crossing"].append([first_crossing(steps[s], abs_a[s, :, i], 0.5 * a_final[s, i]) for i in top])
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# memory
+# --------------------------------------------------------------------------------------------
+
+F64, F32, I32 = 8, 4, 4
+
+
+def footprint_terms(c: Config) -> dict[str, int]:
+    """The largest arrays a run of ``c`` holds at once, description -> bytes (a lower bound of its peak;
+    :mod:`implicitbias.runtime.footprint`). For gradient flow the
+    stiff solver's ``(d, d)`` Jacobian and its factorisation per seed; for GD the Keras init draws
+    (``d^2`` Philox words, one seed at a time), the full ``(d, d)`` kernels with their gradients and
+    updates (adaptive rate), the trajectory logs (``max_steps / log_every + 1`` rows of ``d + 4`` values per
+    seed, allocated up front), the ``(horizon, d)`` powers, the data and, in a network, the held-out
+    inputs and the ``(m, m)`` layers with their Adam moments."""
+    S, d = len(c.seeds), c.d
+    out: dict[str, int] = {}
+    if c.setting == "per_theorem":
+        db = 32 * math.ceil(d / 32)  # the flow pads d to a multiple of 32 (teacher_student.run_flow)
+        out[f"gradient-flow Jacobians (d, d) and their factorisations, d={d} x {S} seeds"] = 2 * S * db * db * F64
+        out[f"impulse-response powers (horizon, d), d={d} x {S} seeds"] = S * max(c.horizon, c.L) * d * F64
+        return out
+    b = F64 if c.dtype == "float64" else F32
+    if c.init_rng == "keras":
+        out[f"Keras initial draws of a (d, d) matrix, d={d}"] = 8 * d * d  # uint64 Philox words, one seed at a time
+    if c.uses_full_kernel:
+        # the kernels, their gradients and the projected updates (peak RSS of beyond_theorem/L6 at d=3000,
+        # max_steps=300: 1.0 GiB above a d=10 run, this count 0.9 GiB)
+        out[f"full (d, d) kernels, gradients and updates, d={d} x {S} seeds"] = 3 * S * d * d * b
+    rows = math.ceil(c.max_steps / c.log_every) + 1
+    out[f"trajectory logs of {rows} rows (max_steps / log_every) x (d + 4) values, d={d} x {S} seeds"] = (
+        S * rows * ((d + 4) * b + I32)
+    )
+    out[f"impulse-response powers (horizon, d) and their gradient, d={d} x {S} seeds"] = (
+        2 * S * max(c.horizon, c.L) * d * b
+    )
+    n = c.n_baseline + c.n_special + len(c.extra_sequences)
+    out[f"training data ({n}, L) x {S} seeds"] = S * n * (c.L + 1) * b
+    if c.setting == "ssm_in_nn":
+        out[f"held-out inputs (n_test, test_length) and the network on them, n_test={c.n_test} x {S} seeds"] = (
+            S * c.n_test * (c.test_length + 1 + c.m) * b
+        )
+        out[f"network layers (m, m) with gradients and Adam moments, m={c.m} x {S} seeds"] = (
+            4 * S * c.depth * c.m * c.m * b
+        )
+    return out
+
+
+def footprint_bytes(config: Config) -> int:
+    """The sum of :func:`footprint_terms`."""
+    return int(sum(footprint_terms(config).values()))

@@ -2,7 +2,7 @@
 on a Ray cluster (``ray``, the optional extra ``pip install 'implicitbias[ray]'``).
 
 docs/design.md, "Execution backends". A backend only turns configs into records; what is done is the
-store's business (:func:`implicitbias.runner.run_all` skips complete runs before handing the rest to
+store's business (:func:`implicitbias.runtime.runner.run_all` skips complete runs before handing the rest to
 a backend, and writes every record the backend yields, atomically, in the driver). Ray tasks return
 their record to the driver instead of writing to a shared ``runs/`` themselves: workers then need no
 shared file system, and one process writes the store, as with the local backend.
@@ -14,7 +14,7 @@ error raised by the run other than ``ValueError``/``TypeError``, which say the i
 would fail again); a run that still fails is reported, never dropped silently. In-process, an
 exception from a run is raised as before (it is the computation's own).
 
-A local Ray instance (no ``address``) has a watchdog (:mod:`implicitbias.ray_watchdog`, Linux): a
+A local Ray instance (no ``address``) has a watchdog (:mod:`implicitbias.runtime.ray_watchdog`, Linux): a
 small process of its own that, when the driver is gone — closed, or killed with SIGKILL, which no
 handler sees — stops every process of the instance within about two seconds; the next local start
 stops an instance whose driver and watchdog were both killed. A cluster given by ``address`` is
@@ -334,7 +334,7 @@ class RayBackend:
 def _same_version(result):
     """``result`` of a worker, or a :class:`_Failure` if the worker has another version of this
     library: its numbers could differ, and the run directory is named by the driver's version."""
-    from . import __version__
+    from .. import __version__
 
     theirs = (result[2] or {}).get("versions", {}).get("implicitbias")
     if theirs != __version__:

@@ -285,7 +285,7 @@ PROGRESS_SECONDS = 0.5  # aim of one segment's wall time while someone listens
 
 
 def _advance_reporting(state: _Batched, data, statics, n_chunks: int) -> _Batched:
-    """Run the loop in segments, reporting a :class:`~implicitbias.progress.TrainProgress` after each;
+    """Run the loop in segments, reporting a :class:`~implicitbias.core.progress.TrainProgress` after each;
     a segment's length (in chunks) adapts so that it takes about ``PROGRESS_SECONDS``."""
     loss_fn, optimizer, rule, log_every, _ = statics
     start = time.perf_counter()

@@ -15,7 +15,7 @@ import typing
 from rich.markup import escape
 from typer.core import TyperCommand
 
-from . import experiments
+from .. import experiments
 
 _ARGS = "implicitbias.run.args"
 

@@ -1,10 +1,11 @@
 """Up-front memory estimates: refuse a config whose arrays cannot fit, before anything is computed.
 
-An experiment module may define ``footprint_bytes(config) -> int``, the bytes that the largest arrays
-of a run of ``config`` take. :func:`check` (called by the CLI on every config before it computes
-anything) looks the hook up with ``getattr``, so experiments without one are never refused and the
-CLI stays generic. The estimates here are pure functions of the config (no JAX, no allocation),
-one per task, registered by the experiment modules (``footprint_bytes = footprint.teacher_student``).
+An experiment may define ``footprint_bytes(config) -> int``, the bytes that the largest arrays of a run
+of ``config`` take, and ``footprint_terms(config) -> dict[str, int]``, those arrays by name (optional
+members of :class:`~implicitbias.experiments.Experiment`). :func:`check` (called by the CLI on every
+config before it computes anything) looks them up with ``getattr``, so experiments without one are
+never refused and the CLI stays generic. Each estimate is a pure function of the config (no JAX, no
+allocation) that lives beside its task (e.g. :func:`implicitbias.tasks.teacher_student.footprint_terms`).
 
 Each estimate counts only arrays a run certainly holds at one time (a *lower bound* of its peak:
 intermediates that XLA may fuse away are left out), so a refused config cannot have fitted; a config
@@ -15,107 +16,7 @@ memory, as arrays may live on either.
 
 from __future__ import annotations
 
-import math
 import os
-from collections.abc import Callable
-
-F64, F32, I32 = 8, 4, 4
-
-
-def _estimate(terms: Callable[[object], dict[str, int]]) -> Callable[[object], int]:
-    """``footprint_bytes`` from a function giving ``{description: bytes}`` of the largest arrays;
-    the terms stay reachable as ``.terms`` (:func:`check` names the largest in its message)."""
-
-    def total(config) -> int:
-        return int(sum(terms(config).values()))
-
-    total.terms = terms  # type: ignore[attr-defined]
-    total.__name__, total.__doc__ = terms.__name__, terms.__doc__
-    return total
-
-
-# --------------------------------------------------------------------------------------------
-# per task
-# --------------------------------------------------------------------------------------------
-
-
-def _teacher_student_terms(c) -> dict[str, int]:
-    """Table 1 / dynamics (:class:`implicitbias.tasks.teacher_student.Config`): for gradient flow the
-    stiff solver's ``(d, d)`` Jacobian and its factorisation per seed; for GD the Keras init draws
-    (``d^2`` Philox words, one seed at a time), the full ``(d, d)`` kernels with their gradients and
-    updates (adaptive rate), the trajectory logs (``max_steps / log_every + 1`` rows of ``d + 4`` values per
-    seed, allocated up front), the ``(horizon, d)`` powers, the data and, in a network, the held-out
-    inputs and the ``(m, m)`` layers with their Adam moments."""
-    S, d = len(c.seeds), c.d
-    out: dict[str, int] = {}
-    if c.setting == "per_theorem":
-        db = 32 * math.ceil(d / 32)  # the flow pads d to a multiple of 32 (teacher_student.run_flow)
-        out[f"gradient-flow Jacobians (d, d) and their factorisations, d={d} x {S} seeds"] = 2 * S * db * db * F64
-        out[f"impulse-response powers (horizon, d), d={d} x {S} seeds"] = S * max(c.horizon, c.L) * d * F64
-        return out
-    b = F64 if c.dtype == "float64" else F32
-    if c.init_rng == "keras":
-        out[f"Keras initial draws of a (d, d) matrix, d={d}"] = 8 * d * d  # uint64 Philox words, one seed at a time
-    if c.uses_full_kernel:
-        # the kernels, their gradients and the projected updates (peak RSS of beyond_theorem/L6 at d=3000,
-        # max_steps=300: 1.0 GiB above a d=10 run, this count 0.9 GiB)
-        out[f"full (d, d) kernels, gradients and updates, d={d} x {S} seeds"] = 3 * S * d * d * b
-    rows = math.ceil(c.max_steps / c.log_every) + 1
-    out[f"trajectory logs of {rows} rows (max_steps / log_every) x (d + 4) values, d={d} x {S} seeds"] = (
-        S * rows * ((d + 4) * b + I32)
-    )
-    out[f"impulse-response powers (horizon, d) and their gradient, d={d} x {S} seeds"] = (
-        2 * S * max(c.horizon, c.L) * d * b
-    )
-    n = c.n_baseline + c.n_special + len(c.extra_sequences)
-    out[f"training data ({n}, L) x {S} seeds"] = S * n * (c.L + 1) * b
-    if c.setting == "ssm_in_nn":
-        out[f"held-out inputs (n_test, test_length) and the network on them, n_test={c.n_test} x {S} seeds"] = (
-            S * c.n_test * (c.test_length + 1 + c.m) * b
-        )
-        out[f"network layers (m, m) with gradients and Adam moments, m={c.m} x {S} seeds"] = (
-            4 * S * c.depth * c.m * c.m * b
-        )
-    return out
-
-
-def _realworld_terms(c) -> dict[str, int]:
-    """Real world (:class:`implicitbias.experiments.realworld.Config`): the data set as the loader
-    holds it (CIFAR-10: all six raw batches, then float64 sequences and their float32 standardised
-    copy of the kept images), a training set with its poisons, and one value per position, channel
-    and layer for the larger of a training minibatch and a brewing group (the activations kept for
-    the backward pass)."""
-    if c.dataset == "cifar10":
-        L, C, n_tr, n_te = 1024, 3, c.n_train, c.n_test or 10_000
-        raw = 60_000 * 3072
-    elif c.dataset == "mnist1d":  # 4,000 training and 1,000 test sequences of length 40
-        L, C, n_tr, n_te = 40, 1, c.n_train, 1000
-        raw = 5000 * 40 * F64
-    elif c.dataset != "digits":  # a UCR set: its archive pooled and re-split
-        L, C = c.view.height, c.view.channels
-        n_tr, n_te = c.n_train, c.ucr_size - (c.n_pool or c.n_train)
-        raw = c.ucr_size * L * C * F64
-    else:  # digits: 1,797 images of 8 x 8
-        L, C, n_tr, n_te = 64, 1, c.n_train, 1797 - c.n_train
-        raw = 1797 * 64 * F64
-    n_pois = c.n_poisons
-    group = math.ceil(n_pois / max(1, c.target_groups))
-    rows = max(c.batch_size, group, min(512, n_tr + n_pois))  # 512: evaluation chunks
-    return {
-        f"{c.dataset} data, {n_tr} training and {n_te} test sequences of ({L}, {C})": raw
-        + (n_tr + n_te) * L * C * (F64 + F32),
-        f"a training set with {n_pois} poisons": (n_tr + n_pois) * L * C * F32,
-        f"activations of {rows} sequences, d_model={c.d_model} x n_layers={c.n_layers}": rows
-        * L
-        * c.d_model
-        * c.n_layers
-        * F32,
-    }
-
-
-teacher_student = _estimate(_teacher_student_terms)
-realworld = _estimate(_realworld_terms)
-
 
 # --------------------------------------------------------------------------------------------
 # available memory and the check
@@ -237,7 +138,7 @@ def check(experiment, configs: dict[str, object], available: int | None = None) 
     for name, need in needs.items():
         if need <= available:
             continue
-        terms = getattr(hook, "terms", None)
+        terms = getattr(experiment, "footprint_terms", None)
         largest = ""
         if terms is not None:
             what, size = max(terms(configs[name]).items(), key=lambda kv: kv[1])

@@ -2,11 +2,11 @@
 
 A stored run is complete only if it loads (:meth:`Store.damage`); a damaged one is moved aside
 (kept) and recomputed. Before computing, the store is checked to be writable (before each run on
-the local backend), so a full or read-only disk fails with :class:`~implicitbias.store.StoreError`
+the local backend), so a full or read-only disk fails with :class:`~implicitbias.runtime.store.StoreError`
 before any time is spent.
 
 The store is the single source of truth for what is done: complete runs are skipped before the
-rest go to a backend (:mod:`implicitbias.backends`: in-process by default, or Ray), and every
+rest go to a backend (:mod:`implicitbias.runtime.backends`: in-process by default, or Ray), and every
 record that comes back is written here, atomically, as soon as it arrives.
 
 Generic over experiments: it only uses ``experiment.NAME`` and ``experiment.run`` (the
@@ -48,7 +48,7 @@ def run_all(
     order) and save each record as it arrives, so an interruption loses at most the runs in
     progress. Returns the outcomes in the order of ``configs``; a run that failed on every attempt
     has ``error`` set (only a backend that retries reports failures; in-process the exception is
-    raised). Raises :class:`~implicitbias.store.StoreError` before computing a run the store cannot
+    raised). Raises :class:`~implicitbias.runtime.store.StoreError` before computing a run the store cannot
     take. On ``KeyboardInterrupt`` the runs that finished meanwhile are stored, then it is re-raised."""
     backend = backend if backend is not None else LocalBackend()
     outcomes: dict[str, Outcome] = {}

@@ -145,7 +145,7 @@ SSM_KERNEL_FIELDS = ("log_dt", "log_A_real", "A_imag")
 
 def _ssm_labels(params):
     """``"ssm"`` for the S4D kernel parameters (the authors' ``_optim`` group), ``"rest"`` elsewhere."""
-    from .models.s4d import S4DBlock
+    from .s4d import S4DBlock
 
     def per_node(node):
         if isinstance(node, S4DBlock):
@@ -236,7 +236,7 @@ def _has_dropout(model) -> bool:
 @eqx.filter_jit
 def _fit_epochs(model, opt_state, x, y, key, cfg: TrainConfig, steps_per_epoch: int, batch_size: int,
                 start_epoch, n_epochs: int, dropout: bool):
-    from .datasets.views import ImageView, augment_sequences
+    from ..datasets.views import ImageView, augment_sequences
 
     params, static = eqx.partition(model, eqx.is_inexact_array)
     opt = make_optimizer(cfg, (cfg.schedule_epochs or cfg.epochs) * steps_per_epoch, steps_per_epoch)

@@ -36,8 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
-from .record import Record, config_to_dict, strict_json
+from .. import __version__
+from ..record import Record, config_to_dict, strict_json
 
 FILES = ("config.json", "metrics.json", "meta.json", "arrays.npz")
 _PACKAGES = ("jax", "jaxlib", "equinox", "optax", "diffrax", "numpy")
@@ -133,7 +133,7 @@ def atomic_write(path: str | os.PathLike, data: str | bytes) -> Path:
 
 class Store:
     """The ``runs/`` directory. ``warn`` receives the one-line warnings (a damaged run skipped or
-    moved aside); by default they go to the ``implicitbias.store`` logger."""
+    moved aside); by default they go to the ``implicitbias.runtime.store`` logger."""
 
     def __init__(self, root: str | os.PathLike = "runs", warn: Callable[[str], None] | None = None):
         self.root = Path(root)

@@ -89,7 +89,7 @@ OPTIMIZERS = ("gd", "adaptive_gd", "adam", "keras_adam")
 
 def keep_diagonal() -> optax.GradientTransformation:
     """Replace the update of every parameter node with a ``constrained()`` method by
-    ``node.constrained()``: for :class:`~implicitbias.ssm.FullKernelSSM`, ``A``'s update projected
+    ``node.constrained()``: for :class:`~implicitbias.core.ssm.FullKernelSSM`, ``A``'s update projected
     onto its diagonal (Keras's diagonal constraint, applied after the update: ``A`` stays diagonal)
     and, with its ``train_BC=False``, zero ``B, C`` updates. Duck-typed, so the optimiser needs no
     model class."""
@@ -145,7 +145,7 @@ def _projected(name: str) -> optax.GradientTransformation:
 
 def runtime_lr_optimizer(name: str, lr: float, diagonal_constraint: bool = False) -> RuntimeLR:
     """:class:`RuntimeLR` for any of :data:`OPTIMIZERS`; ``diagonal_constraint`` chains
-    :func:`keep_diagonal` (for models holding a :class:`~implicitbias.ssm.FullKernelSSM`)."""
+    :func:`keep_diagonal` (for models holding a :class:`~implicitbias.core.ssm.FullKernelSSM`)."""
     base = _projected(name) if diagonal_constraint else make_optimizer(name, 1.0)
     return RuntimeLR(base, jnp.asarray(lr, jnp.float64))
 

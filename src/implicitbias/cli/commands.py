@@ -19,13 +19,22 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from . import backends, clihelp, experiments, footprint
-from . import progress as progress_mod
-from . import report as report_mod
-from .overrides import apply_overrides, distinct_configs, parse_overrides, parse_sweeps, select_presets, sweep_label
-from .record import strict_json
-from .runner import run_all
-from .store import DamagedRun, Store, StoreError
+from ..runtime import backends, footprint
+from . import help as clihelp
+from .. import experiments
+from ..core import progress as progress_mod
+from .. import report as report_mod
+from ..runtime.overrides import (
+    apply_overrides,
+    distinct_configs,
+    parse_overrides,
+    parse_sweeps,
+    select_presets,
+    sweep_label,
+)
+from ..record import strict_json
+from ..runtime.runner import run_all
+from ..runtime.store import DamagedRun, Store, StoreError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, epilog=clihelp.overview(),
                   help="Reproduce 'The Implicit Bias of Structured SSMs Can Be Poisoned with Clean Labels'.")

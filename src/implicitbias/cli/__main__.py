@@ -1,0 +1,5 @@
+"""``python -m implicitbias.cli``: the ``implicitbias`` command."""
+
+from .commands import main
+
+main()
