@@ -55,7 +55,7 @@ except ImportError:
 import numpy as np
 
 PRESET = "authors-cpu/s4d/mnist1d"
-SSM_FIELDS = ("log_dt", "log_A_real", "A_imag")  # = train_classifier.SSM_KERNEL_FIELDS (checked by the test)
+SSM_FIELDS = ("log_dt", "log_A_real", "A_imag")  # = models.s4d.S4DBlock.ssm_parameters (checked by the test)
 
 
 class TorchS4D(nn.Module):

@@ -23,7 +23,10 @@ import pytest
 from implicitbias.datasets import augment_sequences
 from implicitbias.experiments import realworld as rw
 from implicitbias.models import make_classifier
-from implicitbias.models.training import SSM_KERNEL_FIELDS, make_optimizer
+from implicitbias.models.s4d import S4DBlock
+from implicitbias.models.training import classifier_optimizer
+
+SSM_KERNEL_FIELDS = S4DBlock.ssm_parameters
 
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_torch_s4d.py"
 CFG = rw.PRESETS["authors-cpu/s4d/mnist1d"]
@@ -139,7 +142,7 @@ def test_optimizer_matches_ours_for_the_same_gradients():
     tm = bench.from_jax(jm)
     opt_t, sched = bench.make_optimizer(tm, tc)
     params = eqx.filter(jm, eqx.is_inexact_array)
-    opt_j = make_optimizer(tc, 6, 2)
+    opt_j = classifier_optimizer(tc, 6, 2)
     state = eqx.filter_jit(opt_j.init)(params)
 
     @eqx.filter_jit

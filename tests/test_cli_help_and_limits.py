@@ -200,7 +200,7 @@ def test_run_experiment_help_lists_presets_and_fields_with_types_and_defaults(na
 def test_field_rows_show_type_and_default():
     rows = {line.split()[0]: line.split()[1:] for line in
             runner.invoke(cli.app, ["run", "chains", "--help"]).output.splitlines() if line.startswith("  ")
-            and len(line.split()) >= 3}
+            and not line.startswith("   ") and len(line.split()) >= 3}  # field rows; descriptions sit deeper
     assert rows["init_std"][:2] == ["float", "1e-08"]
     assert rows["attention"][:2] == ["softmax|linear", "softmax"]
     assert rows["seeds"][:2] == ["list", "of"] and rows["seeds"][3] == "[42,43,44]"

@@ -13,7 +13,7 @@ import pytest
 from implicitbias.core import metrics
 from implicitbias.defend import detectors as det
 from implicitbias.defend import synthetic as syn
-from implicitbias.defend.evaluate import auroc, flag, gap_flags, recall_at_k, roc_curve
+from implicitbias.defend.detection import auroc, flag, gap_flags, recall_at_k, roc_curve
 from implicitbias.defend.training import DPOptimizer, Noisy, circular_shifts, clipped_loss
 from implicitbias.core.optim import make_optimizer
 from implicitbias.core.ssm import DiagonalSSM, unit_teacher

@@ -299,3 +299,18 @@ def test_training_input_validation():
         evaluate(model, x, y + 5)
     with pytest.raises(ValueError, match="epochs"):
         TrainConfig(epochs=0)
+
+
+def test_optimiser_groups_come_from_the_blocks_declarations():
+    """``ssm_lr``'s group is what each block declares (``ssm_parameters``): S4D's three kernel arrays
+    per layer, nothing of an LRU."""
+    import equinox as eqx
+
+    from implicitbias.models.training import _ssm_labels
+
+    for kind, want in (("s4d", {"log_dt", "log_A_real", "A_imag"}), ("lru", set())):
+        m = make_classifier(ClassifierConfig(kind=kind, d_model=8, d_state=4, n_layers=2), 0)
+        labels = _ssm_labels(eqx.filter(m, eqx.is_array))
+        path_labels = jax.tree_util.tree_leaves_with_path(labels)
+        ssm = [jax.tree_util.keystr(p) for p, v in path_labels if v == "ssm"]
+        assert len(ssm) == 2 * len(want) and {s.rsplit(".", 1)[-1] for s in ssm} == want, ssm

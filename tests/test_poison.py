@@ -53,9 +53,9 @@ def mlp_problem():
     model = SeqMLP(eqx.nn.MLP(L * 2, 3, 5, 2, activation=jnp.tanh, key=k[0]))
     x_p = jax.random.normal(k[1], (4, L, 2))
     y_p = jnp.array([0, 1, 2, 1])
-    x_t = jax.random.normal(k[2], (3, L, 2))
-    y_t = jnp.array([2, 0, 1])
-    return model, x_p, y_p, x_t, y_t
+    x_target = jax.random.normal(k[2], (3, L, 2))
+    y_target = jnp.array([2, 0, 1])
+    return model, x_p, y_p, x_target, y_target
 
 
 def ssm_model():
@@ -63,17 +63,17 @@ def ssm_model():
 
 
 def test_matching_loss_is_one_cosine_over_all_parameters_flattened(mlp_problem):
-    model, x_p, y_p, x_t, y_t = mlp_problem
+    model, x_p, y_p, x_target, y_target = mlp_problem
     delta = 0.1 * jax.random.normal(jax.random.PRNGKey(3), x_p.shape)
-    D = target_direction(ce, model, x_t, y_t, "untargeted")
+    D = target_direction(ce, model, x_target, y_target, "untargeted")
     gp, _ = ravel_pytree(param_grad(ce, model, x_p + delta, y_p))
-    gt, _ = ravel_pytree(param_grad(ce, model, x_t, y_t))
+    gt, _ = ravel_pytree(param_grad(ce, model, x_target, y_target))
     expected = 1.0 - np.dot(gp, -gt) / (np.linalg.norm(gp) * np.linalg.norm(gt))
     # float64 rounding bound: one cosine over ~50 parameters evaluated twice: ~50 eps64 / |1 - cos|
     # relative (the objective is O(1) here); rtol 1e-10. A per-leaf (not flattened) cosine differs by O(0.1).
     np.testing.assert_allclose(matching_loss(delta, model, ce, x_p, y_p, D), expected, rtol=1e-10)
     # targeted flips the sign of the direction
-    Dt = target_direction(ce, model, x_t, y_t, "targeted")
+    Dt = target_direction(ce, model, x_target, y_target, "targeted")
     np.testing.assert_allclose(matching_loss(delta, model, ce, x_p, y_p, Dt), 2.0 - expected, rtol=1e-10)
 
 
@@ -94,8 +94,8 @@ def _fd_check(f, delta, key, n_dirs=4, h=1e-5):
 
 
 def test_matching_gradient_wrt_delta_matches_finite_differences_mlp(mlp_problem):
-    model, x_p, y_p, x_t, y_t = mlp_problem
-    D = target_direction(ce, model, x_t, y_t)
+    model, x_p, y_p, x_target, y_target = mlp_problem
+    D = target_direction(ce, model, x_target, y_target)
     cfg = BrewConfig(eps=0.5, penalty=0.7, penalty_power=2.0)
     f = lambda d: brew_objective(d, model, ce, x_p, y_p, D, cfg)[0]
     delta = 0.2 * jax.random.normal(jax.random.PRNGKey(4), x_p.shape)
@@ -106,8 +106,8 @@ def test_matching_gradient_with_relabelling_matches_finite_differences_ssm():
     """Clean-label regression: the labels teacher(x + delta) move with delta (second order through both)."""
     model, tch = ssm_model(), unit_teacher()
     x_p = jax.random.normal(jax.random.PRNGKey(6), (3, L))
-    x_t = jnp.eye(20)[:10]
-    D = target_direction(mse, model, x_t, tch(x_t))
+    x_target = jnp.eye(20)[:10]
+    D = target_direction(mse, model, x_target, tch(x_target))
     f = lambda d: matching_loss(d, model, mse, x_p, tch(x_p), D, label_fn=tch)
     delta = 0.3 * jax.random.normal(jax.random.PRNGKey(7), x_p.shape)
     _fd_check(f, delta, jax.random.PRNGKey(8))
@@ -132,8 +132,8 @@ def test_projection_nearest_point_and_budget():
 
 
 def test_crafted_poisons_respect_budget_and_align(mlp_problem):
-    model, x_p, y_p, x_t, y_t = mlp_problem
-    D = target_direction(ce, model, x_t, y_t)
+    model, x_p, y_p, x_target, y_target = mlp_problem
+    D = target_direction(ce, model, x_target, y_target)
     cfg = BrewConfig(eps=0.2, iterations=60, restarts=3, clip_min=-1.5, clip_max=1.5)
     res = craft_poisons(model, ce, x_p, y_p, D, jax.random.PRNGKey(1), cfg)
     # Budget: a float64 clip, exact up to eps64 (1e-12 absorbs the rounding of x + delta). The rest are
@@ -152,7 +152,7 @@ def test_crafted_poisons_respect_budget_and_align(mlp_problem):
     params, static = eqx.partition(model, eqx.is_inexact_array)
     gp = param_grad(ce, model, xp, y_p)
     stepped = eqx.combine(jax.tree_util.tree_map(lambda p, g: p - 1e-3 * g, params, gp), static)
-    assert float(ce(stepped, x_t, y_t)) > float(ce(model, x_t, y_t))
+    assert float(ce(stepped, x_target, y_target)) > float(ce(model, x_target, y_target))
 
 
 def test_assembly_keeps_labels_and_clean_copies():
@@ -219,8 +219,8 @@ def test_end_penalty_moves_energy_to_the_end():
     np.testing.assert_allclose(end_penalty(d, 0.5, 2.0), 2.0 * (1.0 * 1.0) / 2)  # last position is free
     model, tch = ssm_model(), unit_teacher()
     x_p = jax.random.normal(jax.random.PRNGKey(6), (4, L))
-    x_t = jnp.eye(20)[:10]
-    D = target_direction(mse, model, x_t, tch(x_t))
+    x_target = jnp.eye(20)[:10]
+    D = target_direction(mse, model, x_target, tch(x_target))
     shares = []
     for pen in (0.0, 0.03, 0.3, 3.0):
         cfg = BrewConfig(eps=0.5, iterations=80, restarts=1, penalty=pen)

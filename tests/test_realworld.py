@@ -203,13 +203,13 @@ def test_compiled_group_direction_equals_the_library_target_direction(seed0):
 
     ds = seed0["data"]
     tidx = seed0["arrays"]["target_idx"]
-    x_t, y_t = ds.x_test[tidx], ds.y_test[tidx]
+    x_target, y_target = ds.x_test[tidx], ds.y_test[tidx]
     model = seed0["models"]["clean"]
     g = seed0["groups"][0]
     w = np.zeros(tidx.size, np.float32)
     w[g.targets] = 1.0
-    got = masked_direction(model, x_t, y_t, w)
-    want = eqx.filter_jit(target_direction)(cp.loss_only, model, x_t[g.targets], y_t[g.targets], "untargeted")
+    got = masked_direction(model, x_target, y_target, w)
+    want = eqx.filter_jit(target_direction)(cp.loss_only, model, x_target[g.targets], y_target[g.targets], "untargeted")
     # float32 rounding bound: the same gradient with the targets summed under a 0/1 mask (20 rows) or
     # alone (here 2 rows): other float32 accumulation orders through a one-block network, k eps32
     # sum_i |g_i| per entry with k ~ 20 + the network's depth; atol 1e-6 (~8 eps32 of gradients ~1)

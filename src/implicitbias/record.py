@@ -46,7 +46,9 @@ def config_to_dict(config) -> dict[str, Any]:
 
 
 def config_hash(experiment: str, config, version: str) -> str:
-    """Stable 12-hex-digit hash of the experiment name, the config and the library version."""
-    payload = json.dumps({"experiment": experiment, "config": config_to_dict(config), "version": version},
+    """Stable 12-hex-digit hash of the experiment name, the config and the library version. ``config``: a
+    config dataclass, or the dict of one (:func:`config_to_dict`, e.g. read back from a stored run)."""
+    as_dict = config if isinstance(config, dict) else config_to_dict(config)
+    payload = json.dumps({"experiment": experiment, "config": as_dict, "version": version},
                          sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(payload.encode()).hexdigest()[:12]

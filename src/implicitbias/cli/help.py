@@ -16,6 +16,7 @@ from rich.markup import escape
 from typer.core import TyperCommand
 
 from .. import experiments
+from ..core.validate import field_help
 
 _ARGS = "implicitbias.run.args"
 
@@ -65,11 +66,14 @@ def _listed(values: list[str], limit: int = 3) -> str:
     return ", ".join(values[:limit]) + (", ..." if len(values) > limit else "")
 
 
-def fields_table(exp) -> list[tuple[str, str, str]]:
-    """``(field, type, default)`` rows of the experiment's ``Config``: the dataclass default, and
-    the other values presets give the field (a field without a default: the presets' values)."""
+def fields_table(exp) -> list[tuple[str, str, str, str]]:
+    """``(field, type, default, description)`` rows of the experiment's ``Config``: the dataclass default,
+    and the other values presets give the field (a field without a default: the presets' values); the
+    fields that some preset sets to another value than the default come first, each group in the
+    Config's order."""
     hints = typing.get_type_hints(exp.Config)
-    rows = []
+    described = field_help(exp.Config)
+    changed, unchanged = [], []
     for f in dataclasses.fields(exp.Config):
         used = list(dict.fromkeys(value_text(getattr(p, f.name)) for p in exp.PRESETS.values()))
         if f.default is not dataclasses.MISSING:
@@ -80,11 +84,13 @@ def fields_table(exp) -> list[tuple[str, str, str]]:
             default = None
         if default is None:
             text = used[0] if len(used) == 1 else f"(per preset: {_listed(used)})"
+            others = used[1:]
         else:
             others = [v for v in used if v != default]
             text = default + (f" (presets also: {_listed(others)})" if others else "")
-        rows.append((f.name, type_name(hints.get(f.name, f.type)), text))
-    return rows
+        row = (f.name, type_name(hints.get(f.name, f.type)), text, described[f.name])
+        (changed if others else unchanged).append(row)
+    return changed + unchanged
 
 
 def experiment_help(exp) -> str:
@@ -100,11 +106,14 @@ def experiment_help(exp) -> str:
         lines.append(f"  {name:{width}s}{extra}")
     rows = fields_table(exp)
     lines += ["", "Config fields (--set FIELD=VALUE, --sweep FIELD=V1,V2,...; DEFAULT: the Config's default, and the "
-              "values presets set):"]
+              "values presets set; the fields presets change come first):"]
     w0 = max(len(r[0]) for r in rows)
     w1 = max(len(r[1]) for r in rows)
     lines.append(f"  {'FIELD':{w0}s}  {'TYPE':{w1}s}  DEFAULT")
-    lines += [f"  {n:{w0}s}  {t:{w1}s}  {d}" for n, t, d in rows]
+    for n, t, d, h in rows:
+        lines.append(f"  {n:{w0}s}  {t:{w1}s}  {d}")
+        if h:
+            lines.append(f"  {'':{w0}s}  {'':{w1}s}    {h}")
     return "\n".join(lines)
 
 

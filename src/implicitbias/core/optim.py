@@ -84,7 +84,7 @@ def keras_adam(lr: float, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-7)
     return optax.GradientTransformation(init, update)
 
 
-OPTIMIZERS = ("gd", "adaptive_gd", "adam", "keras_adam")
+OPTIMIZERS = ("gd", "adaptive_gd", "adam", "keras_adam", "group_rmsprop")  # make_optimizer: the one registry
 
 
 def keep_diagonal() -> optax.GradientTransformation:
@@ -104,7 +104,10 @@ def keep_diagonal() -> optax.GradientTransformation:
 
 @functools.cache
 def make_optimizer(name: str, lr: float) -> optax.GradientTransformation:
-    """``'gd'`` (plain), ``'adaptive_gd'`` (docs/science.md §1), ``'adam'`` (Optax defaults) or ``'keras_adam'``.
+    """The optimiser registry: ``'gd'`` (plain), ``'adaptive_gd'`` (docs/science.md §1), ``'adam'`` (Optax
+    defaults), ``'keras_adam'`` (Keras's Adam) or ``'group_rmsprop'`` (the "GD" of the matrix-factorization
+    code, :func:`group_rmsprop`). The sequence classifiers' AdamW with its schedules is
+    :func:`implicitbias.models.training.classifier_optimizer`.
 
     Cached, so the same (name, lr) gives the same object and compiled training loops are reused.
     """
@@ -116,6 +119,8 @@ def make_optimizer(name: str, lr: float) -> optax.GradientTransformation:
         return optax.adam(lr)
     if name == "keras_adam":
         return keras_adam(lr)
+    if name == "group_rmsprop":
+        return group_rmsprop(lr)
     raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
 
 

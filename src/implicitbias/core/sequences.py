@@ -77,11 +77,3 @@ def impulses(length: int, positions: Sequence[int], dtype=jnp.float64) -> jax.Ar
 def clean_labels(teacher: Callable[[jax.Array], jax.Array], X: jax.Array) -> jax.Array:
     """Labels given by the teacher itself: the 'clean' in clean-label poisoning. ``(N, L) -> (N,)``."""
     return teacher(X)
-
-
-def check_finite(name: str, x) -> None:
-    """Raise ``ValueError`` naming ``name`` if ``x`` holds NaN or inf (validation at the boundary)."""
-    arr = np.asarray(x)
-    if not np.all(np.isfinite(arr)):
-        bad = int(np.size(arr) - np.isfinite(arr).sum())
-        raise ValueError(f"{name} contains {bad} non-finite value(s) (NaN or inf)")

@@ -23,7 +23,7 @@ import optax
 from . import progress
 from .optim import StopRule
 
-PyTree = Any
+PyTree = Any  # a pytree of arrays (the one alias, imported where needed)
 
 
 class TrainResult(NamedTuple):

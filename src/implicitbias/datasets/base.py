@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..core.validate import check_finite
+
 STANDARDIZE = ("feature", "channel", "none")
 
 
@@ -44,7 +46,7 @@ class SequenceDataset:
                 raise ValueError(f"x_{split} must have shape (N, L, d_input), got {x.shape}")
             if y.shape != (x.shape[0],):
                 raise ValueError(f"y_{split} must have shape ({x.shape[0]},), got {y.shape}")
-            check_finite(x, f"x_{split}")
+            check_finite(f"x_{split}", x)
         if self.x_train.shape[1:] != self.x_test.shape[1:]:
             raise ValueError(
                 f"train and test sequences differ in shape: {self.x_train.shape[1:]} vs {self.x_test.shape[1:]}"
@@ -61,13 +63,6 @@ class SequenceDataset:
     @property
     def n_classes(self) -> int:
         return int(self.meta.get("n_classes", max(self.y_train.max(), self.y_test.max()) + 1))
-
-
-def check_finite(x: np.ndarray, name: str) -> None:
-    """Raise ``ValueError`` if ``x`` holds NaN or inf."""
-    if not np.all(np.isfinite(x)):
-        bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
-        raise ValueError(f"{name} contains {bad} NaN/inf values")
 
 
 def fit_standardizer(x_train: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
@@ -92,8 +87,8 @@ def fit_standardizer(x_train: np.ndarray, mode: str) -> tuple[np.ndarray, np.nda
 
 def make_dataset(x_train, y_train, x_test, y_test, standardize: str, meta: dict) -> SequenceDataset:
     """Standardise with train-only statistics and pack into a ``SequenceDataset``."""
-    check_finite(np.asarray(x_train, np.float64), "x_train")
-    check_finite(np.asarray(x_test, np.float64), "x_test")
+    check_finite("x_train", np.asarray(x_train, np.float64))
+    check_finite("x_test", np.asarray(x_test, np.float64))
     mean, std = fit_standardizer(x_train, standardize)
     norm = lambda x: ((np.asarray(x, np.float64) - mean) / std).astype(np.float32)
     meta = dict(meta, standardize=standardize, mean=mean, std=std)

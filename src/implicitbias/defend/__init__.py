@@ -1,6 +1,6 @@
 """Defenses against clean-label poisoning of the implicit bias (docs/science.md §5, "Defenses").
 
-* :mod:`.evaluate` -- AUROC, recall at the true count, ROC curves, flag rules that do not know
+* :mod:`.detection` -- AUROC, recall at the true count, ROC curves, flag rules that do not know
   how many examples are poisoned;
 * :mod:`.detectors` -- suspicion scores: theory-guided (end energy, the non-greedy ``gamma`` terms),
   influence-style, and the literature's baselines (spectral signatures, activation clustering,

@@ -21,7 +21,7 @@ import numpy as np
 from ..models.training import evaluate
 from ..tasks.classifier_poisoning import Config, run_seed, train_victim
 from . import detectors as det
-from .evaluate import flag, record_detection
+from .detection import flag, record_detection
 
 DETECTORS = ("spectral", "clustering", "deep_knn", "tail_nearest", "tail_class_mean", "random")
 

@@ -3,7 +3,7 @@
 For every seed of a cell with special sequences: train on the clean set (baseline rows only) and on
 the poisoned set (baseline + special rows), from the same initialisation and with Table 1's
 training (:mod:`implicitbias.tasks.teacher_student`); score every training example with each
-detector (:mod:`.detectors`); remove what the detector's flag rule flags (:mod:`.evaluate`; the rule
+detector (:mod:`.detectors`); remove what the detector's flag rule flags (:mod:`.detection`; the rule
 never knows how many examples are special) and retrain from the same initialisation; do the same on
 the clean set (the cost of defending when nothing was poisoned). Training-time defenses
 (:mod:`.training`: per-example clipping with noise, circular time shifts) train on both sets.
@@ -38,7 +38,7 @@ from ..core.ssm import DiagonalSSM, FullKernelSSM
 from ..tasks import teacher_student as ts
 from ..core.train import train_batched
 from . import detectors as det
-from .evaluate import flag, record_detection
+from .detection import flag, record_detection
 from .training import DPOptimizer, Noisy, circular_shifts, clipped_loss
 
 THEORY = ("nongreedy_share", "energy_tail", "gamma0")

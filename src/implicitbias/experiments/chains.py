@@ -22,7 +22,7 @@ and test on 1,000 instances, at most ``n + 1`` emitted tokens, seeds 42-44.
 * ``model`` (``"full"``: the authors' ``(N, N^2)`` A and ``(N^2, N)`` V; ``"tied"``: five numbers each,
   per-relation rates so that its flow is the full model's, see :mod:`implicitbias.tasks.chains`);
 * ``attention`` (``"softmax"``; ``"linear"``), ``temperature`` (0: 1/20 softmax, 1/5 linear);
-* ``init_std`` (1e-8), ``optimizer`` (``"adam"``; ``"sgd"``), ``lr`` (1e-2), ``baseline``
+* ``init_std`` (1e-8), ``optimizer`` (``"adam"``; ``"gd"``), ``lr`` (1e-2), ``baseline``
   (``"mean"``; ``"loo"``, ``"none"``);
 * ``batch`` (50,000 episodes per step), ``sub_batches`` (30; the baseline is per sub-batch; every
   sub-batch has ``batch // sub_batches`` episodes, 1,666: 49,980 per step, where their last one
@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -47,7 +47,7 @@ import numpy as np
 from ..record import Record
 from ..core.stats import mean_std
 from ..tasks import chains as ch
-from ..core.validate import require, require_seeds
+from ..core.validate import described, require, require_choices, require_seeds
 
 NAME = "chains"
 
@@ -56,32 +56,46 @@ NAME = "chains"
 class Config:
     """One run: a training distribution, test sets, the model and the budget."""
 
-    train_complexities: tuple[int, ...]
-    test_complexities: tuple[int, ...]
-    seeds: tuple[int, ...] = (42, 43, 44)
-    train_weights: tuple[float, ...] = ()  # empty: uniform over train_complexities
-    train_chain_len: int = 0  # 0: max(train_complexities) + 1
-    test_chain_lens: tuple[int, ...] = ()  # empty: (max(test_complexities) + 1,)
-    n_vertices: int = 0  # 0: 2 * the longest chain
-    model: Literal["full", "tied"] = "full"
-    attention: Literal["softmax", "linear"] = "softmax"
-    temperature: float = 0.0  # 0: 1/20 (softmax) or 1/5 (linear), as exp_train_on_D
-    init_std: float = 1e-8
-    optimizer: Literal["adam", "sgd"] = "adam"
-    lr: float = 1e-2
-    baseline: Literal["mean", "loo", "none"] = "mean"
-    batch: int = 50_000
-    sub_batches: int = 30
-    steps_per_epoch: int = 20
-    epochs: int = 300
-    early_stop: bool = True
-    max_new_tokens: int = 0  # 0: train_chain_len + 1
-    test_max_new_tokens: int = 0  # 0: test chain length + 1
-    n_val: int = 1000
-    n_eval: int = 1000
-    dtype: Literal["float32", "float64"] = "float32"
+    train_complexities: tuple[int, ...] = field(metadata={
+        "help": "distances from the source to its chain's end trained on (start index n - 1 - c), integers >= 1"})
+    test_complexities: tuple[int, ...] = field(metadata={
+        "help": "distances from the source to its chain's end tested on, integers >= 1"})
+    seeds: tuple[int, ...] = described((42, 43, 44), "random seeds, one trained model each (integers in 0..2^32-1)")
+    train_weights: tuple[float, ...] = described(
+        (), "sampling weight of each train complexity (finite, >= 0); empty: uniform over train_complexities")
+    train_chain_len: int = described(0, "length of the training chains; 0: max(train_complexities) + 1")
+    test_chain_lens: tuple[int, ...] = described(
+        (), "test chain lengths, each testing the test complexities below it; empty: max(test_complexities) + 1")
+    n_vertices: int = described(
+        0, "graph vertices N (<= 64); 0: 2 x the longest chain; more leaves isolated vertices")
+    model: Literal["full", "tied"] = described(
+        "full", "'full': the authors' (N, N^2) A and (N^2, N) V tables; 'tied': five numbers each, one per relation")
+    attention: Literal["softmax", "linear"] = described(
+        "softmax", "attention of the one-layer transformer: 'softmax' or 'linear'")
+    temperature: float = described(
+        0.0, "attention temperature; 0: 1/20 for softmax, 1/5 for linear (as exp_train_on_D)")
+    init_std: float = described(1e-8, "standard deviation of the N(0, std^2) initialisation of A and V")
+    optimizer: Literal["adam", "gd"] = described(
+        "adam", "'adam' (the authors' Adam) or 'gd' (plain gradient descent)")
+    lr: float = described(1e-2, "learning rate (> 0)")
+    baseline: Literal["mean", "loo", "none"] = described(
+        "mean", "REINFORCE baseline: 'mean' (sub-batch mean reward), 'loo' (mean of the others) or 'none'")
+    batch: int = described(50_000, "episodes sampled per training step, split into sub_batches equal sub-batches")
+    sub_batches: int = described(
+        30, "sub-batches per step, of batch // sub_batches episodes each; the baseline is per sub-batch")
+    steps_per_epoch: int = described(20, "training steps per epoch")
+    epochs: int = described(300, "most epochs to train")
+    early_stop: bool = described(True, "stop after the first epoch with 100% train and validation accuracy")
+    max_new_tokens: int = described(
+        0, "most tokens emitted per episode in training and validation; 0: train chain length + 1")
+    test_max_new_tokens: int = described(0, "most tokens emitted per test episode; 0: test chain length + 1")
+    n_val: int = described(1000, "validation instances (greedy decoding)")
+    n_eval: int = described(1000, "test instances per test chain length (greedy decoding)")
+    dtype: Literal["float32", "float64"] = described(
+        "float32", "floating-point precision of the model and training: 'float32' or 'float64'")
 
     def __post_init__(self):
+        require_choices(self)
         for name in ("train_complexities", "test_complexities"):
             cs = getattr(self, name)
             require(len(cs) > 0, f"{name} must not be empty")
@@ -114,16 +128,10 @@ class Config:
         require(self.n_vertices == 0 or self.n_vertices >= 2 * n_max,
                 f"n_vertices must be 0 (auto) or >= 2 * the longest chain = {2 * n_max}, got {self.n_vertices}")
         require(self.n_vertices <= 64, f"n_vertices must be <= 64 (the vocabulary grows as N^2), got {self.n_vertices}")
-        require(self.model in ("full", "tied"), f"model must be 'full' or 'tied', got {self.model!r}")
-        require(self.attention in ("softmax", "linear"),
-                f"attention must be 'softmax' or 'linear', got {self.attention!r}")
         require(math.isfinite(self.temperature) and self.temperature >= 0,
                 f"temperature must be 0 (auto) or > 0, got {self.temperature}")
         require(math.isfinite(self.init_std) and self.init_std >= 0, f"init_std must be >= 0, got {self.init_std}")
-        require(self.optimizer in ("sgd", "adam"), f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
         require(math.isfinite(self.lr) and self.lr > 0, f"lr must be > 0, got {self.lr}")
-        require(self.baseline in ("mean", "loo", "none"),
-                f"baseline must be 'mean', 'loo' or 'none', got {self.baseline!r}")
         require(self.sub_batches >= 1, f"sub_batches must be >= 1, got {self.sub_batches}")
         require(self.batch >= 2 * self.sub_batches,
                 f"batch must hold >= 2 episodes per sub-batch ({self.sub_batches} sub-batches), got {self.batch}")
@@ -132,7 +140,6 @@ class Config:
         require(self.max_new_tokens >= 0 and self.test_max_new_tokens >= 0,
                 "max_new_tokens and test_max_new_tokens must be >= 0 (0: chain length + 1)")
         require(self.n_val >= 1 and self.n_eval >= 1, f"n_val and n_eval must be >= 1, got {self.n_val}, {self.n_eval}")
-        require(self.dtype in ("float32", "float64"), f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
 
     def chain_len_train(self) -> int:
         return self.train_chain_len or max(self.train_complexities) + 1

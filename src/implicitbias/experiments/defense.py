@@ -16,10 +16,11 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, replace
+from typing import Literal
 
 from ..defend import synthetic as syn
 from ..record import Record
-from ..core.validate import require, require_seeds
+from ..core.validate import described, require, require_choices, require_seeds
 from ..tasks import classifier_poisoning, teacher_student
 from . import realworld, table1
 
@@ -33,35 +34,52 @@ class Config:
     """One defense cell: the attacked training sets (a Table 1 cell or a real-world preset), the
     attacker's variant, and what the defender runs."""
 
-    kind: str = "synthetic"  # synthetic | realworld
-    cell: str = "beyond_theorem/L6"  # synthetic: a table1 preset without /special; realworld: a realworld preset
-    seeds: tuple[int, ...] = tuple(range(16))
+    kind: Literal["synthetic", "realworld"] = described(
+        "synthetic", "what is attacked: synthetic (a Table 1 teacher-student cell) or realworld (a classifier preset)")
+    cell: str = described(
+        "beyond_theorem/L6",
+        "synthetic: a standalone-SSM table1 preset without /special; realworld: a realworld preset with mode=duplicate")
+    seeds: tuple[int, ...] = described(
+        tuple(range(16)), "seeds of the attacked cell (non-negative integers, at least one)")
     # the attacker (synthetic): 0 / empty = the cell's own
-    n_special: int = 0
-    special_positions: tuple[int, ...] = ()
-    special_noise: float = 0.0  # N(0, s^2) on the special rows' other positions
-    max_steps: int = 200_000  # cap on a run's updates (Table 1: 1e6; every fitting run here needs < 50,000)
+    n_special: int = described(0, "attacker (synthetic): number of special (poison) sequences; 0 = the cell's own")
+    special_positions: tuple[int, ...] = described(
+        (), "attacker (synthetic): positions (0..L-1) carrying the special mass; empty = the cell's own")
+    special_noise: float = described(
+        0.0, "attacker (synthetic): std s of the N(0, s^2) noise on the special rows' other positions (>= 0)")
+    max_steps: int = described(
+        200_000, "cap on a run's updates (Table 1: 1e6; every fitting run here needs < 50,000)")
     # the defender
-    detectors: tuple[str, ...] = ()  # empty = every detector of the kind
+    detectors: tuple[str, ...] = described(
+        (), "detectors to run (synthetic or realworld detector names); empty = every detector of the kind")
     # synthetic: flag a row whose nongreedy_share / energy_tail exceeds this. 0.05 was chosen on seeds 0-15
     # and replicated on fresh seeds 16-31 (docs/findings/defense.md); the first value, 0.5, is a variant
-    share_threshold: float = 0.05
-    # real world: flag a row whose tail_* deviation (relative to the largest) exceeds this
-    tail_threshold: float = 0.5
-    min_gap: float = 0.5
-    checkpoints: int = 40
-    training_defenses: tuple[str, ...] = syn.TRAINING_DEFENSES
-    dp_quantile: float = 0.5
-    dp_sigma: float = 0.1
-    dp_max_steps: int = 30_000
-    shifts: int = 0  # circular shifts (0 = all L rolls)
+    share_threshold: float = described(
+        0.05, "synthetic: flag a row whose nongreedy_share / energy_tail score exceeds this (a share in [0, 1])")
+    tail_threshold: float = described(
+        0.5, "realworld: flag a row whose tail_* deviation (relative to the largest) exceeds this")
+    min_gap: float = described(
+        0.5, "gap rule: flag above the largest gap in the sorted scores if it is >= min_gap x their range")
+    checkpoints: int = described(
+        40, "synthetic influence detectors: at most this many logged checkpoints of the poisoned run (>= 1)")
+    training_defenses: tuple[str, ...] = described(
+        syn.TRAINING_DEFENSES,
+        "training-time defenses (synthetic): dp (per-example clipping + noise), shift (circular time shifts)")
+    dp_quantile: float = described(
+        0.5, "dp: the clip norm is this quantile of the per-example gradient norms, in (0, 1]")
+    dp_sigma: float = described(0.1, "dp: noise multiplier; adds sigma C_t / n N(0, I) to each update's gradient")
+    dp_max_steps: int = described(
+        30_000, "dp: cap on the updates of a clipped-and-noised run (0 = max_steps)")
+    shifts: int = described(0, "shift: train on each row's circular rolls by 0..shifts-1 positions (0 = all L rolls)")
     # real-world detectors
-    knn_k: int = 10
-    ac_components: int = 10
-    last_frac: float = 0.25
+    knn_k: int = described(10, "realworld deep_knn: number of nearest neighbours in feature space (>= 1)")
+    ac_components: int = described(
+        10, "realworld clustering: principal directions of the features before 2-means (>= 1)")
+    last_frac: float = described(
+        0.25, "realworld tail_* detectors: the fraction of the sequence, at its end, taken as the tail")
 
     def __post_init__(self):
-        require(self.kind in KINDS, f"kind must be one of {KINDS}, got {self.kind!r}")
+        require_choices(self)
         require_seeds(self.seeds)
         if self.kind == "synthetic":
             require(

@@ -28,7 +28,7 @@ it its own ``gd_lr``); the tables use GroupRMSprop, the authors' "GD".
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import jax
@@ -36,7 +36,7 @@ import numpy as np
 
 from ..record import Record
 from ..tasks import matrix_sensing as ms
-from ..core.validate import require, require_finite, require_seeds
+from ..core.validate import described, require, require_choices, require_finite, require_seeds
 
 NAME = "gc_vs_gd"
 
@@ -45,29 +45,37 @@ NAME = "gc_vs_gd"
 class Config:
     """One sweep point: the problem, the network, the G&C budget and GD's schedule."""
 
-    width: int
-    depth: int
-    seeds: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6, 7)
-    n_rows: int = 5
-    n_cols: int = 5
-    rank: int = 1
-    n_measurements: int = 15
-    gt_norm: float = 1.0
-    activation: Literal["linear", "tanh", "leaky_relu"] = "linear"
-    negative_slope: float = 0.2
-    prior: Literal["gauss", "unif"] = "gauss"
-    normalize: bool = False
-    softening: float = 1e-6
-    eps_train: float = 0.02
-    samples: int = 200_000  # G&C draws per seed
-    chunk: int = 0  # draws per compiled call (memory bound; numbers do not depend on it); 0: ~32 MB of draws
-    gd_optimizer: Literal["group_rmsprop", "gd"] = "group_rmsprop"
-    gd_lr: float = 1e-4
-    gd_epochs: int = 100_000
-    gd_init_scale: float = 1e-3
-    gd_log_every: int = 100
+    width: int = field(metadata={"help": "hidden width of the factorised network (integer >= 1)"})
+    depth: int = field(metadata={"help": "number of weight matrices (layers) of the network (integer >= 2)"})
+    seeds: tuple[int, ...] = described(
+        (0, 1, 2, 3, 4, 5, 6, 7), "seeds, one problem (ground truth, measurements) and one G&C and GD run each")
+    n_rows: int = described(5, "rows of the ground-truth matrix W*")
+    n_cols: int = described(5, "columns of the ground-truth matrix W*")
+    rank: int = described(1, "rank of the ground-truth matrix W* (<= min(n_rows, n_cols))")
+    n_measurements: int = described(
+        15, "number of unit-norm Gaussian measurements <A_i, W*> (< n_rows * n_cols)")
+    gt_norm: float = described(1.0, "Frobenius norm of the ground-truth matrix W*")
+    activation: Literal["linear", "tanh", "leaky_relu"] = described(
+        "linear", "activation between layers (none after the last): 'linear', 'tanh' or 'leaky_relu'")
+    negative_slope: float = described(0.2, "slope of leaky_relu for negative inputs")
+    prior: Literal["gauss", "unif"] = described(
+        "gauss", "G&C prior of the weight entries: 'gauss' (N(0, 1)) or 'unif' (U[-1, 1]), scaled by fan-out")
+    normalize: bool = described(False, "G&C divides the network's output matrix Y by ||Y||_F + softening")
+    softening: float = described(1e-6, "added to ||Y||_F when normalize is on (>= 0)")
+    eps_train: float = described(0.02, "G&C accepts a sample whose training loss is < eps_train")
+    samples: int = described(200_000, "G&C draws from the prior per seed (1..2^32-1)")
+    chunk: int = described(
+        0, "G&C draws per compiled call, a multiple of 1024 (memory bound; numbers do not depend on it); "
+           "0: ~32 MB of draws")
+    gd_optimizer: Literal["group_rmsprop", "gd"] = described(
+        "group_rmsprop", "GD's optimiser: 'group_rmsprop' (the authors' GroupRMSprop) or 'gd' (plain gradient descent)")
+    gd_lr: float = described(1e-4, "GD's learning rate")
+    gd_epochs: int = described(100_000, "GD's full-batch training epochs")
+    gd_init_scale: float = described(1e-3, "factor on PyTorch's default nn.Linear initialisation of GD's weights")
+    gd_log_every: int = described(100, "epochs between the logged GD losses (the curves)")
 
     def __post_init__(self):
+        require_choices(self)
         require_seeds(self.seeds)
         require(all(s < 2**32 for s in self.seeds), f"seeds must be integers in 0..2^32-1, got {self.seeds}")
         for name in ("width", "n_rows", "n_cols", "rank", "n_measurements", "gd_epochs", "gd_log_every"):
@@ -79,11 +87,6 @@ class Config:
         require(self.n_measurements < self.n_rows * self.n_cols,
                 f"n_measurements must be < n_rows * n_cols = {self.n_rows * self.n_cols} (the generalisation "
                 f"loss lives on the complement), got {self.n_measurements}")
-        require(self.activation in ms.ACTIVATIONS,
-                f"activation must be one of {ms.ACTIVATIONS}, got {self.activation!r}")
-        require(self.prior in ms.PRIORS, f"prior must be one of {ms.PRIORS}, got {self.prior!r}")
-        require(self.gd_optimizer in ms.GD_OPTIMIZERS,
-                f"gd_optimizer must be one of {ms.GD_OPTIMIZERS}, got {self.gd_optimizer!r}")
         require(type(self.normalize) is bool, f"normalize must be true or false, got {self.normalize!r}")
         for name in ("gt_norm", "negative_slope", "softening", "eps_train", "gd_lr", "gd_init_scale"):
             require_finite(name, getattr(self, name))

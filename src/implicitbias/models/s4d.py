@@ -25,6 +25,7 @@ batch with ``jax.vmap``.
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import equinox as eqx
 import jax
@@ -56,6 +57,9 @@ class S4DBlock(eqx.Module):
     C: jax.Array  # (H, N, 2): real and imaginary parts
     D: jax.Array  # (H,)
     out: eqx.nn.Linear  # H -> 2H, then GLU
+    # the optimiser group the authors train at their own rate without weight decay (their `_optim`
+    # attribute, S4D's kernel); read by models/training.py, so the loop names no model's fields
+    ssm_parameters: ClassVar[tuple[str, ...]] = ("log_dt", "log_A_real", "A_imag")
 
     def __init__(self, d_model: int, d_state: int, *, dt_min: float = 1e-3, dt_max: float = 1e-1, key: jax.Array):
         k_dt, k_c, k_d, k_out = jax.random.split(key, 4)

@@ -140,22 +140,22 @@ def _decay_mask(params):
     return jax.tree.map(per_node, params, is_leaf=lambda n: isinstance(n, eqx.nn.Linear))
 
 
-SSM_KERNEL_FIELDS = ("log_dt", "log_A_real", "A_imag")
+def _declares_ssm_parameters(node) -> bool:
+    return isinstance(node, eqx.Module) and hasattr(type(node), "ssm_parameters")
 
 
 def _ssm_labels(params):
-    """``"ssm"`` for the S4D kernel parameters (the authors' ``_optim`` group), ``"rest"`` elsewhere."""
-    from .s4d import S4DBlock
+    """``"ssm"`` for the parameters a block names in its class attribute ``ssm_parameters`` (S4D's kernel:
+    the authors' ``_optim`` group, :class:`~implicitbias.models.s4d.S4DBlock`), ``"rest"`` elsewhere."""
 
     def per_node(node):
-        if isinstance(node, S4DBlock):
-            m = jax.tree.map(lambda _: "rest", node)
-            for name in SSM_KERNEL_FIELDS:
+        m = jax.tree.map(lambda _: "rest", node)
+        if _declares_ssm_parameters(node):
+            for name in type(node).ssm_parameters:
                 m = eqx.tree_at(lambda b, name=name: getattr(b, name), m, "ssm")
-            return m
-        return jax.tree.map(lambda _: "rest", node)
+        return m
 
-    return jax.tree.map(per_node, params, is_leaf=lambda n: isinstance(n, S4DBlock))
+    return jax.tree.map(per_node, params, is_leaf=_declares_ssm_parameters)
 
 
 def epoch_cosine(lr: float, min_lr: float, t_max: int, steps_per_epoch: int) -> optax.Schedule:
@@ -169,7 +169,7 @@ def epoch_cosine(lr: float, min_lr: float, t_max: int, steps_per_epoch: int) -> 
     return f
 
 
-def make_optimizer(
+def classifier_optimizer(
     cfg: TrainConfig, total_steps: int, steps_per_epoch: int | None = None
 ) -> optax.GradientTransformation:
     """AdamW with warm-up + cosine decay (or the authors' per-epoch cosine), optional global-norm clipping."""
@@ -199,7 +199,7 @@ def make_optimizer(
 @eqx.filter_jit
 def _fit(model, x, y, key, cfg: TrainConfig, steps_per_epoch: int, batch_size: int):
     params, static = eqx.partition(model, eqx.is_inexact_array)
-    opt = make_optimizer(cfg, cfg.epochs * steps_per_epoch)
+    opt = classifier_optimizer(cfg, cfg.epochs * steps_per_epoch)
     opt_state = opt.init(params)
     n = x.shape[0]
 
@@ -239,7 +239,7 @@ def _fit_epochs(model, opt_state, x, y, key, cfg: TrainConfig, steps_per_epoch: 
     from ..datasets.views import ImageView, augment_sequences
 
     params, static = eqx.partition(model, eqx.is_inexact_array)
-    opt = make_optimizer(cfg, (cfg.schedule_epochs or cfg.epochs) * steps_per_epoch, steps_per_epoch)
+    opt = classifier_optimizer(cfg, (cfg.schedule_epochs or cfg.epochs) * steps_per_epoch, steps_per_epoch)
     view = ImageView(*cfg.augment) if cfg.augment else None
     n = x.shape[0]
 

@@ -37,7 +37,7 @@ Ours (default) keeps the best restart per group.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import equinox as eqx
 import jax
@@ -47,8 +47,8 @@ import optax
 from dataclasses import replace
 
 from .matching import BrewConfig, BrewResult, LossFn, craft_poisons, target_direction
+from ..core.train import PyTree
 
-PyTree = Any
 
 
 class TargetGroup(NamedTuple):
@@ -63,12 +63,13 @@ def per_example_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array
     return -jnp.take_along_axis(logp, labels[:, None].astype(int), axis=-1)[:, 0]
 
 
-def target_stats(model: PyTree, x_t, y_t, predict_fn: Callable | None = None) -> tuple[np.ndarray, np.ndarray]:
+def target_stats(model: PyTree, x_target, y_target,
+                 predict_fn: Callable | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per-target cross-entropy and correctness of ``model`` (``predict_fn(model, x) -> logits (N, K)``,
     default ``model(x)``)."""
-    logits = model(x_t) if predict_fn is None else predict_fn(model, x_t)
-    loss = per_example_cross_entropy(logits, jnp.asarray(y_t))
-    correct = jnp.argmax(logits, axis=-1) == jnp.asarray(y_t)
+    logits = model(x_target) if predict_fn is None else predict_fn(model, x_target)
+    loss = per_example_cross_entropy(logits, jnp.asarray(y_target))
+    correct = jnp.argmax(logits, axis=-1) == jnp.asarray(y_target)
     return np.asarray(loss), np.asarray(correct)
 
 
@@ -154,36 +155,36 @@ class GroupBrew(NamedTuple):
 
 
 @eqx.filter_jit
-def masked_direction(model: PyTree, x_t: jax.Array, y_t: jax.Array, w: jax.Array) -> PyTree:
-    """``-grad_theta`` of the mean cross-entropy of a classifier (``vmap(model)(x_t) -> logits``)
+def masked_direction(model: PyTree, x_target: jax.Array, y_target: jax.Array, w: jax.Array) -> PyTree:
+    """``-grad_theta`` of the mean cross-entropy of a classifier (``vmap(model)(x_target) -> logits``)
     over the targets with ``w = 1`` (``w``: 0/1 per target).
 
-    Equal to the untargeted :func:`target_direction` on ``x_t[w == 1]``; the targets keep a fixed
+    Equal to the untargeted :func:`target_direction` on ``x_target[w == 1]``; the targets keep a fixed
     size, so every group and seed shares one compilation."""
     params, static = eqx.partition(model, eqx.is_inexact_array)
 
     def f(p):
-        logits = jax.vmap(eqx.combine(p, static))(x_t)
-        ce = optax.softmax_cross_entropy_with_integer_labels(logits, y_t)
+        logits = jax.vmap(eqx.combine(p, static))(x_target)
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits, y_target)
         return jnp.sum(ce * w) / jnp.sum(w)
 
     return jax.tree_util.tree_map(jnp.negative, jax.grad(f)(params))
 
 
-def classifier_direction(model: PyTree, x_t, y_t, targets: np.ndarray) -> PyTree:
+def classifier_direction(model: PyTree, x_target, y_target, targets: np.ndarray) -> PyTree:
     """The untargeted direction of the ``targets`` rows of a classifier's target set, through the
     compiled :func:`masked_direction` (a ``direction_fn`` for :func:`craft_groups`)."""
-    w = np.zeros(np.shape(x_t)[0], np.float32)
+    w = np.zeros(np.shape(x_target)[0], np.float32)
     w[targets] = 1.0
-    return masked_direction(model, jnp.asarray(x_t), jnp.asarray(y_t), jnp.asarray(w))
+    return masked_direction(model, jnp.asarray(x_target), jnp.asarray(y_target), jnp.asarray(w))
 
 
-def craft_groups(model: PyTree, loss_fn: LossFn, x_pool, y_pool, x_t, y_t, groups: list[TargetGroup],
+def craft_groups(model: PyTree, loss_fn: LossFn, x_pool, y_pool, x_target, y_target, groups: list[TargetGroup],
                  key: jax.Array, cfg: BrewConfig, mode: str = "untargeted", label_fn: Callable | None = None,
                  direction_fn: Callable | None = None, joint_restarts: bool = False) -> GroupBrew:
     """Match each group separately: its targets' direction, its poisons; return the pool's perturbation.
 
-    ``direction_fn(model, x_t, y_t, targets) -> direction`` replaces :func:`target_direction` on the
+    ``direction_fn(model, x_target, y_target, targets) -> direction`` replaces :func:`target_direction` on the
     group's rows (e.g. :func:`classifier_direction`; ``mode`` then does not apply). ``joint_restarts``: one
     restart for all groups (module docstring); restart ``r`` of group ``g`` uses ``fold_in(k_g, r)``."""
     x_pool = jnp.asarray(x_pool)
@@ -193,10 +194,10 @@ def craft_groups(model: PyTree, loss_fn: LossFn, x_pool, y_pool, x_t, y_t, group
     for g in groups:
         if direction_fn is None:
             directions.append(
-                target_direction(loss_fn, dm, jnp.asarray(x_t)[g.targets], jnp.asarray(y_t)[g.targets], mode)
+                target_direction(loss_fn, dm, jnp.asarray(x_target)[g.targets], jnp.asarray(y_target)[g.targets], mode)
             )
         else:
-            directions.append(direction_fn(dm, x_t, y_t, g.targets))
+            directions.append(direction_fn(dm, x_target, y_target, g.targets))
     poison_idx = np.sort(np.concatenate([g.poisons for g in groups]))
 
     def brew(k, c):

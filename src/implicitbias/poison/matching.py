@@ -14,8 +14,8 @@ The objective (exact formula and signs)
 Target direction ``D`` (:func:`target_direction`):
 
 * untargeted (docs/science.md §4, "push targets away from their true labels"):
-  ``g_t = grad_theta loss_fn(model, x_t, y_true)`` and ``D = -g_t``;
-* targeted: ``g_adv = grad_theta loss_fn(model, x_t, y_adv)`` and ``D = +g_adv``.
+  ``g_t = grad_theta loss_fn(model, x_target, y_true)`` and ``D = -g_t``;
+* targeted: ``g_adv = grad_theta loss_fn(model, x_target, y_adv)`` and ``D = +g_adv``.
 
 Poison gradient ``g_p(delta) = grad_theta loss_fn(model, x_p + delta, y_p(delta))`` with
 ``y_p(delta) = y_p`` (classification: poisons keep their labels) or, when a ``label_fn`` is given,
@@ -49,15 +49,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Literal, NamedTuple
+from typing import Literal, NamedTuple
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from ..core.train import PyTree
 
-PyTree = Any
 LossFn = Callable[[PyTree, jax.Array, jax.Array], jax.Array]
 
 
@@ -92,15 +92,15 @@ def tree_cosine(a: PyTree, b: PyTree) -> jax.Array:
     return tree_dot(a, b) / (jnp.sqrt(tree_dot(a, a) + tiny) * jnp.sqrt(tree_dot(b, b) + tiny))
 
 
-def target_direction(loss_fn: LossFn, model: PyTree, x_t: jax.Array, y_t: jax.Array,
+def target_direction(loss_fn: LossFn, model: PyTree, x_target: jax.Array, y_target: jax.Array,
                      mode: Literal["untargeted", "targeted"] = "untargeted",
                      filter_spec=eqx.is_inexact_array) -> PyTree:
     """The direction ``D`` the poison gradient must align with.
 
-    ``mode='untargeted'``: ``y_t`` are the targets' true labels and ``D = -grad loss(x_t, y_t)``.
-    ``mode='targeted'``: ``y_t`` are adversarial labels and ``D = +grad loss(x_t, y_t)``.
+    ``mode='untargeted'``: ``y_target`` are the targets' true labels and ``D = -grad loss(x_target, y_target)``.
+    ``mode='targeted'``: ``y_target`` are adversarial labels and ``D = +grad loss(x_target, y_target)``.
     """
-    g = param_grad(loss_fn, model, x_t, y_t, filter_spec)
+    g = param_grad(loss_fn, model, x_target, y_target, filter_spec)
     if mode == "untargeted":
         return jax.tree_util.tree_map(jnp.negative, g)
     if mode == "targeted":

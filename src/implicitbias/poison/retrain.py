@@ -14,8 +14,8 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
+from ..core.train import PyTree
 
-PyTree = Any
 TrainFn = Callable[[PyTree, Any, Any, jax.Array], tuple[PyTree, Any]]
 
 

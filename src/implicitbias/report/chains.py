@@ -11,7 +11,19 @@ import numpy as np
 
 from ..experiments.chains import AUTHORS_COMMITTED, AUTHORS_SOURCE, NAME, PRESETS, TALK, Config, committed_key, talk_row
 from ..runtime.overrides import as_tuples
-from .common import NOT_JUDGED, Summary, figure_link, latest_runs, listing, preset_overrides, pyplot, save_figure, tally
+from .common import (
+    NOT_JUDGED,
+    Summary,
+    figure_link,
+    fixed,
+    latest_runs,
+    listing,
+    mean_pm,
+    preset_overrides,
+    pyplot,
+    save_figure,
+    tally,
+)
 
 FIGURE = "validation_curves.png"
 
@@ -132,16 +144,8 @@ def _label(r: dict) -> str:
     return r["preset"] + "".join(f" {k}={v}" for k, v in r["overrides"].items())
 
 
-def _f(x, digits: int = 1) -> str:
-    return "-" if x is None else f"{x:.{digits}f}"
-
-
-def _pm(m, s) -> str:
-    return "-" if m is None else f"{m:.1f} ± {_f(s)}"
-
-
 def _seeds(xs) -> str:
-    return ", ".join(_f(x) for x in xs)
+    return ", ".join(fixed(x) for x in xs)
 
 
 def figures(runs, rows: list[dict], fig_dir: Path) -> list[Path]:
@@ -176,19 +180,19 @@ def markdown(rows: list[dict], out_dir: Path) -> str:
            "| traversal % | per seed acc / trav | talk acc / trav | authors' committed acc / trav (per seed) |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        per_seed = ", ".join(f"{_f(a)}/{_f(t)}" for a, t in zip(r["test_accuracy"], r["traversal"]))
-        talk = "-" if r["talk_row"] is None else f"{_f(r['talk_accuracy'], 0)} / {_f(r['talk_traversal'], 0)}"
+        per_seed = ", ".join(f"{fixed(a)}/{fixed(t)}" for a, t in zip(r["test_accuracy"], r["traversal"]))
+        talk = "-" if r["talk_row"] is None else f"{fixed(r['talk_accuracy'], 0)} / {fixed(r['talk_traversal'], 0)}"
         if r["authors_test_accuracy"] is None:
             authors = "-"
         else:
-            authors = (f"{_pm(*r['authors_test_accuracy'])} / {_pm(*r['authors_traversal'])} "
+            authors = (f"{mean_pm(*r['authors_test_accuracy'])} / {mean_pm(*r['authors_traversal'])} "
                        f"({_seeds(r['authors_test_accuracy_per_seed'])} / {_seeds(r['authors_traversal_per_seed'])})")
         steps = ", ".join(str(s) for s in r["steps_run"])
         out.append(
             f"| {_label(r)} | {r['model']} | {r['attention']} | {r['train']} | {r['test']} | "
             f"{r['chain_size']} ({r['n_vertices']}) | {steps} ({r['batch']}) | "
-            f"{_pm(r['test_accuracy_mean'], r['test_accuracy_std'])} | "
-            f"{_pm(r['traversal_mean'], r['traversal_std'])} | "
+            f"{mean_pm(r['test_accuracy_mean'], r['test_accuracy_std'])} | "
+            f"{mean_pm(r['traversal_mean'], r['traversal_std'])} | "
             f"{per_seed} | {talk} | {authors} |"
         )
     out.append("")
@@ -215,12 +219,12 @@ def markdown(rows: list[dict], out_dir: Path) -> str:
                 "|---|---|---|---|---|---|"]
         for f, t in pairs:
             out.append(
-                f"| {_label(f)} | {f['chain_size']} | {_pm(f['test_accuracy_mean'], f['test_accuracy_std'])} / "
-                f"{_pm(f['traversal_mean'], f['traversal_std'])} | "
-                f"{_pm(t['test_accuracy_mean'], t['test_accuracy_std'])} / "
-                f"{_pm(t['traversal_mean'], t['traversal_std'])} | "
-                + ", ".join(f"{_f(a)}/{_f(b)}" for a, b in zip(f["test_accuracy"], f["traversal"])) + " | "
-                + ", ".join(f"{_f(a)}/{_f(b)}" for a, b in zip(t["test_accuracy"], t["traversal"])) + " |"
+                f"| {_label(f)} | {f['chain_size']} | {mean_pm(f['test_accuracy_mean'], f['test_accuracy_std'])} / "
+                f"{mean_pm(f['traversal_mean'], f['traversal_std'])} | "
+                f"{mean_pm(t['test_accuracy_mean'], t['test_accuracy_std'])} / "
+                f"{mean_pm(t['traversal_mean'], t['traversal_std'])} | "
+                + ", ".join(f"{fixed(a)}/{fixed(b)}" for a, b in zip(f["test_accuracy"], f["traversal"])) + " | "
+                + ", ".join(f"{fixed(a)}/{fixed(b)}" for a, b in zip(t["test_accuracy"], t["traversal"])) + " |"
             )
     link = figure_link(Path(out_dir), Path(out_dir) / "figures" / NAME / FIGURE, "chains validation curves")
     if link:
@@ -235,7 +239,7 @@ CLAIM = "An RL-trained one-layer transformer solves complexity c only if its dat
 def _row_text(r: dict) -> str:
     star = " *" if r["overrides"] else ""
     return (f"{r['train']} → {r['test']}{star} ({r['model']}) "
-            f"{_f(r['test_accuracy_mean'])} / {_f(r['traversal_mean'])}")
+            f"{fixed(r['test_accuracy_mean'])} / {fixed(r['traversal_mean'])}")
 
 
 def summary(rows: list[dict]) -> Summary:
@@ -248,8 +252,9 @@ def summary(rows: list[dict]) -> Summary:
             results.append(None if a is None or t is None else a > 0 and t > 0)
     theirs = []
     for r in rows:
-        known = ([f"talk {_f(r['talk_accuracy'], 0)} / {_f(r['talk_traversal'], 0)}"] if r["talk_row"] else []) + (
-            [f"authors' {_f(r['authors_test_accuracy'][0])} / {_f(r['authors_traversal'][0])}"]
+        talk = f"talk {fixed(r['talk_accuracy'], 0)} / {fixed(r['talk_traversal'], 0)}"
+        known = ([talk] if r["talk_row"] else []) + (
+            [f"authors' {fixed(r['authors_test_accuracy'][0])} / {fixed(r['authors_traversal'][0])}"]
             if r["authors_test_accuracy"] else [])
         if known:
             theirs.append(f"{r['train']} → {r['test']} " + ", ".join(known))

@@ -119,3 +119,38 @@ def g3(x) -> str:
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "-"
     return f"{x:.3g}"
+
+
+def fixed(x, digits: int = 1) -> str:
+    """``x`` with ``digits`` decimals (``12.3``), ``-`` for None."""
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def mean_pm(mean, sd, digits: int = 1) -> str:
+    """``mean ± sd`` with ``digits`` decimals each, ``-`` for a missing mean."""
+    return "-" if mean is None else f"{mean:.{digits}f} ± {fixed(sd, digits)}"
+
+
+def mean_ci(row: dict, key: str, scale: float = 1.0, digits: int = 3) -> str:
+    """``row[key_mean] ± row[key_ci]`` (the 95% half-width), both times ``scale``; the mean alone when
+    the interval is missing or not finite (one seed); ``-`` without a mean."""
+    mean, ci = row.get(f"{key}_mean"), row.get(f"{key}_ci")
+    if mean is None:
+        return "-"
+    if ci is None or not math.isfinite(ci):
+        return f"{mean * scale:.{digits}f}"
+    return f"{mean * scale:.{digits}f} ± {ci * scale:.{digits}f}"
+
+
+def points_ci(row: dict, key: str) -> str:
+    """A paired difference in percentage points, signed, with its 95% half-width: ``+1.23 ± 0.45``."""
+    m, h = row.get(f"{key}_mean"), row.get(f"{key}_ci")
+    if m is None:
+        return "-"
+    return f"{100 * m:+.2f} ± {100 * h:.2f}" if h is not None and math.isfinite(h) else f"{100 * m:+.2f}"
+
+
+def points_ci_holm(row: dict, key: str) -> str:
+    """:func:`points_ci` with the Holm-adjusted p-value ``row[key_p_holm]`` when there is one."""
+    p = row.get(f"{key}_p_holm")
+    return points_ci(row, key) + (f" (p {p:.2g})" if p is not None and math.isfinite(p) else "")

@@ -13,7 +13,19 @@ import numpy as np
 
 from ..experiments.defense import NAME, PRESETS
 from ..core.stats import holm, t_interval, t_test_pvalue
-from .common import NOT_JUDGED, Summary, figure_link, latest_runs, listing, preset_overrides, pyplot, save_figure, tally
+from .common import (
+    NOT_JUDGED,
+    Summary,
+    figure_link,
+    g3,
+    latest_runs,
+    listing,
+    points_ci_holm,
+    preset_overrides,
+    pyplot,
+    save_figure,
+    tally,
+)
 
 FIGURE = "roc.png"
 FPR_GRID = np.linspace(0.0, 1.0, 51)
@@ -181,10 +193,6 @@ def figures(runs, rows: list[dict], fig_dir: Path) -> list[Path]:
     return [save_figure(fig, Path(fig_dir) / FIGURE)]
 
 
-def _g(x) -> str:
-    return "-" if x is None else f"{x:.3g}"
-
-
 def markdown(rows: list[dict], out_dir: Path) -> str:
     """Per cell: a table of every detector and training-time defense, then the ROC figure."""
     out = []
@@ -199,7 +207,7 @@ def markdown(rows: list[dict], out_dir: Path) -> str:
         S = len(r0["seeds"])
         out += [
             f"**{label}** ({S} seeds, {r0['n_special']} special of {r0['n_rows']} rows; median extrapolation error "
-            f"clean {_g(_median(r0['error_clean']))}, poisoned {_g(_median(r0['error_poisoned']))}; "
+            f"clean {g3(_median(r0['error_clean']))}, poisoned {g3(_median(r0['error_poisoned']))}; "
             f"poisoned > clean in {_above(r0['error_poisoned'], r0['error_clean'])}/{S} seeds)",
             "",
             "| detector | AUROC min / mean | recall at true count | flagged (specials) per seed, mean | "
@@ -209,15 +217,15 @@ def markdown(rows: list[dict], out_dir: Path) -> str:
         for r in rs:
             if r["auroc"] is None:
                 out.append(
-                    f"| {r['detector']} | - | - | - | {_g(_median(r['error_defended']))} | "
-                    f"{r['seeds_within_2x_clean']}/{S} | -, {_g(r['clean_cost'])}x |"
+                    f"| {r['detector']} | - | - | - | {g3(_median(r['error_defended']))} | "
+                    f"{r['seeds_within_2x_clean']}/{S} | -, {g3(r['clean_cost'])}x |"
                 )
                 continue
             out.append(
                 f"| {r['detector']} | {r['auroc_min']:.3f} / {r['auroc_mean']:.3f} | {r['recall_mean']:.2f} | "
                 f"{np.mean(r['n_flagged']):.1f} ({np.mean(r['n_special_flagged']):.1f}) | "
-                f"{_g(_median(r['error_defended']))} | {r['seeds_within_2x_clean']}/{S} | "
-                f"{np.mean(r['n_flagged_clean']):.1f}, {_g(r['clean_cost'])}x |"
+                f"{g3(_median(r['error_defended']))} | {r['seeds_within_2x_clean']}/{S} | "
+                f"{np.mean(r['n_flagged_clean']):.1f}, {g3(r['clean_cost'])}x |"
             )
         out.append("")
     out.append(
@@ -238,19 +246,6 @@ def markdown(rows: list[dict], out_dir: Path) -> str:
     return "\n".join(out) + "\n"
 
 
-def _ci(row, key) -> str:
-    m, h = row.get(f"{key}_mean"), row.get(f"{key}_ci")
-    if m is None:
-        return "-"
-    return f"{100 * m:+.2f} ± {100 * h:.2f}" if h is not None and math.isfinite(h) else f"{100 * m:+.2f}"
-
-
-def _cip(row, key) -> str:
-    """``_ci`` with the Holm-adjusted p-value when there is one."""
-    p = row.get(f"{key}_p_holm")
-    return _ci(row, key) + (f" (p {p:.2g})" if p is not None and math.isfinite(p) else "")
-
-
 def _realworld_markdown(label: str, rs: list[dict]) -> list[str]:
     r0 = rs[0]
     S = len(r0["seeds"])
@@ -258,7 +253,7 @@ def _realworld_markdown(label: str, rs: list[dict]) -> list[str]:
         f"**{label}** (real-world, {S} seeds, {r0['n_poisons']} poisons added beside their clean copies; "
         f"test error clean {100 * np.mean(r0['error_clean']):.2f}%, "
         f"poisoned {100 * np.mean(r0['error_poisoned']):.2f}%, "
-        f"poisoned - clean {_cip(r0, 'poisoned_minus_clean')} pp)",
+        f"poisoned - clean {points_ci_holm(r0, 'poisoned_minus_clean')} pp)",
         "",
         "| detector | AUROC min / mean | recall at true count | flagged (poisons) per seed | "
         "test error defended - poisoned (pp, 95% t, Holm p) | defended - clean | clean-set cost |",
@@ -268,7 +263,8 @@ def _realworld_markdown(label: str, rs: list[dict]) -> list[str]:
         out.append(
             f"| {r['detector']} | {r['auroc_min']:.3f} / {r['auroc_mean']:.3f} | {r['recall_mean']:.2f} | "
             f"{np.mean(r['n_flagged']):.1f} ({np.mean(r['n_poison_flagged']):.1f}) | "
-            f"{_cip(r, 'defended_minus_poisoned')} | {_cip(r, 'defended_minus_clean')} | {_cip(r, 'clean_cost')} |"
+            f"{points_ci_holm(r, 'defended_minus_poisoned')} | {points_ci_holm(r, 'defended_minus_clean')} | "
+            f"{points_ci_holm(r, 'clean_cost')} |"
         )
     out += ["", f"Holm's correction over the {r0.get('holm_family', 0)} real-world comparisons of this section "
             "(per detector its three differences where its flags changed the training set in some seed, per cell "

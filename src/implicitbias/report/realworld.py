@@ -13,6 +13,7 @@ from ..experiments.realworld import NAME, PRESETS, VARIANTS
 from ..runtime.overrides import base_preset
 from ..core.stats import holm, t_interval, t_test_pvalue
 from .common import (
+    mean_ci,
     NOT_JUDGED,
     Summary,
     figure_link,
@@ -98,15 +99,6 @@ def apply_holm(rows: list[dict]) -> None:
 def is_sweep_row(row) -> bool:
     """Made by ``--sweep`` (its preset name carries the swept values)."""
     return base_preset(row["preset"]) != row["preset"]
-
-
-def _pm(row, key, scale=1.0, digits=3):
-    mean, ci = row.get(f"{key}_mean"), row.get(f"{key}_ci")
-    if mean is None:
-        return "-"
-    if ci is None or not math.isfinite(ci):
-        return f"{mean * scale:.{digits}f}"
-    return f"{mean * scale:.{digits}f} ± {ci * scale:.{digits}f}"
 
 
 def _compare(row, other: str) -> str:
@@ -266,10 +258,11 @@ def authors_markdown(rows: list[dict], out_dir: Path) -> str:
         err = [f"{100 * (1 - r[f'{v}_test_acc_mean']):.2f}" for v in VARIANTS]
         out.append(
             f"| {r['preset']}{' *' if r['overrides'] else ''} | {len(r['seeds'])} | " + " | ".join(err)
-            + f" | {_pm(r, 'diff_err_poisoned_clean', 100, 2)} | {_pm(r, 'diff_err_poisoned_uniform', 100, 2)} | "
+            + f" | {mean_ci(r, 'diff_err_poisoned_clean', 100, 2)} | "
+            f"{mean_ci(r, 'diff_err_poisoned_uniform', 100, 2)} | "
             f"{r['p_poisoned_clean']:.2g} / {r['p_poisoned_uniform']:.2g} | {r['p_holm']:.2g} | "
-            f"{_nfit(r, 'poisoned')} | {_pm(r, 'poisoned_last_row_ratio', 1, 3)} | "
-            f"{_pm(r, 'poisoned_energy_share', 1, 3)} | {authors_verdict(r)} |"
+            f"{_nfit(r, 'poisoned')} | {mean_ci(r, 'poisoned_last_row_ratio', 1, 3)} | "
+            f"{mean_ci(r, 'poisoned_energy_share', 1, 3)} | {authors_verdict(r)} |"
         )
     link = figure_link(out_dir, out_dir / "figures" / NAME / AUTHORS_FIGURE,
                        "paired differences of test error, authors' protocol")
@@ -363,9 +356,10 @@ def sweep_markdown(rows: list[dict]) -> str:
         swept = r["preset"][len(base_preset(r["preset"])) :].strip("[]")
         out.append(
             f"| {base_preset(r['preset'])} | {swept} | {len(r['seeds'])} ({','.join(map(str, r['seeds']))}) | "
-            + " | ".join(_pm(r, f"{v}_test_acc", 100, 2) for v in VARIANTS)
-            + f" | {_pm(r, 'diff_err_poisoned_clean', 100, 2)} | {_pm(r, 'diff_err_poisoned_uniform', 100, 2)} | "
-            f"{_pm(r, 'poisoned_energy_share', 1, 2)} | {_pm(r, 'brew_matching', 1, 3)} | "
+            + " | ".join(mean_ci(r, f"{v}_test_acc", 100, 2) for v in VARIANTS)
+            + f" | {mean_ci(r, 'diff_err_poisoned_clean', 100, 2)} | "
+            f"{mean_ci(r, 'diff_err_poisoned_uniform', 100, 2)} | "
+            f"{mean_ci(r, 'poisoned_energy_share', 1, 2)} | {mean_ci(r, 'brew_matching', 1, 3)} | "
             f"{_nfit(r, 'poisoned')} / {_nfit(r, 'uniform')} | {short_verdict(r)} |"
         )
     return "\n".join(out) + "\n"
@@ -399,10 +393,11 @@ def markdown(rows: list[dict], out_dir: Path) -> str:
         for v in VARIANTS:
             nfit = _nfit(r, v)
             out.append(
-                f"| {r['preset']}{star} | {v} | {_pm(r, f'{v}_test_acc', 100, 2)} | {_pm(r, f'{v}_test_loss')} | "
-                f"{_pm(r, f'{v}_target_acc', 100, 2)} | {_pm(r, f'{v}_rest_acc', 100, 2)} | "
-                f"{_pm(r, f'{v}_energy_share') if v != 'clean' else '-'} | "
-                f"{_pm(r, f'{v}_last_row_ratio') if v != 'clean' else '-'} | {nfit} |"
+                f"| {r['preset']}{star} | {v} | {mean_ci(r, f'{v}_test_acc', 100, 2)} | "
+                f"{mean_ci(r, f'{v}_test_loss')} | "
+                f"{mean_ci(r, f'{v}_target_acc', 100, 2)} | {mean_ci(r, f'{v}_rest_acc', 100, 2)} | "
+                f"{mean_ci(r, f'{v}_energy_share') if v != 'clean' else '-'} | "
+                f"{mean_ci(r, f'{v}_last_row_ratio') if v != 'clean' else '-'} | {nfit} |"
             )
     out.append("")
     out.append(
@@ -418,9 +413,9 @@ def markdown(rows: list[dict], out_dir: Path) -> str:
         star = " *" if r["overrides"] else ""
         wall = r.get("wall_seconds")
         out.append(
-            f"| {r['preset']}{star} | {len(r['seeds'])} | {_pm(r, 'diff_err_poisoned_clean', 100, 2)} | "
-            f"{_pm(r, 'diff_err_poisoned_uniform', 100, 2)} | {_pm(r, 'diff_err_poisoned_end', 100, 2)} | "
-            f"{_pm(r, 'brew_matching')} | {r['clean_train_s_mean']:.1f} | {r['brew_s_mean']:.1f} | "
+            f"| {r['preset']}{star} | {len(r['seeds'])} | {mean_ci(r, 'diff_err_poisoned_clean', 100, 2)} | "
+            f"{mean_ci(r, 'diff_err_poisoned_uniform', 100, 2)} | {mean_ci(r, 'diff_err_poisoned_end', 100, 2)} | "
+            f"{mean_ci(r, 'brew_matching')} | {r['clean_train_s_mean']:.1f} | {r['brew_s_mean']:.1f} | "
             f"{'-' if wall is None else f'{wall:.0f}'} | {verdict(r)} |"
         )
     out.append("")

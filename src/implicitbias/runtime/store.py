@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import errno
 import functools
-import hashlib
 import json
 import logging
 import os
@@ -37,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
-from ..record import Record, config_to_dict, strict_json
+from ..record import Record, config_hash, config_to_dict, strict_json
 
 FILES = ("config.json", "metrics.json", "meta.json", "arrays.npz")
 _PACKAGES = ("jax", "jaxlib", "equinox", "optax", "diffrax", "numpy")
@@ -144,7 +143,7 @@ class Store:
         """``root/<experiment>/<hash>``: :func:`~implicitbias.record.config_hash` of the config as
         ``config.json`` stores it (the same for every config of finite numbers; one with NaN or inf
         is hashed with ``null`` there, as stored, so its directory still checks against its config)."""
-        return self.root / experiment / _hash_of(experiment, strict_json(config_to_dict(config)), __version__)
+        return self.root / experiment / config_hash(experiment, strict_json(config_to_dict(config)), __version__)
 
     def is_complete(self, experiment: str, config) -> bool:
         d = self.run_dir(experiment, config)
@@ -173,7 +172,7 @@ class Store:
         version = (meta.get("versions") or {}).get("implicitbias") if isinstance(meta.get("versions"), dict) else None
         if not isinstance(version, str) or not isinstance(meta.get("hash"), str):
             raise DamagedRun(path, "meta.json: no library version or no hash")
-        if _hash_of(cfg["experiment"], cfg["config"], version) != meta["hash"]:
+        if config_hash(cfg["experiment"], cfg["config"], version) != meta["hash"]:
             raise DamagedRun(path, f"config.json does not match the hash {meta['hash']} it was stored under")
         try:
             with np.load(path / "arrays.npz") as data:
@@ -328,14 +327,6 @@ class Store:
                         self.warn(f"skipping damaged run {d}: {e.reason}")
                     return None
         return None
-
-
-def _hash_of(experiment: str, config: dict, version: str) -> str:
-    """:func:`~implicitbias.record.config_hash` of a config already in its stored (JSON) form (a test
-    checks that the two agree)."""
-    payload = json.dumps({"experiment": experiment, "config": config, "version": version},
-                         sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
 def _read_json(path: Path, name: str) -> dict:

@@ -54,6 +54,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from ..core.optim import make_optimizer
+
 # relation of a query vertex q to a key token k (tied A), and of a context token k to an output
 # vertex v (tied V); the tied model has one number per relation
 RELATIONS_A = ("edge_out", "edge_in", "edge_other", "vertex_self", "vertex_other")
@@ -414,16 +416,6 @@ def rollout(key, A, V, inst: Instance, n_steps: int, attention: str, scale: floa
     return Rollout(traces, lengths, answers, rewards, answers != NO_ANSWER, trav)
 
 
-def make_optimizer(name: str, lr: float) -> optax.GradientTransformation:
-    """``"adam"`` (the authors': torch Adam, lr 1e-2, betas (0.9, 0.999), eps 1e-8 = optax's
-    defaults) or ``"sgd"``."""
-    if name == "sgd":
-        return optax.sgd(lr)
-    if name == "adam":
-        return optax.adam(lr)
-    raise ValueError(f"optimizer must be 'sgd' or 'adam', got {name!r}")
-
-
 def greedy_scores(A, V, inst: Instance, n_steps: int, attention: str, scale: float, max_c: int) -> dict:
     """The authors' validation: greedy traces; counts per complexity ``1..max_c`` (index c - 1) of
     instances, of valid ones (a sink reached), correct and traversing ones. Each (max_c,) float."""
@@ -509,7 +501,7 @@ def train(spec: Spec, key, weights) -> tuple[dict, dict]:
     return params, {**curves, "epochs_run": epochs_run}
 
 
-def evaluate(spec: Spec, params: dict, key) -> dict:
+def test_scores(spec: Spec, params: dict, key) -> dict:
     """The authors' test: per test chain length, ``n_eval`` fresh instances (complexities uniform over
     that length's test complexities), greedy traces of ``test_max_new_tokens``; counts per complexity
     (as :func:`greedy_scores`), each of shape (n_tests, max test chain length - 1)."""
@@ -529,7 +521,7 @@ def _compiled(spec: Spec):
     def one(seed, weights):
         k_train, k_eval = jax.random.split(jax.random.PRNGKey(seed))
         params, curves = train(spec, k_train, weights)
-        return params, curves, evaluate(spec, params, k_eval)
+        return params, curves, test_scores(spec, params, k_eval)
 
     return jax.jit(jax.vmap(one, in_axes=(0, None)))
 

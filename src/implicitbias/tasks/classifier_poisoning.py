@@ -47,7 +47,9 @@ from __future__ import annotations
 import logging
 import math
 import time
+import typing
 from dataclasses import dataclass, replace
+from typing import Literal
 
 import equinox as eqx
 import jax
@@ -75,7 +77,7 @@ from ..poison.controls import same_norm_random
 from ..poison.groups import classifier_direction, masked_direction
 from ..record import Record
 from ..models.training import TrainConfig, classification_loss, evaluate, fit_epochs, predict_logits, trainer
-from ..core.validate import require, require_seeds
+from ..core.validate import described, require, require_choices, require_seeds
 
 log = logging.getLogger("implicitbias")
 VARIANTS = ("clean", "poisoned", "uniform", "end")
@@ -86,6 +88,10 @@ UCR_SETS = {"italypower": "ItalyPowerDemand"}
 # the archive's values (neither has a pixel range)
 RAW_RANGES = {"digits": RAW_RANGE, "mnist1d": MNIST1D_RANGE, "cifar10": 1.0,
               **{d: ucr.RAW_RANGES[name] for d, name in UCR_SETS.items()}}
+# the datasets, spelled out for the Config field (its choice check); the same names as RAW_RANGES
+Dataset = Literal["digits", "mnist1d", "cifar10", "italypower"]
+require(typing.get_args(Dataset) == tuple(RAW_RANGES),
+        f"Dataset {typing.get_args(Dataset)} must name the RAW_RANGES keys {tuple(RAW_RANGES)}")
 PIXEL_DATASETS = ("digits", "cifar10")  # the ones with a pixel range to clip to
 EXTENDED_MIN_LR_FRAC = 1e-3  # their create_extended_scheduler: eta_min = lr / 1000
 
@@ -94,77 +100,116 @@ EXTENDED_MIN_LR_FRAC = 1e-3  # their create_extended_scheduler: eta_min = lr / 1
 class Config:
     """One realworld cell; see the module docstring for the protocol and units."""
 
-    model: str = "s4d"  # s4d | lru | mamba2
-    dataset: str = "digits"  # digits (scikit-learn) | mnist1d (generated) | italypower (UCR, in sktime) |
-    #                          cifar10 (sequential, from data_dir)
-    data_dir: str = ""  # cifar10 only: the unpacked python-pickle batches (never downloaded)
-    scan: str = "row"  # cifar10 only: row | channel_major (the paper's S4/LRU order)
-    n_test: int = 0  # cifar10 only: keep the first n_test test images (0 = all 10,000)
-    d_model: int = 32
-    d_state: int = 16
-    n_layers: int = 2
-    readout: str = "mean"  # mean | last
-    norm: bool = True
-    epochs: int = 30
-    batch_size: int = 64
-    lr: float = 1e-2
-    n_train: int = 1000
-    standardize: str = "channel"  # channel (exact scalar budget) | feature
-    eps: float = 4.0  # ℓ∞ budget in raw pixel units (range 0..16)
-    clip: bool = True  # keep perturbed pixels inside [0, 16] (channel standardisation only)
-    poison_frac: float = 0.5  # poisons as a fraction of n_train
-    n_targets: int = 200
-    target_groups: int = 2
-    penalty: float = 0.0  # end-of-sequence penalty weight (0 = off)
-    penalty_power: float = 1.0
-    iterations: int = 50
-    restarts: int = 1
-    brew_lr: float = 0.1  # sign-Adam step in units of eps
-    mode: str = "duplicate"  # duplicate | replace
-    last_frac: float = 0.25  # "end of the sequence" for the energy share and the end control
-    max_rounds: int = 3  # extra retraining rounds until the poisoned set fits as well as clean
-    extra_epochs: int = 10  # epochs of one extra round (at lr / 10)
-    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    model: Literal["s4d", "lru", "mamba2"] = described("s4d", "sequence model: s4d | lru | mamba2")
+    dataset: Dataset = described(
+        "digits",
+        "data: digits (scikit-learn) | mnist1d (generated) | cifar10 (sequential, from data_dir) | "
+        "italypower (UCR, in sktime)",
+    )
+    data_dir: str = described("", "cifar10 only: folder of the unpacked python-pickle batches (never downloaded)")
+    scan: Literal["row", "channel_major"] = described(
+        "row", "cifar10 only: pixel order of the sequence, row | channel_major (the paper's S4/LRU order)"
+    )
+    n_test: int = described(0, "cifar10 only: keep the first n_test test images (0 = all 10,000)")
+    d_model: int = described(32, "width: channels of every layer")
+    d_state: int = described(16, "state size of each SSM layer")
+    n_layers: int = described(2, "number of SSM blocks")
+    readout: Literal["mean", "last"] = described(
+        "mean", "features read out over time: mean (average of all steps) | last (the last step)"
+    )
+    norm: bool = described(True, "LayerNorm in every block (and the final norm)")
+    epochs: int = described(30, "training epochs of the clean model")
+    batch_size: int = described(64, "minibatch size of every training")
+    lr: float = described(1e-2, "peak learning rate of the clean training (AdamW)")
+    n_train: int = described(1000, "training examples of the clean model")
+    standardize: Literal["channel", "feature"] = described(
+        "channel",
+        "train-only standardisation: channel (per channel: the scalar budget is exact) | feature (per position)",
+    )
+    eps: float = described(4.0, "ℓ∞ budget in raw pixel units (digits 0..16; cifar10 0..1, where 8/255 is 0.0314)")
+    clip: bool = described(True, "keep perturbed pixels inside the raw pixel range (channel standardisation only)")
+    poison_frac: float = described(0.5, "poisons as a fraction of n_train")
+    n_targets: int = described(200, "target test examples (they stay in the test set)")
+    target_groups: int = described(2, "median: groups the targets are split into, each matched by its own poisons")
+    penalty: float = described(0.0, "end-of-sequence penalty weight while brewing (0 = off)")
+    penalty_power: float = described(1.0, "power of the penalty's position weights (1 - i/(L-1))^power")
+    iterations: int = described(50, "sign-Adam steps of each brew")
+    restarts: int = described(1, "random restarts of each brew (which one is kept: restart_choice)")
+    brew_lr: float = described(0.1, "brew step size: in units of eps (brew_step=eps) or model units (fixed)")
+    mode: Literal["duplicate", "replace"] = described(
+        "duplicate", "poisoned set: duplicate (clean set + perturbed copies) | replace (in place); labels kept"
+    )
+    last_frac: float = described(
+        0.25, "the end of the sequence, as a fraction of its length, for the energy share and the end control"
+    )
+    max_rounds: int = described(
+        3, "rounds: extra retraining rounds at most, until the poisoned set fits as well as clean"
+    )
+    extra_epochs: int = described(10, "rounds: epochs of one extra retraining round (at lr / 10)")
+    seeds: tuple[int, ...] = described((0, 1, 2, 3, 4), "seeds, one independent run each (data split, init, brew)")
     # ---- the authors' protocol, point by point (docs/findings/realworld-authors.md, whose table numbers
     # the differences; the defaults are our original behaviour) ----
     # data (difference 11): the training split ("pool") the clean model's n_train rows are drawn from
-    n_pool: int = 0  # 0: = n_train (the whole split is the training set)
-    redraw_clean: bool = False  # retraining redraws its non-poison clean rows from the pool (minus poisons)
+    n_pool: int = described(0, "size of the training split the n_train clean rows are drawn from (0: = n_train)")
+    redraw_clean: bool = described(
+        False, "retraining redraws its non-poison clean rows from the pool (minus the poisons)"
+    )
     # attack (differences 2-6)
-    brew_step: str = "eps"  # eps: sign-Adam step brew_lr * eps | fixed: brew_lr in model units
-    brew_init: str = "uniform"  # uniform: eps U[-1,1] | randn: eps N(0,1) clipped to [-eps, eps]
-    # final: per group, objective after the last step | last_iteration: one restart for all groups, chosen by
-    # the poison-weighted objective in the last iteration (before its step)
-    restart_choice: str = "final"
-    target_select: str = "median"  # median: 2 sides split at the median loss of the correct targets, target_groups |
-    #                                top_correct: the n_high_targets highest-loss correct targets, groups of group_size
-    n_high_targets: int = 0  # top_correct: size of the high-loss side
-    group_size: int = 0  # top_correct: targets per group (0: one group per side)
-    brew_augment: bool = False  # random shift/flip of the poisons while brewing (datasets.views)
-    brew_dropout: bool = False  # victim's dropout on while brewing
-    reg_factor: float = 0.0  # the authors' end regulariser: 2 delta reg_factor (H - row - 1) added to the gradient
+    brew_step: Literal["eps", "fixed"] = described(
+        "eps", "sign-Adam step: eps (brew_lr * eps) | fixed (brew_lr in model units)"
+    )
+    brew_init: Literal["uniform", "randn"] = described(
+        "uniform", "start of each restart: uniform (eps U[-1,1]) | randn (eps N(0,1) clipped to [-eps, eps])"
+    )
+    restart_choice: Literal["final", "last_iteration"] = described(
+        "final",
+        "final: per group, the best objective after the last step | last_iteration: one restart for all "
+        "groups, by the poison-weighted objective of the last iteration (before its step)",
+    )
+    target_select: Literal["median", "top_correct"] = described(
+        "median",
+        "median: 2 sides split at the median loss of the correct targets, target_groups groups | "
+        "top_correct: the n_high_targets highest-loss correct targets, groups of group_size",
+    )
+    n_high_targets: int = described(0, "top_correct: size of the high-loss side")
+    group_size: int = described(0, "top_correct: targets per group (0: one group per side)")
+    brew_augment: bool = described(False, "random shift/flip of the poisons while brewing (datasets.views)")
+    brew_dropout: bool = described(False, "the victim's dropout on while brewing (needs dropout > 0)")
+    reg_factor: float = described(
+        0.0, "the authors' end regulariser: 2 delta reg_factor (H - row - 1) added to the gradient (0 = off)"
+    )
     # victim (differences 8, 9)
-    dropout: float = 0.0
-    norm_position: str = "pre"  # pre | post
-    weight_decay: float = 0.01
-    decay: str = "linear"  # linear: weight matrices of Linear layers | all: every parameter
-    ssm_lr: float = 0.0  # > 0: S4D kernel parameters (log_dt, log_A_real, A_imag) at this rate, no weight decay
-    augment: bool = False  # random shift/flip of every training minibatch
-    schedule: str = "warmup_cosine"  # warmup_cosine (per step to 0) | cosine_epochs (per epoch to min_lr_frac * lr)
-    min_lr_frac: float = 0.0  # cosine_epochs: eta_min / lr of the clean training
-    grad_clip: float = 1.0  # global-norm clip (0: none)
-    stem_stride: int = 0  # > 0: convolution stem with this stride on the image behind the sequence
-    headdim: int = 16  # mamba2 head size
-    chunk_size: int = 16  # mamba2 SSD chunk
+    dropout: float = described(0.0, "the victim's dropout rate, in [0, 1)")
+    norm_position: Literal["pre", "post"] = described(
+        "pre", "LayerNorm before each block inside the residual (pre) | after the residual sum (post)"
+    )
+    weight_decay: float = described(0.01, "AdamW weight decay")
+    decay: Literal["linear", "all"] = described(
+        "linear", "weight decay on: linear (weight matrices of Linear layers) | all (every parameter)"
+    )
+    ssm_lr: float = described(
+        0.0, "> 0: S4D kernel parameters (log_dt, log_A_real, A_imag) at this rate, no weight decay (0: off)"
+    )
+    augment: bool = described(False, "random shift/flip of every training minibatch")
+    schedule: Literal["warmup_cosine", "cosine_epochs"] = described(
+        "warmup_cosine", "learning rate: warmup_cosine (per step to 0) | cosine_epochs (per epoch to min_lr_frac * lr)"
+    )
+    min_lr_frac: float = described(0.0, "cosine_epochs: eta_min / lr of the clean training, in [0, 1)")
+    grad_clip: float = described(1.0, "global gradient-norm clip (0: none)")
+    stem_stride: int = described(0, "> 0: convolution stem with this stride on the image behind the sequence")
+    headdim: int = described(16, "mamba2 head size (must divide 2 * d_model)")
+    chunk_size: int = described(16, "mamba2 SSD chunk length")
     # poisoned retraining (difference 10)
-    retrain: str = "rounds"  # rounds: max_rounds x extra_epochs at lr/10 |
-    #                          extended: cosine over epochs + max_extra_epochs (to lr/1000), then epoch by epoch
-    max_extra_epochs: int = 0  # extended: at most this many epochs after the first `epochs` (0: 2 x epochs)
-    fit_tol: float = 0.0  # extended: fits when the last epoch's mean loss <= clean's + fit_tol
+    retrain: Literal["rounds", "extended"] = described(
+        "rounds",
+        "poisoned retraining: rounds (max_rounds x extra_epochs at lr/10) | extended (cosine over epochs + "
+        "max_extra_epochs to lr/1000, then epoch by epoch until it fits)",
+    )
+    max_extra_epochs: int = described(0, "extended: at most this many epochs after the first `epochs` (0: 2 x epochs)")
+    fit_tol: float = described(0.0, "extended: fits when the last epoch's mean training loss <= clean's + fit_tol")
 
     def __post_init__(self):
-        require(self.model in ("s4d", "lru", "mamba2"), f"model must be s4d, lru or mamba2, got {self.model!r}")
-        require(self.readout in ("mean", "last"), f"readout must be 'mean' or 'last', got {self.readout!r}")
+        require_choices(self)
         for name in ("d_model", "d_state", "n_layers", "epochs", "batch_size", "iterations", "restarts",
                      "target_groups", "n_targets", "extra_epochs", "headdim", "chunk_size"):
             v = getattr(self, name)
@@ -178,7 +223,6 @@ class Config:
         )
         require(self.lr > 0, f"lr must be > 0, got {self.lr}")
         require(self.brew_lr > 0, f"brew_lr must be > 0, got {self.brew_lr}")
-        require(self.dataset in RAW_RANGES, f"dataset must be one of {', '.join(RAW_RANGES)}, got {self.dataset!r}")
         require(
             isinstance(self.n_pool, int) and not isinstance(self.n_pool, bool) and self.n_pool >= 0,
             f"n_pool must be an integer >= 0, got {self.n_pool!r}",
@@ -220,7 +264,6 @@ class Config:
         else:
             # data_dir is checked when the data are loaded (load), so that presets authors/<model>/cifar10 can
             # exist and take it from --set data_dir=...
-            require(self.scan in ("row", "channel_major"), f"scan must be 'row' or 'channel_major', got {self.scan!r}")
             require(
                 isinstance(self.n_train, int) and 20 <= self.n_train <= 50_000,
                 f"n_train must be an integer in [20, 50000], got {self.n_train!r}",
@@ -234,19 +277,6 @@ class Config:
                 self.n_targets <= (self.n_test or 10_000),
                 f"n_targets must be <= the test set size, got {self.n_targets}",
             )
-        choices = {
-            "brew_step": ("eps", "fixed"),
-            "brew_init": ("uniform", "randn"),
-            "restart_choice": ("final", "last_iteration"),
-            "target_select": ("median", "top_correct"),
-            "norm_position": ("pre", "post"),
-            "decay": ("linear", "all"),
-            "schedule": ("warmup_cosine", "cosine_epochs"),
-            "retrain": ("rounds", "extended"),
-        }
-        for name, allowed in choices.items():
-            v = getattr(self, name)
-            require(v in allowed, f"{name} must be one of {', '.join(allowed)}, got {v!r}")
         for name in ("n_high_targets", "group_size", "stem_stride", "max_extra_epochs"):
             v = getattr(self, name)
             require(
@@ -276,10 +306,6 @@ class Config:
             f"2 * d_model = {self.expand_inner} must be a multiple of headdim = {self.headdim} for mamba2",
         )
         require(
-            self.standardize in ("channel", "feature"),
-            f"standardize must be 'channel' or 'feature', got {self.standardize!r}",
-        )
-        require(
             not (self.clip and self.standardize != "channel"),
             "clip=True needs standardize='channel' (a per-channel pixel range)",
         )
@@ -292,7 +318,6 @@ class Config:
         require(round(self.poison_frac * self.n_train) >= 1, "poison_frac * n_train must give at least one poison")
         require(self.penalty >= 0, f"penalty must be >= 0, got {self.penalty}")
         require(self.penalty_power > 0, f"penalty_power must be > 0, got {self.penalty_power}")
-        require(self.mode in ("duplicate", "replace"), f"mode must be 'duplicate' or 'replace', got {self.mode!r}")
         require(0 < self.last_frac <= 1, f"last_frac must be in (0, 1], got {self.last_frac}")
         require_seeds(self.seeds)
         require(len(set(self.seeds)) == len(self.seeds), f"seeds must be distinct, got {self.seeds}")
@@ -524,28 +549,31 @@ def run_seed(cfg: Config, seed: int, keep: bool = False) -> dict:
     # one compilation; the minibatch order comes from the explicit key PRNGKey(seed) below.
     tc = cfg.train_config()
     cc = continue_config(cfg)
-    inits: dict[str, object] = {}
-    current = ["clean"]
+    inits: dict[str, object] = {}  # the model each variant's training started from (kept for checks)
     base_train = trainer(tc)
 
-    def train_fn(model, xx, yy, key):
-        inits.setdefault(current[0], model)
-        return base_train(model, xx, yy, key)
+    def train_fn(name: str):
+        """The training of variant ``name``, noting the model it starts from."""
+
+        def fn(model, xx, yy, key):
+            inits.setdefault(name, model)
+            return base_train(model, xx, yy, key)
+
+        return fn
 
     key = jax.random.PRNGKey(seed)
 
     t0 = time.perf_counter()
-    current[0] = "clean"
     if cfg.retrain == "extended":
         clean = _train_extended(cfg, init, x, y, key, tc, None, inits, "clean")
     else:
-        clean = retrain(init, x, y, train_fn, key, full_loss)
+        clean = retrain(init, x, y, train_fn("clean"), key, full_loss)
     t_clean = time.perf_counter() - t0
 
     target_idx = np.sort(rng.choice(xt.shape[0], cfg.n_targets, replace=False))
     rest_mask = np.ones(xt.shape[0], bool)
     rest_mask[target_idx] = False
-    x_t, y_t = xt[target_idx], yt[target_idx]
+    x_target, y_target = xt[target_idx], yt[target_idx]
     pool = np.sort(rng.choice(x.shape[0], cfg.n_poisons, replace=False))
     x_pool, y_pool = x[pool], y[pool]
 
@@ -567,7 +595,7 @@ def run_seed(cfg: Config, seed: int, keep: bool = False) -> dict:
         stochastic=cfg.brew_augment or cfg.brew_dropout,
     )
     predict = lambda m, xx: jnp.asarray(predict_logits(m, np.asarray(xx)))
-    t_losses, t_correct = target_stats(clean.model, x_t, y_t, predict)
+    t_losses, t_correct = target_stats(clean.model, x_target, y_target, predict)
     if cfg.target_select == "top_correct":
         groups = allocate_top_groups(
             t_losses, t_correct, cfg.n_poisons, seed=seed, n_high=cfg.n_high_targets, group_size=cfg.group_size
@@ -580,8 +608,8 @@ def run_seed(cfg: Config, seed: int, keep: bool = False) -> dict:
         brew_loss(cfg) if bc.stochastic else loss_only,
         x_pool,
         y_pool,
-        x_t,
-        y_t,
+        x_target,
+        y_target,
         groups,
         jax.random.fold_in(key, 1),
         bc,
@@ -613,7 +641,7 @@ def run_seed(cfg: Config, seed: int, keep: bool = False) -> dict:
         tr = evaluate(model, x_fit, y_fit)
         trc = evaluate(model, x, y)
         te = evaluate(model, xt, yt)
-        tg = evaluate(model, x_t, y_t)
+        tg = evaluate(model, x_target, y_target)
         rs = evaluate(model, xt[rest_mask], yt[rest_mask])
         return {
             "train_loss": tr["loss"],
@@ -631,12 +659,12 @@ def run_seed(cfg: Config, seed: int, keep: bool = False) -> dict:
     out = {"clean": {**measure(clean.model, x, y), "rounds": 0, "fits": True, "time_s": t_clean}}
     models = {"clean": clean.model}
     # matching loss of each perturbation over all poisons against the all-target direction
-    direction = masked_direction(clean.model, jnp.asarray(x_t), jnp.asarray(y_t), jnp.ones(x_t.shape[0], jnp.float32))
+    direction = masked_direction(clean.model, jnp.asarray(x_target), jnp.asarray(y_target),
+                                 jnp.ones(x_target.shape[0], jnp.float32))
     sets = {}
     for name, d in deltas.items():
         ps = assemble(x_base, y_base, pool, d, cfg.mode)
         sets[name] = ps
-        current[0] = name
         t0 = time.perf_counter()
         if cfg.retrain == "extended":
             r = _train_extended(cfg, init, np.asarray(ps.x), np.asarray(ps.y), key, cfg.train_config(True),
@@ -646,7 +674,7 @@ def run_seed(cfg: Config, seed: int, keep: bool = False) -> dict:
                 init,
                 np.asarray(ps.x),
                 np.asarray(ps.y),
-                train_fn,
+                train_fn(name),
                 key,
                 full_loss,
                 target_loss=clean.train_loss,

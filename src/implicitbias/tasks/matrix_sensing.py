@@ -61,7 +61,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..core import progress
-from ..core.optim import StopRule, group_rmsprop, make_optimizer
+from ..core.optim import StopRule, make_optimizer
 from ..core.train import train_batched
 
 ACTIVATIONS = ("linear", "tanh", "leaky_relu")
@@ -425,17 +425,7 @@ def _gd_fns(activation: str, negative_slope: float):
     return loss_fn, log_fn
 
 
-GD_OPTIMIZERS = ("group_rmsprop", "gd")
-
-
-@functools.cache
-def gd_optimizer(name: str, lr: float):
-    """``"group_rmsprop"`` (the authors' "GD", :func:`implicitbias.core.optim.group_rmsprop`) or ``"gd"`` (plain)."""
-    if name == "group_rmsprop":
-        return group_rmsprop(lr)
-    if name == "gd":
-        return make_optimizer("gd", lr)
-    raise ValueError(f"optimizer must be one of {GD_OPTIMIZERS}, got {name!r}")
+GD_OPTIMIZERS = ("group_rmsprop", "gd")  # of implicitbias.core.optim.make_optimizer's registry
 
 
 class GDResult(NamedTuple):
@@ -460,7 +450,7 @@ def gradient_descent(keys: list[jax.Array], problems: list[Problem], shapes: lis
     loss_fn, log_fn = _gd_fns(activation, negative_slope)
     # a fixed number of updates, as train_gd: a loss threshold that is never reached
     rule = StopRule(eps=np.finfo(np.float64).tiny, extra_steps=0, max_steps=epochs)
-    res = train_batched(loss_fn, params, data, gd_optimizer(optimizer, lr), rule, log_every, log_fn)
+    res = train_batched(loss_fn, params, data, make_optimizer(optimizer, lr), rule, log_every, log_fn)
     Y = jax.vmap(lambda ws: forward(ws, activation, negative_slope))(res.params)
     return GDResult(np.asarray(jax.vmap(generalisation_loss)(Y, data)), np.asarray(res.final_loss),
                     np.asarray(res.diverged), np.asarray(res.log_steps), np.asarray(res.logs["gen"]),

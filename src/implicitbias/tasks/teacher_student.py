@@ -29,8 +29,8 @@ from __future__ import annotations
 import functools
 import math
 import time
-from dataclasses import dataclass, replace
-from typing import Literal
+from dataclasses import dataclass, field, replace
+from typing import Literal, get_args
 
 import jax
 import jax.numpy as jnp
@@ -42,13 +42,11 @@ from ..record import Record
 from ..core.ssm import DiagonalSSM, FullKernelSSM, SSMNet, network_teacher, per_theorem_teacher, unit_teacher
 from ..core.stats import mean_std
 from ..core.train import train_batched
-from ..core.validate import require, require_finite, require_seeds
+from ..core.validate import check_finite, described, require, require_choices, require_finite, require_seeds
 
 Setting = Literal["per_theorem", "beyond_theorem", "ssm_in_nn"]
-SETTINGS = ("per_theorem", "beyond_theorem", "ssm_in_nn")
-DATA_RNGS = ("numpy", "jax")
-DTYPES = ("float64", "float32")
-INIT_RNGS = ("keras", "jax")
+Optimizer = Literal["gd", "adaptive_gd", "adam", "keras_adam", "group_rmsprop"]  # = core.optim.OPTIMIZERS
+assert set(get_args(Optimizer)) == set(OPTIMIZERS), "Optimizer must list exactly core.optim.OPTIMIZERS"
 LAST_LOGGED = -1  # Config.measure_at: read the error where the authors' notebooks read it (last_logged_update)
 
 
@@ -71,69 +69,97 @@ class Config:
     """One teacher-student cell (one setting, one size, without or with special sequences), all seeds:
     a Table 1 or dynamics preset, or any variant of one (docs/science.md §1-3)."""
 
-    setting: Setting
-    special: bool
-    L: int
-    d: int
-    seeds: tuple[int, ...]
-    sd_A: float
-    diff: float
+    setting: Setting = field(
+        metadata={"help": "which Table 1 setting: per_theorem (§2a), beyond_theorem (§2b) or ssm_in_nn (§2c)"}
+    )
+    special: bool = field(metadata={"help": "add the special sequences to the training set"})
+    L: int = field(metadata={"help": "training sequence length (>= 3)"})
+    d: int = field(metadata={"help": "student state dimension (>= 2)"})
+    seeds: tuple[int, ...] = field(metadata={"help": "seeds, one run each, trained together in one batch"})
+    sd_A: float = field(
+        metadata={"help": "init scale of a: U[0, sd_A) per Theorem, std of N(0, sd_A) in the GD settings"}
+    )
+    diff: float = field(metadata={"help": "the init's near tie: a[1] = a[0] - diff (and B[1] = B[0] - diff)"})
     # GD settings (§2b, §2c)
-    sd_BC: float = 1e-3
-    warm_init: float = 0.1
-    sort_C: bool = False
-    optimizer: str = "adaptive_gd"
-    lr: float = 0.01
-    eps: float = 0.01
-    extra_steps: int = 1500
+    sd_BC: float = described(1e-3, "GD settings: std of the N(0, sd_BC) init of B and C")
+    warm_init: float = described(
+        0.1, "GD settings: warm start added to a and B after the init (the network presets: 0.001)"
+    )
+    sort_C: bool = described(
+        False, "GD settings: sort C = |C| descending; False leaves it unsorted, as docs/science.md writes"
+    )
+    optimizer: Optimizer = described("adaptive_gd", "GD settings: the optimiser (core.optim.OPTIMIZERS)")
+    lr: float = described(0.01, "GD settings: learning rate (adaptive_gd: its base rate lr0)")
+    eps: float = described(0.01, "the train loss at or below which a run counts as fitted")
+    extra_steps: int = described(1500, "GD settings: updates after the fit (train loss <= eps)")
     # the update after the fit at which "error" is read (docs/science.md §2; README "What each cell measures"):
     # LAST_LOGGED (-1) = the authors' point, last_logged_update(extra_steps, log_every); "error_end" is at extra_steps
-    measure_at: int = LAST_LOGGED
-    max_steps: int = 1_000_000
-    stall_tol: float = 0.0  # opt-in early stop of runs frozen above eps (see StopRule); 0 = the paper's protocol
-    data_rng: Literal["numpy", "jax"] = "numpy"  # GD-setting data: the authors' NumPy stream, or jax.random keys
-    init_rng: Literal["keras", "jax"] = "keras"  # GD-setting init: the authors' Keras stream, or jax.random keys
-    full_kernel: bool = True  # adaptive_gd: A held as a full (d,d) matrix projected onto its diagonal (Keras)
-    dtype: Literal["float64", "float32"] = "float64"  # GD settings: float32 is the authors' (TensorFlow's) precision
-    init_jitter: float = 0.0
-    # the perturbation stream of each seed under init_jitter (default: its position in seeds); copies of a
-    # rounding cloud can then run in batches of the cell's own size and share its compiled program
-    jitter_index: tuple[int, ...] = ()
-    n_baseline: int = 8
-    baseline_stop: int = 2  # baseline sequences have N(0,1) entries at positions 0:baseline_stop
-    n_special: int = 10
-    special_positions: tuple[int, ...] = ()  # default: (L-2,)
-    extra_sequences: tuple[tuple[float, ...], ...] = ()  # your own inputs, labelled by the teacher
+    measure_at: int = described(
+        LAST_LOGGED, "update after the fit at which error is read: -1 the authors' last logged one, or 0..extra_steps"
+    )
+    max_steps: int = described(1_000_000, "GD settings: most updates a run may take")
+    stall_tol: float = described(
+        0.0, "opt-in early stop of runs frozen above eps (relative loss change per log chunk, see StopRule); 0 = off"
+    )
+    data_rng: Literal["numpy", "jax"] = described(
+        "numpy", "GD-setting data: numpy the authors' RandomState stream, jax seed-derived jax.random keys"
+    )
+    init_rng: Literal["keras", "jax"] = described(
+        "keras", "GD-setting init: keras the authors' TensorFlow stream, jax independent jax.random keys"
+    )
+    full_kernel: bool = described(
+        True, "adaptive_gd: hold A as a full (d, d) matrix projected onto its diagonal, as the authors' Keras code"
+    )
+    dtype: Literal["float64", "float32"] = described(
+        "float64", "GD settings: floating-point precision; float32 is the authors' (TensorFlow's)"
+    )
+    init_jitter: float = described(
+        0.0, "GD settings: relative N(0, init_jitter) perturbation of every initial parameter; 0 = none"
+    )
+    # with it, copies of a rounding cloud can run in batches of the cell's own size and share its compiled program
+    jitter_index: tuple[int, ...] = described(
+        (), "perturbation stream of each seed under init_jitter; empty = its position in seeds"
+    )
+    n_baseline: int = described(8, "GD settings: number of baseline sequences")
+    baseline_stop: int = described(
+        2, "GD settings: baseline sequences have N(0,1) entries at positions 0:baseline_stop"
+    )
+    n_special: int = described(10, "GD settings: number of special sequences")
+    special_positions: tuple[int, ...] = described((), "positions of the special sequences' mass; empty = (L-2,)")
+    extra_sequences: tuple[tuple[float, ...], ...] = described(
+        (), "your own training inputs (length L each), labelled by the teacher"
+    )
     # the teacher (docs/science.md §1): empty = the setting's teacher (§2a: a* = (1, 0), B* = C* = (1, sqrt(d-1));
     # §2b, §2c: a* = B* = C* = 1); teacher_B, teacher_C empty with teacher_a given = ones
-    teacher_a: tuple[float, ...] = ()
-    teacher_B: tuple[float, ...] = ()
-    teacher_C: tuple[float, ...] = ()
+    teacher_a: tuple[float, ...] = described((), "teacher's diagonal a* (|a*_i| <= 1); empty = the setting's teacher")
+    teacher_B: tuple[float, ...] = described(
+        (), "teacher's B* (length of teacher_a); empty = ones, or the setting's teacher"
+    )
+    teacher_C: tuple[float, ...] = described(
+        (), "teacher's C* (length of teacher_a); empty = ones, or the setting's teacher"
+    )
     # standalone-SSM variants of docs/science.md §3 (defaults give Table 1)
-    # False: student B = C = 1, held fixed (only a moves; with full_kernel their gradients still enter
-    # the adaptive rate, as the authors' fix_B_C)
-    train_BC: bool = True
-    tie_init: bool = True  # the init's near tie a[1] = a[0] - diff (and B[1] = B[0] - diff); False: no tie
+    # train_BC=False: only a moves; with full_kernel the gradients of the fixed B, C still enter the adaptive
+    # rate, as in the authors' fix_B_C
+    train_BC: bool = described(True, "beyond_theorem: train B and C; False holds the student's B = C = 1 fixed")
+    tie_init: bool = described(True, "the init's near tie a[1] = a[0] - diff (and B[1] = B[0] - diff); False: no tie")
     # SSM inside a network (§2c)
-    m: int = 0
-    depth: int = 0
-    sd_D: float = 0.0
-    n_test: int = 2000
-    test_length: int = 40
+    m: int = described(0, "ssm_in_nn: width of the ReLU layers")
+    depth: int = described(0, "ssm_in_nn: number of ReLU layers")
+    sd_D: float = described(0.0, "ssm_in_nn: std of the N(0, sd_D) init of the MLP weights")
+    n_test: int = described(2000, "ssm_in_nn: number of N(0,1) test sequences of the relative L2 error")
+    test_length: int = described(40, "ssm_in_nn: length of the test sequences (>= L)")
     # per Theorem (§2a)
-    t_final: float = 1e11
-    rtol: float = 1e-8
-    atol: float = 1e-12
+    t_final: float = described(1e11, "per_theorem: gradient-flow time at which the run ends and error is read")
+    rtol: float = described(1e-8, "per_theorem: relative tolerance of the ODE solver")
+    atol: float = described(1e-12, "per_theorem: absolute tolerance of the ODE solver")
     # measurement and logging
-    horizon: int = 40  # impulse-response entries compared with the teacher's
-    error_from: int = 1  # first k of h_k in the error; 2 when B = C = 1 are held fixed (h_1 = d cannot move)
-    log_every: int = 100
+    horizon: int = described(40, "impulse-response entries h_k compared with the teacher's (>= L)")
+    error_from: int = described(1, "first k of h_k in the error; 2 when B = C = 1 are held fixed (h_1 = d cannot move)")
+    log_every: int = described(100, "GD settings: updates between trajectory-log entries")
 
     def __post_init__(self):
-        require(self.setting in SETTINGS, f"setting must be one of {SETTINGS}, got {self.setting!r}")
-        require(self.data_rng in DATA_RNGS, f"data_rng must be one of {DATA_RNGS}, got {self.data_rng!r}")
-        require(self.init_rng in INIT_RNGS, f"init_rng must be one of {INIT_RNGS}, got {self.init_rng!r}")
-        require(self.dtype in DTYPES, f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        require_choices(self)  # setting, optimizer, data_rng, init_rng, dtype: their Literal values
         require(
             math.isfinite(self.init_jitter) and self.init_jitter >= 0,
             f"init_jitter must be >= 0, got {self.init_jitter}",
@@ -172,7 +198,6 @@ class Config:
             require(self.rtol > 0 and self.atol > 0, "rtol and atol must be > 0")
         else:
             require(self.sd_BC > 0, f"sd_BC must be > 0, got {self.sd_BC}")
-            require(self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
             require(self.lr > 0, f"lr must be > 0, got {self.lr}")
             require(self.n_baseline > 0, f"n_baseline must be > 0, got {self.n_baseline}")
             require(self.n_special > 0, f"n_special must be > 0, got {self.n_special}")
@@ -260,7 +285,7 @@ def training_inputs(config: Config, seed: int) -> jax.Array:
     same baseline data as the cell without, plus the special rows.
     """
     X = _training_rows(config, seed)
-    sequences.check_finite("training inputs", X)
+    check_finite("training inputs", X)
     return X
 
 
