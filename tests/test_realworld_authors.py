@@ -376,7 +376,7 @@ def test_italypower_is_the_pooled_archive_resplit_per_seed():
     raw = np.concatenate([_read("ItalyPowerDemand", "TRAIN")[0], _read("ItalyPowerDemand", "TEST")[0]])
     # the archive's float64 values and the constant typed from them: rel 1e-12 (4.5e3 eps64)
     assert float(np.ptp(raw)) == pytest.approx(RAW_RANGES["ItalyPowerDemand"], rel=1e-12)
-    assert raw.shape[0] == cfg.ucr_size == 1096
+    assert raw.shape[0] == cfg.facts.total == 1096
     assert cfg.view == ImageView("row", 1, 24, 1) and cfg.model_config.n_classes == 2
     # the standardised rows undo to the archive's rows (train-only statistics), train and test disjoint
     def rows(x):

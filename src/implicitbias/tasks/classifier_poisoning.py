@@ -57,9 +57,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..datasets import ImageView, augment_sequences, load_cifar10, load_digits, load_mnist1d, load_ucr
-from ..datasets import ucr
 from ..datasets.base import MissingDataError
-from ..datasets.mnist1d import RAW_RANGE as MNIST1D_RANGE
+from ..datasets.registry import DATASETS, DatasetFacts, facts
 from ..models import ClassifierConfig, make_classifier
 from ..poison import (
     BrewConfig,
@@ -81,18 +80,14 @@ from ..core.validate import described, require, require_choices, require_seeds
 
 log = logging.getLogger("implicitbias")
 VARIANTS = ("clean", "poisoned", "uniform", "end")
-RAW_RANGE = 16.0  # digits pixels take values 0..16
-# UCR sets shipped inside sktime (datasets.ucr): dataset name here -> archive name
-UCR_SETS = {"italypower": "ItalyPowerDemand"}
-# cifar10: pixels scaled to [0, 1] by the loader; mnist1d: the span of its training values; UCR: the span of
-# the archive's values (neither has a pixel range)
-RAW_RANGES = {"digits": RAW_RANGE, "mnist1d": MNIST1D_RANGE, "cifar10": 1.0,
-              **{d: ucr.RAW_RANGES[name] for d, name in UCR_SETS.items()}}
-# the datasets, spelled out for the Config field (its choice check); the same names as RAW_RANGES
+# every data set's facts: implicitbias.datasets.registry (its raw range is eps's unit)
+RAW_RANGES = {name: d.raw_range for name, d in DATASETS.items()}
+RAW_RANGE = RAW_RANGES["digits"]  # digits pixels take values 0..16
+PIXEL_DATASETS = tuple(name for name, d in DATASETS.items() if d.pixel)  # the ones with a pixel range to clip to
+# the datasets, spelled out for the Config field (its choice check); the registry's names
 Dataset = Literal["digits", "mnist1d", "cifar10", "italypower"]
-require(typing.get_args(Dataset) == tuple(RAW_RANGES),
-        f"Dataset {typing.get_args(Dataset)} must name the RAW_RANGES keys {tuple(RAW_RANGES)}")
-PIXEL_DATASETS = ("digits", "cifar10")  # the ones with a pixel range to clip to
+require(typing.get_args(Dataset) == tuple(DATASETS),
+        f"Dataset {typing.get_args(Dataset)} must name the registry's data sets {tuple(DATASETS)}")
 EXTENDED_MIN_LR_FRAC = 1e-3  # their create_extended_scheduler: eta_min = lr / 1000
 
 
@@ -232,51 +227,23 @@ class Config:
             f"n_pool must be 0 or >= n_train={self.n_train}, got {self.n_pool}",
         )
         pool = self.n_pool or self.n_train
-        if self.dataset == "digits":
-            require(
-                isinstance(self.n_train, int) and 20 <= self.n_train <= 1700,
-                f"n_train must be an integer in [20, 1700], got {self.n_train!r}",
-            )
-            require(pool <= 1700, f"n_pool must be <= 1700 (digits hold 1,797 images), got {pool}")
-            require(
-                self.n_targets <= 1797 - pool,
-                f"n_targets must be <= the test set size {1797 - pool}, got {self.n_targets}",
-            )
-        elif self.dataset == "mnist1d":
-            require(
-                isinstance(self.n_train, int) and 20 <= self.n_train <= 4000,
-                f"n_train must be an integer in [20, 4000], got {self.n_train!r}",
-            )
-            require(pool <= 4000, f"n_pool must be <= 4000 (MNIST-1D holds 4,000 training sequences), got {pool}")
-            require(self.n_targets <= 1000, f"n_targets must be <= the test set size 1000, got {self.n_targets}")
-            require(not self.clip, "clip=True needs a pixel range; MNIST-1D has none (set clip=false)")
-        elif self.dataset in UCR_SETS:
-            n_classes, total = self.n_classes, self.ucr_size
-            require(
-                isinstance(self.n_train, int) and 20 <= self.n_train <= total - n_classes,
-                f"n_train must be an integer in [20, {total - n_classes}], got {self.n_train!r}",
-            )
-            require(pool <= total - n_classes,
-                    f"n_pool must be <= {total - n_classes} ({self.dataset} holds {total} sequences), got {pool}")
-            require(self.n_targets <= total - pool,
-                    f"n_targets must be <= the test set size {total - pool}, got {self.n_targets}")
-            require(not self.clip, f"clip=True needs a pixel range; {self.dataset} has none (set clip=false)")
-        else:
+        d = self.facts
+        require(
+            isinstance(self.n_train, int) and 20 <= self.n_train <= d.train_max,
+            f"n_train must be an integer in [20, {d.train_max}], got {self.n_train!r}",
+        )
+        require(pool <= d.train_max,
+                f"n_pool must be <= {d.train_max}{f' ({d.pool_note})' if d.pool_note else ''}, got {pool}")
+        if self.dataset == "cifar10":
             # data_dir is checked when the data are loaded (load), so that presets authors/<model>/cifar10 can
             # exist and take it from --set data_dir=...
             require(
-                isinstance(self.n_train, int) and 20 <= self.n_train <= 50_000,
-                f"n_train must be an integer in [20, 50000], got {self.n_train!r}",
+                isinstance(self.n_test, int) and 0 <= self.n_test <= d.test_size,
+                f"n_test must be an integer in [0, {d.test_size}], got {self.n_test!r}",
             )
-            require(pool <= 50_000, f"n_pool must be <= 50000, got {pool}")
-            require(
-                isinstance(self.n_test, int) and 0 <= self.n_test <= 10_000,
-                f"n_test must be an integer in [0, 10000], got {self.n_test!r}",
-            )
-            require(
-                self.n_targets <= (self.n_test or 10_000),
-                f"n_targets must be <= the test set size, got {self.n_targets}",
-            )
+        n_test = d.test_count(pool, self.n_test)
+        require(self.n_targets <= n_test, f"n_targets must be <= the test set size {n_test}, got {self.n_targets}")
+        require(d.pixel or not self.clip, f"clip=True needs a pixel range; {d.label} has none (set clip=false)")
         for name in ("n_high_targets", "group_size", "stem_stride", "max_extra_epochs"):
             v = getattr(self, name)
             require(
@@ -309,7 +276,7 @@ class Config:
             not (self.clip and self.standardize != "channel"),
             "clip=True needs standardize='channel' (a per-channel pixel range)",
         )
-        raw = RAW_RANGES.get(self.dataset, RAW_RANGE)
+        raw = self.facts.raw_range
         hint = " (pixels scaled to 0..1: the paper's 8/255 is eps=0.0314)" if self.dataset == "cifar10" else ""
         require(
             0 < self.eps <= raw, f"eps must be in (0, {raw}] raw pixel units for {self.dataset}{hint}, got {self.eps}"
@@ -327,32 +294,20 @@ class Config:
         return 2 * self.d_model
 
     @property
-    def ucr_size(self) -> int:
-        """A UCR set: its train and test files together (re-split per seed)."""
-        return ucr.TOTALS[UCR_SETS[self.dataset]]
-
-    @property
-    def ucr_shape(self) -> tuple[int, int, int]:
-        """A UCR set: ``(length, channels, classes)`` (:data:`implicitbias.datasets.ucr.DATASETS`)."""
-        return ucr.DATASETS[UCR_SETS[self.dataset]][:3]
+    def facts(self) -> DatasetFacts:
+        """The data set's facts (:mod:`implicitbias.datasets.registry`)."""
+        return facts(self.dataset)
 
     @property
     def n_classes(self) -> int:
-        return self.ucr_shape[2] if self.dataset in UCR_SETS else 10
+        return self.facts.n_classes
 
     @property
     def view(self) -> ImageView:
         """The image behind each sequence (rows for the regulariser and the last-row metric, the
         augmentation, the stem): digits ``(1, 8, 8)``; MNIST-1D ``(1, 40, 1)`` (every step a row);
         a UCR set ``(channels, length, 1)`` likewise; CIFAR-10 ``(3, 32, 32)`` in the ``scan`` order."""
-        if self.dataset == "digits":
-            return ImageView("row", 1, 8, 8)
-        if self.dataset == "mnist1d":
-            return ImageView("row", 1, 40, 1)
-        if self.dataset in UCR_SETS:
-            length, channels, _ = self.ucr_shape
-            return ImageView("row", channels, length, 1)
-        return ImageView(self.scan, 3, 32, 32, 3)
+        return self.facts.image(self.scan)
 
     def _view_tuple(self) -> tuple:
         v = self.view
@@ -412,8 +367,8 @@ class Config:
             return load_digits(n_train=pool, seed=seed, scan="row", standardize=self.standardize)
         if self.dataset == "mnist1d":
             return load_mnist1d(n_train=pool, seed=seed, standardize=self.standardize)
-        if self.dataset in UCR_SETS:
-            return load_ucr(UCR_SETS[self.dataset], split_seed=seed, n_train=pool, standardize=self.standardize)
+        if self.facts.ucr_name:
+            return load_ucr(self.facts.ucr_name, split_seed=seed, n_train=pool, standardize=self.standardize)
         if not self.data_dir:
             raise MissingDataError(
                 "dataset=cifar10 needs data_dir (the unpacked CIFAR-10 python batches; never downloaded): "
@@ -762,19 +717,8 @@ def footprint_terms(c: Config) -> dict[str, int]:
     copy of the kept images), a training set with its poisons, and one value per position, channel
     and layer for the larger of a training minibatch and a brewing group (the activations kept for
     the backward pass)."""
-    if c.dataset == "cifar10":
-        L, C, n_tr, n_te = 1024, 3, c.n_train, c.n_test or 10_000
-        raw = 60_000 * 3072
-    elif c.dataset == "mnist1d":  # 4,000 training and 1,000 test sequences of length 40
-        L, C, n_tr, n_te = 40, 1, c.n_train, 1000
-        raw = 5000 * 40 * F64
-    elif c.dataset != "digits":  # a UCR set: its archive pooled and re-split
-        L, C = c.view.height, c.view.channels
-        n_tr, n_te = c.n_train, c.ucr_size - (c.n_pool or c.n_train)
-        raw = c.ucr_size * L * C * F64
-    else:  # digits: 1,797 images of 8 x 8
-        L, C, n_tr, n_te = 64, 1, c.n_train, 1797 - c.n_train
-        raw = 1797 * 64 * F64
+    d = c.facts
+    L, C, n_tr, n_te, raw = d.length, d.channels, c.n_train, d.test_count(c.n_pool or c.n_train, c.n_test), d.raw_bytes
     n_pois = c.n_poisons
     group = math.ceil(n_pois / max(1, c.target_groups))
     rows = max(c.batch_size, group, min(512, n_tr + n_pois))  # 512: evaluation chunks
