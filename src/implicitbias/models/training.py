@@ -196,31 +196,6 @@ def classifier_optimizer(
     return adamw
 
 
-@eqx.filter_jit
-def _fit(model, x, y, key, cfg: TrainConfig, steps_per_epoch: int, batch_size: int):
-    params, static = eqx.partition(model, eqx.is_inexact_array)
-    opt = classifier_optimizer(cfg, cfg.epochs * steps_per_epoch)
-    opt_state = opt.init(params)
-    n = x.shape[0]
-
-    def loss_fn(p, xb, yb):
-        return classification_loss(eqx.combine(p, static), xb, yb)
-
-    def step(carry, idx):
-        p, s = carry
-        (loss, acc), grads = jax.value_and_grad(loss_fn, has_aux=True)(p, x[idx], y[idx])
-        updates, s = opt.update(grads, s, p)
-        return (optax.apply_updates(p, updates), s), (loss, acc)
-
-    def epoch(carry, k):
-        perm = jax.random.permutation(k, n)[: steps_per_epoch * batch_size].reshape(steps_per_epoch, batch_size)
-        carry, (losses, accs) = jax.lax.scan(step, carry, perm)
-        return carry, (losses.mean(), accs.mean())
-
-    (params, _), (losses, accs) = jax.lax.scan(epoch, (params, opt_state), jax.random.split(key, cfg.epochs))
-    return eqx.combine(params, static), losses, accs
-
-
 class FitState(NamedTuple):
     """Where :func:`fit_epochs` stopped: the optimizer state (its step count drives the schedule) and
     the epochs done."""
@@ -235,15 +210,31 @@ def _has_dropout(model) -> bool:
 
 @eqx.filter_jit
 def _fit_epochs(model, opt_state, x, y, key, cfg: TrainConfig, steps_per_epoch: int, batch_size: int,
-                start_epoch, n_epochs: int, dropout: bool):
+                start_epoch, n_epochs: int, dropout: bool, keys: str = "fold_in"):
+    """The one training loop: ``n_epochs`` epochs from ``start_epoch``, a ``lax.scan`` over epochs of a
+    ``lax.scan`` over minibatches. ``keys`` is how epoch ``e`` draws its randomness from ``key``:
+
+    * ``"split"``: its permutation from ``jax.random.split(key, cfg.epochs)[e]``, nothing else (the plain
+      recipe, :func:`train_classifier` without augmentation or dropout; always all ``cfg.epochs``);
+    * ``"fold_in"``: ``fold_in(key, e)`` split into the permutation's key and one key per step
+      (augmentation, dropout), so a run resumed at epoch ``e`` draws what one call would have
+      (:func:`fit_epochs`).
+
+    Both schedules are kept as they are because stored runs were made with them."""
     from ..datasets.views import ImageView, augment_sequences
 
     params, static = eqx.partition(model, eqx.is_inexact_array)
-    opt = classifier_optimizer(cfg, (cfg.schedule_epochs or cfg.epochs) * steps_per_epoch, steps_per_epoch)
+    if keys == "split":
+        opt = classifier_optimizer(cfg, cfg.epochs * steps_per_epoch)
+        epoch_keys = jax.random.split(key, cfg.epochs)
+    else:
+        opt = classifier_optimizer(cfg, (cfg.schedule_epochs or cfg.epochs) * steps_per_epoch, steps_per_epoch)
     view = ImageView(*cfg.augment) if cfg.augment else None
     n = x.shape[0]
 
     def loss_fn(p, xb, yb, k):
+        if k is None:
+            return classification_loss(eqx.combine(p, static), xb, yb)
         k_aug, k_drop = jax.random.split(k)
         if view is not None:
             xb = augment_sequences(xb, k_aug, view)
@@ -257,10 +248,13 @@ def _fit_epochs(model, opt_state, x, y, key, cfg: TrainConfig, steps_per_epoch: 
         return (optax.apply_updates(p, updates), s), (loss, acc)
 
     def epoch(carry, e):
-        k = jax.random.fold_in(key, e)
-        k_perm, k_steps = jax.random.split(k)
+        if keys == "split":
+            k_perm, step_keys = epoch_keys[e], None
+        else:
+            k_perm, k_steps = jax.random.split(jax.random.fold_in(key, e))
+            step_keys = jax.random.split(k_steps, steps_per_epoch)
         perm = jax.random.permutation(k_perm, n)[: steps_per_epoch * batch_size].reshape(steps_per_epoch, batch_size)
-        carry, (losses, accs) = jax.lax.scan(step, carry, (perm, jax.random.split(k_steps, steps_per_epoch)))
+        carry, (losses, accs) = jax.lax.scan(step, carry, (perm, step_keys))
         return carry, (losses.mean(), accs.mean())
 
     if opt_state is None:
@@ -320,7 +314,8 @@ def train_classifier(model, x, y, cfg: TrainConfig = TrainConfig(), key: jax.Arr
     steps_per_epoch = x.shape[0] // batch_size
     start = time.perf_counter()
     x, y = jnp.asarray(x, F32), jnp.asarray(y, jnp.int32)
-    model, losses, accs = _fit(model, x, y, key, cfg, steps_per_epoch, batch_size)
+    model, _, losses, accs = _fit_epochs(model, None, x, y, key, cfg, steps_per_epoch, batch_size,
+                                         jnp.asarray(0, jnp.int32), cfg.epochs, False, keys="split")
     losses, accs = np.asarray(losses), np.asarray(accs)
     history = {
         "loss": losses,
