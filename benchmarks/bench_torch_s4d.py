@@ -275,7 +275,7 @@ def main(argv=None) -> None:
         size = "full size (the preset unchanged)"
     print(f"\none seed of {PRESET}, {size}: running ...", flush=True)
     t0 = time.perf_counter()
-    out = cp.run_seed(full, seed)
+    out = cp.run_seed(full, seed).record
     wall = time.perf_counter() - t0
     parts = [f"clean {out['times']['clean_train_s']:.1f} s", f"brew {out['times']['brew_s']:.1f} s"]
     for v in ("poisoned", "uniform", "end"):

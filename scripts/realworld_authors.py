@@ -53,7 +53,7 @@ def run_preset(store: Store, preset: str, seeds: tuple[int, ...] | None = None) 
             d, w = pickle.loads(f.read_bytes())
         else:
             t0 = time.perf_counter()
-            d = cp.run_seed(cfg, s)
+            d = cp.run_seed(cfg, s).record
             w = time.perf_counter() - t0
             atomic_write(f, pickle.dumps((d, w)))
             print(f"{time.strftime('%H:%M:%S')} {preset} seed {s}: {w:.0f} s; test acc "

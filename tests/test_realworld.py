@@ -23,13 +23,13 @@ TINY = replace(rw.PRESETS["s4d/digits/mean"], d_model=8, d_state=4, n_layers=1, 
 
 @pytest.fixture(scope="module")
 def seed0():
-    return cp.run_seed(TINY, 0, keep=True)
+    return cp.run_seed(TINY, 0)
 
 
 @pytest.fixture(scope="module")
 def record(seed0):
     # the same as rw.run(TINY), reusing seed 0 (run() is exactly collect over run_seed)
-    return cp.collect(TINY, [seed0, cp.run_seed(TINY, 1)], 1.0)
+    return cp.collect(TINY, [seed0.record, cp.run_seed(TINY, 1).record], 1.0)
 
 
 def _leaves(model):
@@ -40,23 +40,23 @@ def _leaves(model):
 
 def test_every_run_starts_from_the_same_initialisation(seed0):
     fresh = _leaves(make_classifier(TINY.model_config, 0))
-    assert set(seed0["inits"]) == set(rw.VARIANTS)
-    for name, init in seed0["inits"].items():
+    assert set(seed0.inits) == set(rw.VARIANTS)
+    for name, init in seed0.inits.items():
         got = _leaves(init)
         assert len(got) == len(fresh)
         for a, b in zip(got, fresh):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=name)
     # and training moved them (the trained models differ from the initialisation)
-    trained = _leaves(seed0["models"]["poisoned"])
+    trained = _leaves(seed0.models["poisoned"])
     assert any(not np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(trained, fresh))
 
 
 def test_poisons_keep_labels_and_carry_the_stored_delta(seed0):
-    ds = seed0["data"]
-    pool = seed0["arrays"]["poison_idx"]
+    ds = seed0.data
+    pool = seed0.record["arrays"]["poison_idx"]
     n = ds.x_train.shape[0]
     assert pool.size == TINY.n_poisons and np.unique(pool).size == pool.size
-    for name, ps in seed0["sets"].items():
+    for name, ps in seed0.sets.items():
         x, y = np.asarray(ps.x), np.asarray(ps.y)
         assert x.shape[0] == n + pool.size  # duplicate mode: clean set + perturbed copies
         np.testing.assert_array_equal(x[:n], ds.x_train)
@@ -65,27 +65,27 @@ def test_poisons_keep_labels_and_carry_the_stored_delta(seed0):
         # float32 rounding bound: x + delta is stored rounded, then x is subtracted: within
         # eps32 max|x + delta| <= 1.2e-7 * 3.3 = 4e-7 of delta (measured 1.2e-7); atol 1e-5 against a
         # budget of 0.67 still catches a wrong or missing perturbation
-        np.testing.assert_allclose(x[n:] - ds.x_train[pool], seed0["arrays"][f"delta_{name}"], atol=1e-5)
+        np.testing.assert_allclose(x[n:] - ds.x_train[pool], seed0.record["arrays"][f"delta_{name}"], atol=1e-5)
 
 
 def test_matched_perturbation_respects_the_budget_in_model_units(seed0):
-    ds = seed0["data"]
+    ds = seed0.data
     std, mean = float(ds.meta["std"].reshape(-1)[0]), float(ds.meta["mean"].reshape(-1)[0])
-    eps = seed0["budget"]["eps_model"]
+    eps = seed0.record["budget"]["eps_model"]
     assert eps == pytest.approx(TINY.eps / std)
-    d = seed0["arrays"]["delta_poisoned"]
+    d = seed0.record["arrays"]["delta_poisoned"]
     # the float64 budget clipped in float32: float32(eps) is within eps32 / 2 (relative) of eps
     assert np.abs(d).max() <= eps * (1 + 1e-5)
     # an effect: sign-Adam steps end on the box's face (max |delta| = eps exactly, measured)
     assert np.abs(d).max() > 0.5 * eps  # the attack used its budget
     # clip=True: perturbed pixels stay in the raw range [0, 16]; un-standardising in float32 costs
     # ~3 eps32 * 16 = 6e-6 (measured: exactly 0 and 16); 1e-3 raw units still catches a missed clip
-    raw = (ds.x_train[seed0["arrays"]["poison_idx"]] + d) * std + mean
+    raw = (ds.x_train[seed0.record["arrays"]["poison_idx"]] + d) * std + mean
     assert raw.min() >= -1e-3 and raw.max() <= cp.RAW_RANGE + 1e-3
 
 
 def test_controls_have_the_matched_per_poison_l2_norm(seed0):
-    a = seed0["arrays"]
+    a = seed0.record["arrays"]
     norm = lambda v: np.sqrt((v.reshape(v.shape[0], -1).astype(float) ** 2).sum(1))
     ref = norm(a["delta_poisoned"])
     # float32 rounding bound: the control is rescaled by ||delta|| / ||r||, two float32 norms of <= 64
@@ -201,11 +201,11 @@ def test_compiled_group_direction_equals_the_library_target_direction(seed0):
 
     from implicitbias.poison import target_direction
 
-    ds = seed0["data"]
-    tidx = seed0["arrays"]["target_idx"]
+    ds = seed0.data
+    tidx = seed0.record["arrays"]["target_idx"]
     x_target, y_target = ds.x_test[tidx], ds.y_test[tidx]
-    model = seed0["models"]["clean"]
-    g = seed0["groups"][0]
+    model = seed0.models["clean"]
+    g = seed0.groups[0]
     w = np.zeros(tidx.size, np.float32)
     w[g.targets] = 1.0
     got = masked_direction(model, x_target, y_target, w)
@@ -227,12 +227,12 @@ def test_cifar10_path_on_fake_pickles_keeps_the_per_channel_budget_and_range(tmp
     write_fake_cifar(tmp_path, n_per_batch=8, n_test=12)
     cfg = replace(TINY, dataset="cifar10", data_dir=str(tmp_path), n_train=40, n_targets=6, eps=8 / 255, seeds=(0,))
     assert cfg.model_config.d_input == 3
-    out = cp.run_seed(cfg, 0, keep=True)
-    ds = out["data"]
+    out = cp.run_seed(cfg, 0)
+    ds = out.data
     std, mean = np.asarray(ds.meta["std"], float), np.asarray(ds.meta["mean"], float)  # (1, 3)
     assert ds.x_train.shape == (40, 1024, 3)
-    pool = out["arrays"]["poison_idx"]
-    delta = out["arrays"]["delta_poisoned"]
+    pool = out.record["arrays"]["poison_idx"]
+    delta = out.record["arrays"]["delta_poisoned"]
     raw_delta = delta * std
     # float32 rounding of the budget eps / std and back (a few eps32 relative, far under 1e-5); the
     # budget used is an effect (sign-Adam ends on the box's face); the raw range [0, 1] up to the
@@ -242,7 +242,7 @@ def test_cifar10_path_on_fake_pickles_keeps_the_per_channel_budget_and_range(tmp
     raw = (ds.x_train[pool] + delta) * std + mean
     assert raw.min() >= -1e-5 and raw.max() <= 1 + 1e-5
     for v in rw.VARIANTS:
-        assert 0.0 <= out[v]["test_acc"] <= 1.0
+        assert 0.0 <= out.record[v]["test_acc"] <= 1.0
 
 
 def test_cifar10_config_errors():

@@ -408,19 +408,19 @@ def test_italypower_tiny_run_end_to_end():
     labels and stay within the budget, and every variant is evaluated on the 296 test sequences."""
     tiny = replace(rw.PRESETS["authors-cpu/s4d/italypower"], d_model=8, d_state=4, n_layers=1, epochs=2,
                    iterations=3, n_targets=20, n_high_targets=6, group_size=3, max_extra_epochs=1, seeds=(0,))
-    out = cp.run_seed(tiny, 0, keep=True)
-    eps, _, _ = cp.budget(tiny, out["data"].meta)
-    assert out["arrays"]["poison_idx"].size == tiny.n_poisons == 160
+    out = cp.run_seed(tiny, 0)
+    eps, _, _ = cp.budget(tiny, out.data.meta)
+    assert out.record["arrays"]["poison_idx"].size == tiny.n_poisons == 160
     for name in ("poisoned", "uniform"):
-        delta = out["arrays"][f"delta_{name}"]
+        delta = out.record["arrays"][f"delta_{name}"]
         assert delta.shape == (160, 24, 1)
-        ps = out["sets"][name]
+        ps = out.sets[name]
         assert int(np.asarray(ps.is_poison).sum()) == 160 and np.asarray(ps.x).shape[0] == 320 + 160
-    d_p, d_u = out["arrays"]["delta_poisoned"], out["arrays"]["delta_uniform"]
+    d_p, d_u = out.record["arrays"]["delta_poisoned"], out.record["arrays"]["delta_uniform"]
     # budget: float32 clip (eps32 / 2 relative); used: an effect (sign-Adam ends on the box's face);
     # norms: float32 rescaling over 24 entries, <= 24 eps32 = 3e-6 relative < rtol 1e-5
     assert 0.5 * eps < np.abs(d_p).max() <= eps * (1 + 1e-5)  # the brew moved, within the ℓ∞ budget
     np.testing.assert_allclose(np.linalg.norm(d_u.reshape(160, -1), axis=1),
                                np.linalg.norm(d_p.reshape(160, -1), axis=1), rtol=1e-5)  # same-norm control
     for v in rw.VARIANTS:
-        assert 0.0 <= out[v]["test_acc"] <= 1.0
+        assert 0.0 <= out.record[v]["test_acc"] <= 1.0

@@ -83,16 +83,17 @@ def defend_cell(rcfg: Config, names: tuple[str, ...] = DETECTORS, **opts) -> dic
            "target_error_clean": [], "target_error_poisoned": [], "detectors": dets, "retrained": []}
 
     def one_seed(seed: int) -> None:
-        r = run_seed(rcfg, seed, keep=True)
-        ds, tidx = r["data"], r["arrays"]["target_idx"]
+        run = run_seed(rcfg, seed)
+        r = run.record
+        ds, tidx = run.data, r["arrays"]["target_idx"]
         xt, yt = np.asarray(ds.x_test), np.asarray(ds.y_test)
-        ps = r["sets"]["poisoned"]
+        ps = run.sets["poisoned"]
         x_p, y_p, is_p = np.asarray(ps.x), np.asarray(ps.y), np.asarray(ps.is_poison)
         # the clean model's own training set (with n_pool, its rows of the pool; the poisoned set's clean
         # rows differ from it when redraw_clean)
         rows = r["arrays"].get("train_rows", np.arange(ds.x_train.shape[0]))
         x_c, y_c = np.asarray(ds.x_train)[rows], np.asarray(ds.y_train)[rows]
-        init = r["inits"]["poisoned"]
+        init = run.inits["poisoned"]
         key = jax.random.PRNGKey(seed)
 
         def errors(model):
@@ -118,8 +119,8 @@ def defend_cell(rcfg: Config, names: tuple[str, ...] = DETECTORS, **opts) -> dic
                 cache[k] = (*errors(res.model), bool(res.fits))
             return cache[k]
 
-        F_p = penultimate(r["models"]["poisoned"], x_p)
-        F_c = penultimate(r["models"]["clean"], x_c)
+        F_p = penultimate(run.models["poisoned"], x_p)
+        F_c = penultimate(run.models["clean"], x_c)
         for n in names:
             d = dets[n]
             s, f = score(n, x_p, y_p, F_p, seed, **opts)

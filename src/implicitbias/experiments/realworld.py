@@ -165,7 +165,7 @@ def run(config: Config) -> Record:
     per = []
     for i, s in enumerate(config.seeds):
         t0 = time.perf_counter()
-        per.append(run_seed(config, s))
+        per.append(run_seed(config, s).record)
         acc = "  ".join(f"{v} {100 * per[-1][v]['test_acc']:.2f}%" for v in VARIANTS)
         log.info(
             "realworld seed %d (%d/%d) done in %.0f s: test accuracy %s",

@@ -49,7 +49,7 @@ import math
 import time
 import typing
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import equinox as eqx
 import jax
@@ -57,7 +57,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..datasets import ImageView, augment_sequences, load_cifar10, load_digits, load_mnist1d, load_ucr
-from ..datasets.base import MissingDataError
+from ..datasets.base import MissingDataError, SequenceDataset
 from ..datasets.registry import DATASETS, DatasetFacts, facts
 from ..models import ClassifierConfig, make_classifier
 from ..poison import (
@@ -481,10 +481,24 @@ def train_victim(cfg: Config, init, x, y, key, target_loss: float | None = None)
                    continue_fn=trainer(continue_config(cfg)), max_rounds=cfg.max_rounds)
 
 
-def run_seed(cfg: Config, seed: int, keep: bool = False) -> dict:
-    """Clean run, brew, controls and retraining for one seed. With ``keep`` the returned dict also
-    holds ``"models"`` (trained models per variant), ``"inits"`` (the model each variant's
-    training started from), ``"data"`` and ``"sets"`` (the assembled training sets) for tests."""
+class SeedRun(NamedTuple):
+    """One seed of the protocol (:func:`run_seed`): ``record``, what :func:`collect` stores (per variant
+    its measures, then ``brew``, ``times``, ``budget`` and ``arrays``), and what the run made on the
+    way, for the defense (:func:`implicitbias.defend.realworld.defend_cell`) and for checks: the
+    trained ``models`` and the model each variant's training started from (``inits``) per variant, the
+    seed's ``data`` set, the assembled training ``sets`` per perturbation, and the target ``groups``.
+    :func:`implicitbias.experiments.realworld.run` keeps only ``record`` of each seed."""
+
+    record: dict
+    models: dict
+    inits: dict
+    data: SequenceDataset
+    sets: dict
+    groups: list
+
+
+def run_seed(cfg: Config, seed: int) -> SeedRun:
+    """Clean run, brew, controls and retraining for one seed (the steps of the module docstring)."""
     ds = cfg.load(seed)
     x, y, xt, yt = ds.x_train, ds.y_train, ds.x_test, ds.y_test
     require(
@@ -671,13 +685,7 @@ def run_seed(cfg: Config, seed: int, keep: bool = False) -> dict:
         out["arrays"]["train_rows"] = train_rows
     if cfg.redraw_clean:
         out["arrays"]["redrawn_rows"] = redrawn
-    if keep:
-        out["models"] = models
-        out["inits"] = dict(inits)
-        out["data"] = ds
-        out["sets"] = sets
-        out["groups"] = groups
-    return out
+    return SeedRun(out, models, dict(inits), ds, sets, groups)
 
 
 
