@@ -497,27 +497,99 @@ class SeedRun(NamedTuple):
     groups: list
 
 
+def training_rows(cfg: Config, seed: int, x_split, y_split):
+    """Step 1, the clean model's training set: the whole training split, or (``n_pool > n_train``)
+    ``n_train`` of its rows drawn with ``default_rng([seed, 1])``. Returns ``(x, y, rows)``."""
+    if x_split.shape[0] > cfg.n_train:
+        rows = np.sort(np.random.default_rng([seed, 1]).choice(x_split.shape[0], cfg.n_train, replace=False))
+        return x_split[rows], y_split[rows], rows
+    return x_split, y_split, np.arange(x_split.shape[0])
+
+
+def brew_config(cfg: Config, meta: dict) -> BrewConfig:
+    """The attack's settings (:class:`~implicitbias.poison.BrewConfig`) in model units (:func:`budget`)."""
+    eps_m, cmin, cmax = budget(cfg, meta)
+    return BrewConfig(
+        eps=eps_m,
+        iterations=cfg.iterations,
+        restarts=cfg.restarts,
+        lr=cfg.brew_lr,
+        penalty=cfg.penalty,
+        penalty_power=cfg.penalty_power,
+        clip_min=cmin,
+        clip_max=cmax,
+        init=cfg.brew_init,
+        step=cfg.brew_step,
+        select="last_iteration" if cfg.restart_choice == "last_iteration" else "final",
+        reg_weights=reg_weights(cfg.view, cfg.reg_factor) if cfg.reg_factor else None,
+        stochastic=cfg.brew_augment or cfg.brew_dropout,
+    )
+
+
+def target_groups(cfg: Config, seed: int, clean_model, x_target, y_target) -> list:
+    """Step 3, the targets split into groups by the clean model's loss on them (``target_select``)."""
+    predict = lambda m, xx: jnp.asarray(predict_logits(m, np.asarray(xx)))
+    t_losses, t_correct = target_stats(clean_model, x_target, y_target, predict)
+    if cfg.target_select == "top_correct":
+        return allocate_top_groups(
+            t_losses, t_correct, cfg.n_poisons, seed=seed, n_high=cfg.n_high_targets, group_size=cfg.group_size
+        )
+    return allocate_groups(t_losses, t_correct, cfg.n_poisons, seed=seed, n_groups=cfg.target_groups)
+
+
+def controls(cfg: Config, key, delta: np.ndarray, L: int) -> dict[str, np.ndarray]:
+    """Step 5, the perturbations retrained: ``poisoned`` (the brew) and its same-norm controls, ``uniform``
+    (a random direction) and ``end`` (a random direction on the last ``ceil(last_frac * L)`` positions)."""
+    n_last = max(1, math.ceil(cfg.last_frac * L - 1e-9))
+    ku, ke = jax.random.split(jax.random.fold_in(key, 2))
+    return {
+        "poisoned": delta,
+        "uniform": np.asarray(same_norm_random(ku, jnp.asarray(delta)), delta.dtype),
+        "end": np.asarray(same_norm_random(ke, jnp.asarray(delta), slice(L - n_last, None)), delta.dtype),
+    }
+
+
+def retraining_base(cfg: Config, seed: int, x, y, x_split, y_split, train_rows, pool):
+    """The retraining's clean rows: the clean model's own, or (``redraw_clean``) its non-poison rows drawn
+    anew from the split without the poisons (their ``forest/data/kettle.py``,
+    ``create_duplicated_poison_dataset``). Returns ``(x_base, y_base, redrawn rows of the split)``."""
+    if not cfg.redraw_clean:
+        return x, y, np.zeros(0, int)
+    others = np.setdiff1d(np.arange(x.shape[0]), pool)
+    candidates = np.setdiff1d(np.arange(x_split.shape[0]), train_rows[pool])
+    redrawn = np.sort(np.random.default_rng([seed, 2]).choice(candidates, others.size, replace=False))
+    x_base, y_base = x.copy(), y.copy()
+    x_base[others], y_base[others] = x_split[redrawn], y_split[redrawn]
+    return x_base, y_base, redrawn
+
+
+def measure(model, x_fit, y_fit, x, y, xt, yt, target_idx, rest_mask) -> dict:
+    """Loss and accuracy of ``model`` on the set it was trained on, the clean training set, the test set,
+    the targets and the rest of the test set."""
+    named = {"train": (x_fit, y_fit), "clean_train": (x, y), "test": (xt, yt),
+             "target": (xt[target_idx], yt[target_idx]), "rest": (xt[rest_mask], yt[rest_mask])}
+    out = {}
+    for name, (xs, ys) in named.items():
+        e = evaluate(model, xs, ys)
+        out[f"{name}_loss"], out[f"{name}_acc"] = e["loss"], e["accuracy"]
+    return out
+
+
 def run_seed(cfg: Config, seed: int) -> SeedRun:
     """Clean run, brew, controls and retraining for one seed (the steps of the module docstring)."""
     ds = cfg.load(seed)
-    x, y, xt, yt = ds.x_train, ds.y_train, ds.x_test, ds.y_test
+    x_split, y_split, xt, yt = ds.x_train, ds.y_train, ds.x_test, ds.y_test
     require(
         cfg.n_targets <= xt.shape[0],
         f"n_targets={cfg.n_targets} but the {cfg.dataset} test set holds only {xt.shape[0]} examples",
     )
-    x_split, y_split = x, y
-    if x.shape[0] > cfg.n_train:  # n_pool > n_train: the clean model's rows, drawn from the pool
-        train_rows = np.sort(np.random.default_rng([seed, 1]).choice(x.shape[0], cfg.n_train, replace=False))
-        x, y = x_split[train_rows], y_split[train_rows]
-    else:
-        train_rows = np.arange(x.shape[0])
+    x, y, train_rows = training_rows(cfg, seed, x_split, y_split)
     L = x.shape[1]
     rng = np.random.default_rng(seed)
     init = make_classifier(cfg.model_config, seed)
     # TrainConfig is a static (hashed) argument of the compiled loop: keep its seed fixed so seeds share
     # one compilation; the minibatch order comes from the explicit key PRNGKey(seed) below.
     tc = cfg.train_config()
-    cc = continue_config(cfg)
     inits: dict[str, object] = {}  # the model each variant's training started from (kept for checks)
     base_train = trainer(tc)
 
@@ -532,6 +604,7 @@ def run_seed(cfg: Config, seed: int) -> SeedRun:
 
     key = jax.random.PRNGKey(seed)
 
+    # step 2: the clean model
     t0 = time.perf_counter()
     if cfg.retrain == "extended":
         clean = _train_extended(cfg, init, x, y, key, tc, None, inits, "clean")
@@ -539,38 +612,17 @@ def run_seed(cfg: Config, seed: int) -> SeedRun:
         clean = retrain(init, x, y, train_fn("clean"), key, full_loss)
     t_clean = time.perf_counter() - t0
 
+    # step 3: targets (they stay in the test set) and the rows to poison
     target_idx = np.sort(rng.choice(xt.shape[0], cfg.n_targets, replace=False))
     rest_mask = np.ones(xt.shape[0], bool)
     rest_mask[target_idx] = False
     x_target, y_target = xt[target_idx], yt[target_idx]
     pool = np.sort(rng.choice(x.shape[0], cfg.n_poisons, replace=False))
     x_pool, y_pool = x[pool], y[pool]
+    bc = brew_config(cfg, ds.meta)
+    groups = target_groups(cfg, seed, clean.model, x_target, y_target)
 
-    view = cfg.view
-    eps_m, cmin, cmax = budget(cfg, ds.meta)
-    bc = BrewConfig(
-        eps=eps_m,
-        iterations=cfg.iterations,
-        restarts=cfg.restarts,
-        lr=cfg.brew_lr,
-        penalty=cfg.penalty,
-        penalty_power=cfg.penalty_power,
-        clip_min=cmin,
-        clip_max=cmax,
-        init=cfg.brew_init,
-        step=cfg.brew_step,
-        select="last_iteration" if cfg.restart_choice == "last_iteration" else "final",
-        reg_weights=reg_weights(view, cfg.reg_factor) if cfg.reg_factor else None,
-        stochastic=cfg.brew_augment or cfg.brew_dropout,
-    )
-    predict = lambda m, xx: jnp.asarray(predict_logits(m, np.asarray(xx)))
-    t_losses, t_correct = target_stats(clean.model, x_target, y_target, predict)
-    if cfg.target_select == "top_correct":
-        groups = allocate_top_groups(
-            t_losses, t_correct, cfg.n_poisons, seed=seed, n_high=cfg.n_high_targets, group_size=cfg.group_size
-        )
-    else:
-        groups = allocate_groups(t_losses, t_correct, cfg.n_poisons, seed=seed, n_groups=cfg.target_groups)
+    # step 4: the brew
     t0 = time.perf_counter()
     brew = craft_groups(
         clean.model,
@@ -588,49 +640,18 @@ def run_seed(cfg: Config, seed: int) -> SeedRun:
     delta, brew_results = np.asarray(brew.delta), brew.results
     t_brew = time.perf_counter() - t0
 
-    n_last = max(1, math.ceil(cfg.last_frac * L - 1e-9))
-    ku, ke = jax.random.split(jax.random.fold_in(key, 2))
-    deltas = {
-        "poisoned": delta,
-        "uniform": np.asarray(same_norm_random(ku, jnp.asarray(delta)), delta.dtype),
-        "end": np.asarray(same_norm_random(ke, jnp.asarray(delta), slice(L - n_last, None)), delta.dtype),
-    }
-    # the retraining's clean rows: the clean model's own, or (redraw_clean) non-poison rows drawn anew
-    # from the pool without the poisons (their forest/data/kettle.py, create_duplicated_poison_dataset)
-    x_base, y_base = x, y
-    redrawn = np.zeros(0, int)
-    if cfg.redraw_clean:
-        others = np.setdiff1d(np.arange(x.shape[0]), pool)
-        candidates = np.setdiff1d(np.arange(x_split.shape[0]), train_rows[pool])
-        redrawn = np.sort(np.random.default_rng([seed, 2]).choice(candidates, others.size, replace=False))
-        x_base, y_base = x.copy(), y.copy()
-        x_base[others], y_base[others] = x_split[redrawn], y_split[redrawn]
+    # step 5: the controls, and the clean rows the variants are retrained with
+    deltas = controls(cfg, key, delta, L)
+    x_base, y_base, redrawn = retraining_base(cfg, seed, x, y, x_split, y_split, train_rows, pool)
+    where = (x, y, xt, yt, target_idx, rest_mask)
 
-    def measure(model, x_fit, y_fit):
-        tr = evaluate(model, x_fit, y_fit)
-        trc = evaluate(model, x, y)
-        te = evaluate(model, xt, yt)
-        tg = evaluate(model, x_target, y_target)
-        rs = evaluate(model, xt[rest_mask], yt[rest_mask])
-        return {
-            "train_loss": tr["loss"],
-            "train_acc": tr["accuracy"],
-            "clean_train_loss": trc["loss"],
-            "clean_train_acc": trc["accuracy"],
-            "test_loss": te["loss"],
-            "test_acc": te["accuracy"],
-            "target_loss": tg["loss"],
-            "target_acc": tg["accuracy"],
-            "rest_loss": rs["loss"],
-            "rest_acc": rs["accuracy"],
-        }
-
-    out = {"clean": {**measure(clean.model, x, y), "rounds": 0, "fits": True, "time_s": t_clean}}
+    out = {"clean": {**measure(clean.model, x, y, *where), "rounds": 0, "fits": True, "time_s": t_clean}}
     models = {"clean": clean.model}
     # matching loss of each perturbation over all poisons against the all-target direction
     direction = masked_direction(clean.model, jnp.asarray(x_target), jnp.asarray(y_target),
                                  jnp.ones(x_target.shape[0], jnp.float32))
     sets = {}
+    # step 5, continued: every variant retrained from the same initialisation and minibatch key
     for name, d in deltas.items():
         ps = assemble(x_base, y_base, pool, d, cfg.mode)
         sets[name] = ps
@@ -647,17 +668,17 @@ def run_seed(cfg: Config, seed: int) -> SeedRun:
                 key,
                 full_loss,
                 target_loss=clean.train_loss,
-                continue_fn=trainer(cc),
+                continue_fn=trainer(continue_config(cfg)),
                 max_rounds=cfg.max_rounds,
             )
         norms = np.sqrt((d.reshape(d.shape[0], -1) ** 2).sum(1))
         out[name] = {
-            **measure(r.model, np.asarray(ps.x), np.asarray(ps.y)),
+            **measure(r.model, np.asarray(ps.x), np.asarray(ps.y), *where),
             "rounds": r.rounds,
             "fits": r.fits,
             "time_s": time.perf_counter() - t0,
             "energy_share": energy_share(d, cfg.last_frac),
-            "last_row_ratio": view.last_row_ratio(d),
+            "last_row_ratio": cfg.view.last_row_ratio(d),
             "l2_mean": float(norms.mean()),
             "linf": float(np.abs(d).max()),
             "matching_loss": float(
@@ -677,7 +698,7 @@ def run_seed(cfg: Config, seed: int) -> SeedRun:
         "matching_mean": float(np.mean([float(res.matching) for res in brew_results])),
     }
     out["times"] = {"clean_train_s": t_clean, "brew_s": t_brew}
-    out["budget"] = {"eps_model": eps_m, "clip_min": cmin, "clip_max": cmax}
+    out["budget"] = {"eps_model": bc.eps, "clip_min": bc.clip_min, "clip_max": bc.clip_max}
     if brew.restart_scores is not None:
         out["brew"]["restart_scores"] = [float(v) for v in brew.restart_scores]
     out["arrays"] = {"target_idx": target_idx, "poison_idx": pool, **{f"delta_{k}": v for k, v in deltas.items()}}
@@ -686,8 +707,6 @@ def run_seed(cfg: Config, seed: int) -> SeedRun:
     if cfg.redraw_clean:
         out["arrays"]["redrawn_rows"] = redrawn
     return SeedRun(out, models, dict(inits), ds, sets, groups)
-
-
 
 
 def collect(config: Config, per: list[dict], wall_seconds: float | None = None) -> Record:
