@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Literal, NamedTuple, get_args
 
 import equinox as eqx
 import jax
@@ -84,7 +84,9 @@ def keras_adam(lr: float, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-7)
     return optax.GradientTransformation(init, update)
 
 
-OPTIMIZERS = ("gd", "adaptive_gd", "adam", "keras_adam", "group_rmsprop")  # make_optimizer: the one registry
+# make_optimizer's names: the one registry (a config field typed Optimizer is checked against it)
+Optimizer = Literal["gd", "adaptive_gd", "adam", "keras_adam", "group_rmsprop"]
+OPTIMIZERS = get_args(Optimizer)
 
 
 def keep_diagonal() -> optax.GradientTransformation:

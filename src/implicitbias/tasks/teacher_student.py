@@ -30,14 +30,14 @@ import functools
 import math
 import time
 from dataclasses import dataclass, field, replace
-from typing import Literal, get_args
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from ..core import flow, metrics, sequences
-from ..core.optim import OPTIMIZERS, StopRule, runtime_lr_optimizer
+from ..core.optim import Optimizer, StopRule, runtime_lr_optimizer
 from ..record import Record
 from ..core.ssm import DiagonalSSM, FullKernelSSM, SSMNet, network_teacher, per_theorem_teacher, unit_teacher
 from ..core.stats import mean_std
@@ -45,8 +45,6 @@ from ..core.train import train_batched
 from ..core.validate import check_finite, described, require, require_choices, require_finite, require_seeds
 
 Setting = Literal["per_theorem", "beyond_theorem", "ssm_in_nn"]
-Optimizer = Literal["gd", "adaptive_gd", "adam", "keras_adam", "group_rmsprop"]  # = core.optim.OPTIMIZERS
-assert set(get_args(Optimizer)) == set(OPTIMIZERS), "Optimizer must list exactly core.optim.OPTIMIZERS"
 LAST_LOGGED = -1  # Config.measure_at: read the error where the authors' notebooks read it (last_logged_update)
 
 
