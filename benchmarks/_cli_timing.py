@@ -7,6 +7,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from implicitbias.core.precision import enable_float64
+
+enable_float64()  # the papers' precision: JAX's 64-bit mode (implicitbias.core.precision)
 
 
 def load_average() -> str:

@@ -17,6 +17,9 @@ import sys
 import tempfile
 import time
 from dataclasses import replace
+from implicitbias.core.precision import enable_float64
+
+enable_float64()  # the papers' precision: JAX's 64-bit mode (implicitbias.core.precision)
 
 SMOKE = "--smoke" in sys.argv[1:]
 _cache = tempfile.TemporaryDirectory() if SMOKE else None

@@ -19,6 +19,9 @@ import sys
 import time
 
 from _cli_timing import load_average, timed_run
+from implicitbias.core.precision import enable_float64
+
+enable_float64()  # the papers' precision: JAX's 64-bit mode (implicitbias.core.precision)
 
 
 def per_step(presets: list[str]) -> None:

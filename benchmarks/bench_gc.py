@@ -19,8 +19,10 @@ import time
 import jax
 import numpy as np
 
-import implicitbias  # noqa: F401  (float64)
 from implicitbias.tasks import matrix_sensing as ms
+from implicitbias.core.precision import enable_float64
+
+enable_float64()  # the papers' precision: JAX's 64-bit mode (implicitbias.core.precision)
 
 CASES = {  # name -> (spec, samples timed)
     "width 160 / depth 2": (ms.GCSpec(5, 5, 160, 2, eps_train=0.02), 8 * ms.BLOCK),

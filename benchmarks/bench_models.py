@@ -21,6 +21,9 @@ import jax
 from implicitbias.datasets import load_digits
 from implicitbias.models import KINDS, ClassifierConfig, make_classifier
 from implicitbias.models.training import TrainConfig, evaluate, train_classifier
+from implicitbias.core.precision import enable_float64
+
+enable_float64()  # the papers' precision: JAX's 64-bit mode (implicitbias.core.precision)
 
 if __name__ == "__main__":
     smoke = "--smoke" in sys.argv

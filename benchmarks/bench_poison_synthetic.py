@@ -16,6 +16,9 @@ import time
 
 from implicitbias.experiments import table1
 from implicitbias.poison import synthetic
+from implicitbias.core.precision import enable_float64
+
+enable_float64()  # the papers' precision: JAX's 64-bit mode (implicitbias.core.precision)
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

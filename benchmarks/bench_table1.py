@@ -17,6 +17,9 @@ import sys
 from datetime import UTC, datetime
 
 from _cli_timing import timed_run
+from implicitbias.core.precision import enable_float64
+
+enable_float64()  # the papers' precision: JAX's 64-bit mode (implicitbias.core.precision)
 
 SMOKE_ARGS = ["--preset", "beyond_theorem/L6", "--seeds", "200", "--set", "max_steps=50", "--set", "extra_steps=0"]
 

@@ -210,8 +210,10 @@ def main(argv=None) -> None:
 
     from implicitbias.tasks import classifier_poisoning as cp
     from implicitbias.models import make_classifier
+    from implicitbias.core.precision import enable_float64
     from implicitbias.models.training import evaluate, fit_epochs
 
+    enable_float64()  # the papers' precision: JAX's 64-bit mode, as every experiment's run
     seed = args.seed
     cfg = rw.PRESETS[PRESET]
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()

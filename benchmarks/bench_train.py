@@ -24,6 +24,9 @@ from implicitbias.experiments import table1
 from implicitbias.core.optim import StopRule, make_optimizer
 from implicitbias.tasks import teacher_student as ts
 from implicitbias.core.train import train_batched
+from implicitbias.core.precision import enable_float64
+
+enable_float64()  # the papers' precision: JAX's 64-bit mode (implicitbias.core.precision)
 
 SMOKE = "--smoke" in sys.argv
 STEPS = 200 if SMOKE else 20_000

@@ -21,6 +21,9 @@ from implicitbias import experiments
 from implicitbias.record import strict_json
 from implicitbias.report.document import SECTIONS
 from implicitbias.runtime.store import Store, atomic_write
+from implicitbias.core.precision import enable_float64
+
+enable_float64()  # the papers' precision: JAX's 64-bit mode (implicitbias.core.precision)
 
 
 def _without(obj, drop: frozenset):

@@ -19,6 +19,9 @@ from implicitbias.experiments import realworld as rw
 from implicitbias.core.stats import t_interval
 from implicitbias.report.common import preset_overrides
 from implicitbias.runtime.store import Store
+from implicitbias.core.precision import enable_float64
+
+enable_float64()  # the papers' precision: JAX's 64-bit mode (implicitbias.core.precision)
 
 
 def role(run) -> str:

@@ -31,6 +31,9 @@ from implicitbias.tasks import classifier_poisoning as cp
 from implicitbias.record import strict_json
 from implicitbias.report import realworld as report_rw
 from implicitbias.runtime.store import Store, atomic_write
+from implicitbias.core.precision import enable_float64
+
+enable_float64()  # the papers' precision: JAX's 64-bit mode (implicitbias.core.precision)
 
 CPU_PRESETS = [p for p in realworld.PRESETS if p.startswith("authors-cpu/")]
 

@@ -22,6 +22,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from implicitbias.core.precision import enable_float64
+
+enable_float64()  # the papers' precision: JAX's 64-bit mode (implicitbias.core.precision)
 
 BASES = ("s4d/digits/mean", "s4d/digits/last")
 # one lever at a time around each base preset (preset values: eps 4, poison_frac 0.5, n_train 1000,

@@ -1,4 +1,4 @@
-"""Shared test set-up: float64 on (importing the package), one compile cache per test run, and a
+"""Shared test set-up: float64 on (as every experiment's run does), one compile cache per test run, and a
 fake CIFAR-10 directory writer."""
 
 import os
@@ -8,7 +8,9 @@ import tempfile
 import jax
 import numpy as np
 
-import implicitbias  # noqa: F401  (switches on float64)
+from implicitbias.core.precision import enable_float64
+
+enable_float64()  # the library's functions are called directly; the papers' precision
 
 # Compiled programs are shared between the test workers of one run (pytest-xdist) through a
 # persistent compile cache that starts empty for every run, so test times never depend on what an

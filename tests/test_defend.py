@@ -18,7 +18,6 @@ from implicitbias.defend.training import DPOptimizer, Noisy, circular_shifts, cl
 from implicitbias.core.optim import make_optimizer
 from implicitbias.core.ssm import DiagonalSSM, unit_teacher
 
-jax.config.update("jax_enable_x64", True)
 
 
 # ------------------------------------------------------------------ evaluation

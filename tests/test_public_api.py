@@ -2,6 +2,7 @@
 importing it loads none of the layers above the science (experiments, report, runtime, CLI)."""
 
 import inspect
+import json
 import subprocess
 import sys
 
@@ -29,3 +30,33 @@ def test_importing_the_package_loads_no_layer_above_the_science():
             "'implicitbias.' + p for p in ('experiments', 'report', 'runtime', 'cli')))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_importing_the_package_leaves_jax_in_32_bit_mode():
+    code = "import jax, implicitbias, implicitbias.experiments; print(jax.config.jax_enable_x64)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_every_experiment_run_switches_on_float64():
+    from implicitbias.experiments import EXPERIMENTS
+
+    assert all(getattr(exp.run, "enables_float64", False) for exp in EXPERIMENTS.values())
+
+
+def test_a_run_from_a_fresh_import_gives_the_numbers_of_a_float64_process():
+    # the conftest switched float64 on before anything ran; a fresh process switches it on in run()
+    from dataclasses import replace
+
+    from implicitbias.experiments import table1
+
+    cfg = replace(table1.PRESETS["beyond_theorem/L6"], seeds=(200,), max_steps=300, log_every=100)
+    m = table1.run(cfg).metrics
+    here = [m["train_loss"], m["final_effective_rank"]]
+    code = ("import json, jax; from dataclasses import replace; from implicitbias.experiments import table1; "
+            "cfg = replace(table1.PRESETS['beyond_theorem/L6'], seeds=(200,), max_steps=300, log_every=100); "
+            "m = table1.run(cfg).metrics; "
+            "print(json.dumps([jax.config.jax_enable_x64, [m['train_loss'], m['final_effective_rank']]]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    x64, there = json.loads(out.stdout.strip().splitlines()[-1])
+    assert x64 is True and there == here  # the same program on the same machine: bit for bit

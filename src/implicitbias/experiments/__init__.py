@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any, Protocol, runtime_checkable
 
 from ..record import Record
-from . import chains, defense, dynamics, gc_vs_gd, realworld, table1
+from . import chains, defense, dynamics, gc_vs_gd, poison_synthetic, realworld, table1
 
 
 @runtime_checkable
@@ -29,7 +29,8 @@ class Experiment(Protocol):
     def run(self, config: Any) -> Record: ...
 
 
-EXPERIMENTS: dict[str, Experiment] = {m.NAME: m for m in (table1, dynamics, chains, realworld, gc_vs_gd, defense)}
+EXPERIMENTS: dict[str, Experiment] = {m.NAME: m for m in (table1, dynamics, chains, realworld, gc_vs_gd, defense,
+                                                          poison_synthetic)}
 
 
 def get(name: str) -> Experiment:

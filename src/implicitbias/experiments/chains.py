@@ -37,138 +37,19 @@ Choices, results and wall times: docs/findings/chains.md.
 
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 
+from ..core.precision import in_float64
 from ..record import Record
 from ..core.stats import mean_std
 from ..tasks import chains as ch
-from ..core.validate import described, require, require_choices, require_seeds
 
 NAME = "chains"
 
 
-@dataclass(frozen=True)
-class Config:
-    """One run: a training distribution, test sets, the model and the budget."""
-
-    train_complexities: tuple[int, ...] = field(metadata={
-        "help": "distances from the source to its chain's end trained on (start index n - 1 - c), integers >= 1"})
-    test_complexities: tuple[int, ...] = field(metadata={
-        "help": "distances from the source to its chain's end tested on, integers >= 1"})
-    seeds: tuple[int, ...] = described((42, 43, 44), "random seeds, one trained model each (integers in 0..2^32-1)")
-    train_weights: tuple[float, ...] = described(
-        (), "sampling weight of each train complexity (finite, >= 0); empty: uniform over train_complexities")
-    train_chain_len: int = described(0, "length of the training chains; 0: max(train_complexities) + 1")
-    test_chain_lens: tuple[int, ...] = described(
-        (), "test chain lengths, each testing the test complexities below it; empty: max(test_complexities) + 1")
-    n_vertices: int = described(
-        0, "graph vertices N (<= 64); 0: 2 x the longest chain; more leaves isolated vertices")
-    model: Literal["full", "tied"] = described(
-        "full", "'full': the authors' (N, N^2) A and (N^2, N) V tables; 'tied': five numbers each, one per relation")
-    attention: Literal["softmax", "linear"] = described(
-        "softmax", "attention of the one-layer transformer: 'softmax' or 'linear'")
-    temperature: float = described(
-        0.0, "attention temperature; 0: 1/20 for softmax, 1/5 for linear (as exp_train_on_D)")
-    init_std: float = described(1e-8, "standard deviation of the N(0, std^2) initialisation of A and V")
-    optimizer: Literal["adam", "gd"] = described(
-        "adam", "'adam' (the authors' Adam) or 'gd' (plain gradient descent)")
-    lr: float = described(1e-2, "learning rate (> 0)")
-    baseline: Literal["mean", "loo", "none"] = described(
-        "mean", "REINFORCE baseline: 'mean' (sub-batch mean reward), 'loo' (mean of the others) or 'none'")
-    batch: int = described(50_000, "episodes sampled per training step, split into sub_batches equal sub-batches")
-    sub_batches: int = described(
-        30, "sub-batches per step, of batch // sub_batches episodes each; the baseline is per sub-batch")
-    steps_per_epoch: int = described(20, "training steps per epoch")
-    epochs: int = described(300, "most epochs to train")
-    early_stop: bool = described(True, "stop after the first epoch with 100% train and validation accuracy")
-    max_new_tokens: int = described(
-        0, "most tokens emitted per episode in training and validation; 0: train chain length + 1")
-    test_max_new_tokens: int = described(0, "most tokens emitted per test episode; 0: test chain length + 1")
-    n_val: int = described(1000, "validation instances (greedy decoding)")
-    n_eval: int = described(1000, "test instances per test chain length (greedy decoding)")
-    dtype: Literal["float32", "float64"] = described(
-        "float32", "floating-point precision of the model and training: 'float32' or 'float64'")
-
-    def __post_init__(self):
-        require_choices(self)
-        for name in ("train_complexities", "test_complexities"):
-            cs = getattr(self, name)
-            require(len(cs) > 0, f"{name} must not be empty")
-            require(all(isinstance(c, int) and c >= 1 for c in cs), f"{name} must be integers >= 1, got {cs}")
-            require(len(set(cs)) == len(cs), f"{name} must not repeat values, got {cs}")
-        require_seeds(self.seeds)
-        require(all(s < 2**32 for s in self.seeds), f"seeds must be integers in 0..2^32-1, got {self.seeds}")
-        if self.train_weights:
-            require(
-                len(self.train_weights) == len(self.train_complexities),
-                f"train_weights must have one weight per train complexity ({len(self.train_complexities)}), "
-                f"got {self.train_weights}",
-            )
-            require(
-                all(math.isfinite(w) and w >= 0 for w in self.train_weights) and sum(self.train_weights) > 0,
-                f"train_weights must be finite, >= 0 and not all 0, got {self.train_weights}",
-            )
-        require(
-            self.train_chain_len == 0 or self.train_chain_len > max(self.train_complexities),
-            f"train_chain_len must be 0 (auto) or > max(train_complexities) = {max(self.train_complexities)}, "
-            f"got {self.train_chain_len}",
-        )
-        require(all(isinstance(n, int) and n >= 2 for n in self.test_chain_lens),
-                f"test_chain_lens must be integers >= 2, got {self.test_chain_lens}")
-        for n in self.chain_lens_test():
-            require(any(c < n for c in self.test_complexities),
-                    f"test chain length {n} has no test complexity below it (test_complexities "
-                    f"{self.test_complexities})")
-        n_max = max(self.chain_len_train(), *self.chain_lens_test())
-        require(self.n_vertices == 0 or self.n_vertices >= 2 * n_max,
-                f"n_vertices must be 0 (auto) or >= 2 * the longest chain = {2 * n_max}, got {self.n_vertices}")
-        require(self.n_vertices <= 64, f"n_vertices must be <= 64 (the vocabulary grows as N^2), got {self.n_vertices}")
-        require(math.isfinite(self.temperature) and self.temperature >= 0,
-                f"temperature must be 0 (auto) or > 0, got {self.temperature}")
-        require(math.isfinite(self.init_std) and self.init_std >= 0, f"init_std must be >= 0, got {self.init_std}")
-        require(math.isfinite(self.lr) and self.lr > 0, f"lr must be > 0, got {self.lr}")
-        require(self.sub_batches >= 1, f"sub_batches must be >= 1, got {self.sub_batches}")
-        require(self.batch >= 2 * self.sub_batches,
-                f"batch must hold >= 2 episodes per sub-batch ({self.sub_batches} sub-batches), got {self.batch}")
-        require(self.steps_per_epoch >= 1, f"steps_per_epoch must be >= 1, got {self.steps_per_epoch}")
-        require(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
-        require(self.max_new_tokens >= 0 and self.test_max_new_tokens >= 0,
-                "max_new_tokens and test_max_new_tokens must be >= 0 (0: chain length + 1)")
-        require(self.n_val >= 1 and self.n_eval >= 1, f"n_val and n_eval must be >= 1, got {self.n_val}, {self.n_eval}")
-
-    def chain_len_train(self) -> int:
-        return self.train_chain_len or max(self.train_complexities) + 1
-
-    def chain_lens_test(self) -> tuple[int, ...]:
-        return self.test_chain_lens or (max(self.test_complexities) + 1,)
-
-    def vertices(self) -> int:
-        return self.n_vertices or 2 * max(self.chain_len_train(), *self.chain_lens_test())
-
-    def complexities_at(self, n: int) -> tuple[int, ...]:
-        """The test complexities of test chain length ``n``."""
-        return tuple(c for c in self.test_complexities if c < n)
-
-    def spec(self) -> ch.Spec:
-        """The static part of the run (every field but seeds and weights): one compilation per spec."""
-        tests = self.chain_lens_test()
-        return ch.Spec(
-            n_vertices=self.vertices(), train_chain_len=self.chain_len_train(),
-            train_complexities=tuple(self.train_complexities), test_chain_lens=tests,
-            test_complexities=tuple(self.complexities_at(n) for n in tests), model=self.model,
-            attention=self.attention,
-            scale=1.0 / (self.temperature or (1 / 20 if self.attention == "softmax" else 1 / 5)),
-            init_std=self.init_std, optimizer=self.optimizer, lr=self.lr, baseline=self.baseline, batch=self.batch,
-            sub_batches=self.sub_batches, steps_per_epoch=self.steps_per_epoch, epochs=self.epochs,
-            early_stop=self.early_stop, max_new_tokens=self.max_new_tokens or self.chain_len_train() + 1,
-            test_max_new_tokens=tuple(self.test_max_new_tokens or n + 1 for n in tests),
-            n_val=self.n_val, n_eval=self.n_eval, dtype=self.dtype,
-        )
+Config = ch.Config  # the config lives beside its task (implicitbias.tasks.chains)
 
 
 def _r(a: int, b: int) -> tuple[int, ...]:
@@ -284,6 +165,7 @@ def _pct(x) -> float | None:
     return None if not np.isfinite(x) else float(100.0 * x)
 
 
+@in_float64
 def run(config: Config) -> Record:
     """Train every seed (one vmapped, compiled program), then test each test chain length (greedy)."""
     start = time.perf_counter()
@@ -327,28 +209,5 @@ def run(config: Config) -> Record:
     return Record(metrics, arrays)
 
 
-def footprint_terms(c: Config) -> dict[str, int]:
-    """Per seed: one sub-batch's teacher-forced attention (``T x (P + T)`` per episode, six such
-    arrays with the gradient) and value rows, the ``(N, N^2)`` tables with Adam moments, the
-    validation and test rollouts."""
-    S, N, b = len(c.seeds), c.vertices(), 4 if c.dtype == "float32" else 8
-    n = c.chain_len_train()
-    T = c.max_new_tokens or n + 1
-    L = 2 * (n - 1) + 1 + T
-    sub = c.batch // c.sub_batches
-    out = {
-        f"a sub-batch's attention (T, P + T) with T={T}, {sub} episodes x {S} seeds": S * sub * (6 * T * L + L * N) * b,
-        f"A and V tables (N, N^2) with gradients and Adam moments, N={N} x {S} seeds": S * 8 * N * N * N * b,
-    }
-    for m in c.chain_lens_test():
-        Tm = c.test_max_new_tokens or m + 1
-        Lm = 2 * (m - 1) + 1 + Tm
-        out[f"test rollouts on chains of {m}: (P + T, N) value rows, T={Tm}, {c.n_eval} episodes x {S} seeds"] = (
-            S * max(c.n_eval, c.n_val) * Lm * (N + 2) * b)
-    return out
-
-
-def footprint_bytes(config: Config) -> int:
-    """A lower bound of the bytes a run of ``config`` holds at once (see :mod:`implicitbias.runtime.footprint`)."""
-    return int(sum(footprint_terms(config).values()))
-
+footprint_bytes = ch.footprint_bytes  # the memory estimate (runtime.footprint.check), beside its task
+footprint_terms = ch.footprint_terms

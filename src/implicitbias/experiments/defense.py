@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Literal
 
+from ..core.precision import in_float64
 from ..defend import synthetic as syn
 from ..record import Record
 from ..core.validate import described, require, require_choices, require_seeds
@@ -158,6 +159,7 @@ PRESETS: dict[str, Config] = {
 }
 
 
+@in_float64
 def run(config: Config) -> Record:
     """Run the defense cell ``config`` (see the module docstring). Metrics: per-seed lists of the
     clean / poisoned / defended errors, per detector its AUROC, recall at the true count, flags and

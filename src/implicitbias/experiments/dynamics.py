@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
+from ..core.precision import in_float64
 from ..record import Record
 from ..tasks import teacher_student
 from ..tasks.teacher_student import STAIRCASE_TEACHER
@@ -95,6 +96,7 @@ for _d in (2, 3, 4):
     PRESETS[f"teacher_dim{_d}/L10/special"] = replace(PRESETS[f"teacher_dim{_d}/L10/special"], max_steps=1_000_000)
 
 
+@in_float64
 def run(config: Config) -> Record:
     """Train every seed (Table 1's loop) and add the docs/science.md §3 summary numbers."""
     record = teacher_student.run(config)

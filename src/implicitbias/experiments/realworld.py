@@ -15,6 +15,7 @@ import logging
 import time
 from dataclasses import replace
 
+from ..core.precision import in_float64
 from ..record import Record
 from ..tasks.classifier_poisoning import (
     PIXEL_DATASETS,
@@ -151,6 +152,7 @@ for _m in ("s4d", "lru", "mamba2"):
     PRESETS[f"authors/{_m}/cifar10"] = authors_config(_m, "cifar10")
 
 
+@in_float64
 def run(config: Config) -> Record:
     """Every seed of ``config``: per-seed metrics lists and the stored perturbations. One log line
     per finished seed (logger ``implicitbias``; the CLI prints it under its progress bar).

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
+from ..core.precision import in_float64
 from ..tasks import teacher_student
 from ..tasks.teacher_student import Config, special_pair
 
@@ -92,6 +93,7 @@ def paper_value(config: Config) -> dict[str, float]:
     return out
 
 
+@in_float64
 def run(config: Config):
     """Train every seed of ``config`` and measure (docs/science.md §2): :func:`teacher_student.run`."""
     return teacher_student.run(config)

@@ -53,7 +53,7 @@ import dataclasses
 import functools
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
 import jax
@@ -63,6 +63,7 @@ import numpy as np
 from ..core import progress
 from ..core.optim import StopRule, make_optimizer
 from ..core.train import train_batched
+from ..core.validate import described, require, require_choices, require_finite, require_seeds
 
 ACTIVATIONS = ("linear", "tanh", "leaky_relu")
 PRIORS = ("gauss", "unif")
@@ -455,3 +456,90 @@ def gradient_descent(keys: list[jax.Array], problems: list[Problem], shapes: lis
     return GDResult(np.asarray(jax.vmap(generalisation_loss)(Y, data)), np.asarray(res.final_loss),
                     np.asarray(res.diverged), np.asarray(res.log_steps), np.asarray(res.logs["gen"]),
                     np.asarray(res.logs["train"]))
+
+
+# The run's config (implicitbias.experiments.gc_vs_gd presets it; docs/science.md §4)
+
+
+@dataclass(frozen=True)
+class Config:
+    """One sweep point: the problem, the network, the G&C budget and GD's schedule."""
+
+    width: int = field(metadata={"help": "hidden width of the factorised network (integer >= 1)"})
+    depth: int = field(metadata={"help": "number of weight matrices (layers) of the network (integer >= 2)"})
+    seeds: tuple[int, ...] = described(
+        (0, 1, 2, 3, 4, 5, 6, 7), "seeds, one problem (ground truth, measurements) and one G&C and GD run each")
+    n_rows: int = described(5, "rows of the ground-truth matrix W*")
+    n_cols: int = described(5, "columns of the ground-truth matrix W*")
+    rank: int = described(1, "rank of the ground-truth matrix W* (<= min(n_rows, n_cols))")
+    n_measurements: int = described(
+        15, "number of unit-norm Gaussian measurements <A_i, W*> (< n_rows * n_cols)")
+    gt_norm: float = described(1.0, "Frobenius norm of the ground-truth matrix W*")
+    activation: Literal["linear", "tanh", "leaky_relu"] = described(
+        "linear", "activation between layers (none after the last): 'linear', 'tanh' or 'leaky_relu'")
+    negative_slope: float = described(0.2, "slope of leaky_relu for negative inputs")
+    prior: Literal["gauss", "unif"] = described(
+        "gauss", "G&C prior of the weight entries: 'gauss' (N(0, 1)) or 'unif' (U[-1, 1]), scaled by fan-out")
+    normalize: bool = described(False, "G&C divides the network's output matrix Y by ||Y||_F + softening")
+    softening: float = described(1e-6, "added to ||Y||_F when normalize is on (>= 0)")
+    eps_train: float = described(0.02, "G&C accepts a sample whose training loss is < eps_train")
+    samples: int = described(200_000, "G&C draws from the prior per seed (1..2^32-1)")
+    chunk: int = described(
+        0, "G&C draws per compiled call, a multiple of 1024 (memory bound; numbers do not depend on it); "
+           "0: ~32 MB of draws")
+    gd_optimizer: Literal["group_rmsprop", "gd"] = described(
+        "group_rmsprop", "GD's optimiser: 'group_rmsprop' (the authors' GroupRMSprop) or 'gd' (plain gradient descent)")
+    gd_lr: float = described(1e-4, "GD's learning rate")
+    gd_epochs: int = described(100_000, "GD's full-batch training epochs")
+    gd_init_scale: float = described(1e-3, "factor on PyTorch's default nn.Linear initialisation of GD's weights")
+    gd_log_every: int = described(100, "epochs between the logged GD losses (the curves)")
+
+    def __post_init__(self):
+        require_choices(self)
+        require_seeds(self.seeds)
+        require(all(s < 2**32 for s in self.seeds), f"seeds must be integers in 0..2^32-1, got {self.seeds}")
+        for name in ("width", "n_rows", "n_cols", "rank", "n_measurements", "gd_epochs", "gd_log_every"):
+            v = getattr(self, name)
+            require(type(v) is int and v >= 1, f"{name} must be an integer >= 1, got {v!r}")
+        require(type(self.depth) is int and self.depth >= 2, f"depth must be an integer >= 2, got {self.depth!r}")
+        require(self.rank <= min(self.n_rows, self.n_cols),
+                f"rank must be <= min(n_rows, n_cols) = {min(self.n_rows, self.n_cols)}, got {self.rank}")
+        require(self.n_measurements < self.n_rows * self.n_cols,
+                f"n_measurements must be < n_rows * n_cols = {self.n_rows * self.n_cols} (the generalisation "
+                f"loss lives on the complement), got {self.n_measurements}")
+        require(type(self.normalize) is bool, f"normalize must be true or false, got {self.normalize!r}")
+        for name in ("gt_norm", "negative_slope", "softening", "eps_train", "gd_lr", "gd_init_scale"):
+            require_finite(name, getattr(self, name))
+        for name in ("gt_norm", "eps_train", "gd_lr", "gd_init_scale"):
+            require(getattr(self, name) > 0, f"{name} must be > 0, got {getattr(self, name)}")
+        require(self.softening >= 0, f"softening must be >= 0, got {self.softening}")
+        require(type(self.samples) is int and 1 <= self.samples < 2**32,
+                f"samples must be an integer in 1..2^32-1 (sample indices are folded into the key), "
+                f"got {self.samples!r}")
+        require(type(self.chunk) is int and self.chunk >= 0 and self.chunk % BLOCK == 0,
+                f"chunk must be 0 (auto) or a positive multiple of {BLOCK}, got {self.chunk!r}")
+
+    def gc_spec(self) -> GCSpec:
+        return GCSpec(self.n_rows, self.n_cols, self.width, self.depth, self.activation, self.negative_slope,
+                         self.prior, self.normalize, self.softening, self.eps_train)
+
+
+def footprint_terms(c: Config) -> dict[str, int]:
+    """The largest arrays of a run (:mod:`implicitbias.runtime.footprint`'s hook; a lower bound): one block of
+    G&C draws with the layer outputs of its networks, and GD's parameters, gradients, optimiser state
+    and logged curves for every seed."""
+    spec = c.gc_spec()
+    S, f8 = len(c.seeds), 8
+    rows = -(-c.gd_epochs // c.gd_log_every) + 1
+    return {
+        f"G&C draws and layer outputs of one block of {BLOCK} networks, {spec.n_params} weights each":
+            BLOCK * (spec.n_params + c.depth * c.n_rows * c.width) * f8,
+        f"GD weights, gradients and updates, {spec.n_params} weights x {S} seeds": 3 * S * spec.n_params * f8,
+        f"GD curves of {rows} rows (gd_epochs / gd_log_every) x {S} seeds": S * rows * (2 * f8 + 4),
+    }
+
+
+def footprint_bytes(config: Config) -> int:
+    """Bytes the largest arrays of a run of ``config`` take (see :func:`footprint_terms`)."""
+    return int(sum(footprint_terms(config).values()))
+

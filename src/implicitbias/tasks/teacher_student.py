@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..core import flow, metrics, sequences
+from ..core.precision import in_float64
 from ..core.optim import Optimizer, StopRule, runtime_lr_optimizer
 from ..record import Record
 from ..core.ssm import DiagonalSSM, FullKernelSSM, SSMNet, network_teacher, per_theorem_teacher, unit_teacher
@@ -542,6 +543,7 @@ def _final_measures(models, datas, horizon: int, error_from: int):
     )
 
 
+@in_float64
 def run_gd(config: Config) -> Record:
     models, datas = gd_batch(config)
     res = train_batched(
@@ -589,6 +591,7 @@ def _bucket(n: int, size: int) -> int:
     return size * math.ceil(n / size)
 
 
+@in_float64
 def run_flow(config: Config) -> Record:
     tch = teacher(config)
     problems = []
@@ -631,6 +634,7 @@ def run_flow(config: Config) -> Record:
     return Record(seeds_metrics, {"a_final": a})
 
 
+@in_float64
 def run(config: Config) -> Record:
     """Train every seed of ``config`` and measure (docs/science.md §2). Returns per-seed metrics and arrays."""
     start = time.perf_counter()
