@@ -41,3 +41,11 @@ def test_raw_ranges_are_the_units_of_eps():
 def test_an_unknown_data_set_is_named_with_the_known_ones():
     with pytest.raises(ValueError, match=r"dataset must be one of \('digits', 'mnist1d', 'cifar10', 'italypower'\)"):
         facts("mnist")
+
+
+def test_the_dataset_choice_type_names_exactly_the_registry():
+    import typing
+
+    from implicitbias.datasets.registry import Dataset
+
+    assert typing.get_args(Dataset) == tuple(DATASETS)

@@ -8,6 +8,7 @@ A :class:`DatasetFacts` per config name (``Config.dataset`` of
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from . import ucr
 from .mnist1d import RAW_RANGE as MNIST1D_RANGE
@@ -63,6 +64,10 @@ def _ucr(name: str, archive: str) -> DatasetFacts:
         raw_bytes=total * length * channels * F64, view=ImageView("row", channels, length, 1), ucr_name=archive,
         pool_note=f"{name} holds {total} sequences")
 
+
+# the data sets' names as one Literal, the type of a config's dataset field (checked by
+# core.validate.require_choices); DATASETS has one entry per name (tests/test_dataset_registry.py)
+Dataset = Literal["digits", "mnist1d", "cifar10", "italypower"]
 
 DATASETS: dict[str, DatasetFacts] = {
     # scikit-learn's 1,797 digit images of 8 x 8, pixels 0..16, re-split per seed

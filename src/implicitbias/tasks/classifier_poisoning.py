@@ -47,7 +47,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-import typing
 from dataclasses import dataclass, replace
 from typing import Literal, NamedTuple
 
@@ -58,7 +57,7 @@ import numpy as np
 
 from ..datasets import ImageView, augment_sequences, load_cifar10, load_digits, load_mnist1d, load_ucr
 from ..datasets.base import MissingDataError, SequenceDataset
-from ..datasets.registry import DATASETS, DatasetFacts, facts
+from ..datasets.registry import DATASETS, Dataset, DatasetFacts, facts
 from ..models import ClassifierConfig, make_classifier
 from ..poison import (
     BrewConfig,
@@ -84,10 +83,6 @@ VARIANTS = ("clean", "poisoned", "uniform", "end")
 RAW_RANGES = {name: d.raw_range for name, d in DATASETS.items()}
 RAW_RANGE = RAW_RANGES["digits"]  # digits pixels take values 0..16
 PIXEL_DATASETS = tuple(name for name, d in DATASETS.items() if d.pixel)  # the ones with a pixel range to clip to
-# the datasets, spelled out for the Config field (its choice check); the registry's names
-Dataset = Literal["digits", "mnist1d", "cifar10", "italypower"]
-require(typing.get_args(Dataset) == tuple(DATASETS),
-        f"Dataset {typing.get_args(Dataset)} must name the registry's data sets {tuple(DATASETS)}")
 EXTENDED_MIN_LR_FRAC = 1e-3  # their create_extended_scheduler: eta_min = lr / 1000
 
 
