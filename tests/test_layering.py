@@ -1,5 +1,5 @@
 """The layering of docs/design.md ("Layering"), as rules on package prefixes: the numerical core imports
-nothing above it; the science (tasks, models, datasets, poison, defend) never imports experiments, the
+nothing above it; the science (tasks, models, datasets, poison, defend, interp) never imports experiments, the
 report, the runtime or the CLI; an experiment never imports another experiment, the store, the report
 or matplotlib; the runtime imports only the record. No module imports itself back through others (no
 import cycle)."""
@@ -40,7 +40,7 @@ GRAPH = {m: {i for i in _imports(p) if i in MODULES and i != m} for m, p in MODU
 
 
 P = "implicitbias."
-SCIENCE = ("tasks", "models", "datasets", "poison", "defend")
+SCIENCE = ("tasks", "models", "datasets", "poison", "defend", "interp")
 # (the modules a rule is about, the prefixes they may not import, what may be imported under them anyway)
 RULES = {
     "core imports nothing above it": ((P + "core",), (P,), (P + "core",)),

@@ -87,6 +87,16 @@ def ssd_chunked(x: jax.Array, a: jax.Array, B: jax.Array, C: jax.Array, chunk_si
     return (y_diag + y_off).reshape(c * chunk_size, h, p)[:L]
 
 
+def causal_conv(v: jax.Array, weight: jax.Array, bias: jax.Array) -> jax.Array:
+    """Causal depthwise convolution ``out_t = bias + sum_k w_k v_{t - (K-1) + k}`` (zero history):
+    ``v (L, ch)``, ``weight (K, ch)``, ``bias (ch,)``; PyTorch's ``Conv1d(groups=ch, padding=K-1)``
+    cut to the first ``L`` outputs, whose weight ``(ch, 1, K)`` is ``weight.T``."""
+    K = weight.shape[0]
+    L = v.shape[0]
+    vp = jnp.pad(v, ((K - 1, 0), (0, 0)))
+    return bias + sum(weight[k] * vp[k : k + L] for k in range(K))
+
+
 class Mamba2Block(eqx.Module):
     """One Mamba2 block (single group): ``(L, d_model) -> (L, d_model)``, causal."""
 
@@ -127,11 +137,7 @@ class Mamba2Block(eqx.Module):
         self.chunk_size = chunk_size
 
     def _conv(self, v: jax.Array) -> jax.Array:
-        """Causal depthwise convolution: ``out_t = bias + sum_k w_k v_{t - (K-1) + k}``, ``(L, ch)``."""
-        K = self.conv_weight.shape[0]
-        L = v.shape[0]
-        vp = jnp.pad(v, ((K - 1, 0), (0, 0)))
-        return self.conv_bias + sum(self.conv_weight[k] * vp[k : k + L] for k in range(K))
+        return causal_conv(v, self.conv_weight, self.conv_bias)
 
     def inputs(self, u: jax.Array) -> tuple[jax.Array, ...]:
         """Selective SSM inputs ``(x, dt, A, B, C, z)`` for ``u (L, d_model)``."""

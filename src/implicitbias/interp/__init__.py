@@ -1,0 +1,12 @@
+"""Interpretability of SSM language models (docs/science.md §6; arXiv 2505.24244, ``nirendy/mamba-knockout``):
+
+* :mod:`.knockout`: attention knockout, the authors' ZERO_ATTENTION: ``alpha(t, s) = 0`` for every
+  target ``t`` and source ``s``, computed with a second scan whose source inputs are removed (no
+  ``L x L`` matrix), with an exempt mask over channels (Mamba-1) or heads (Mamba-2);
+* :mod:`.implicit_attention`: the materialised ``alpha`` of Mamba-1 (per channel, summed over
+  states) and Mamba-2 (per head), for heatmaps and as the independent check of the knockout.
+"""
+
+from . import implicit_attention, knockout
+
+__all__ = ["implicit_attention", "knockout"]

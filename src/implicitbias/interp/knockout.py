@@ -1,0 +1,85 @@
+"""Attention knockout in a selective scan: the authors' ZERO_ATTENTION (docs/science.md §6).
+
+A selective SSM is implicit attention: its output at ``t`` is ``y_t = sum_{s <= t} alpha(t, s) u_s``
+(:mod:`.implicit_attention`). Knocking out the edges from a set of *sources* to a set of *targets*
+sets ``alpha(t, s) = 0`` for every target ``t`` and source ``s`` (every state; nothing renormalised)
+and leaves every other term alone. Without the ``L x L`` matrix: run the scan a second time with the
+sources' inputs removed, and read the targets from it (their ``knockout_scan``,
+``src/experiments/knockout/mamba/mamba1/helpers/knockout_scan.py``). Untouched, as in theirs: the
+causal convolution before the SSM, the ``D`` skip, the gate and the residual stream.
+
+``exempt`` marks channels (Mamba-1) or heads (Mamba-2) that keep their source-to-target terms (the
+authors' decay groups, :func:`decay_groups`). Masks are arrays, not static arguments, so that many
+(source set, target set, exempt set) variants run as one ``vmap``-ed, compiled call.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from ..models.mamba1 import selective_scan
+from ..models.mamba2 import ssd_chunked
+
+GROUPS = ("all", "fast", "slow")  # which third of the channels / heads is exempt: none, fastest, slowest
+
+
+def _drop(sources: jax.Array, exempt: jax.Array | None, width: int) -> jax.Array:
+    """``(L, width)`` bool: the inputs whose terms are removed (source rows, non-exempt columns)."""
+    keep = jnp.zeros((width,), bool) if exempt is None else exempt
+    return sources[:, None] & ~keep[None, :]
+
+
+def knockout_selective_scan(dA, dBu, C, sources: jax.Array, targets: jax.Array,
+                            exempt: jax.Array | None = None) -> jax.Array:
+    """:func:`selective_scan` with ``alpha(t, s) = 0`` for ``t`` in ``targets``, ``s`` in ``sources``.
+
+    ``sources, targets (L,)`` bool; ``exempt (d,)`` bool or None (no channel exempt). Returns ``(L, d)``.
+    Empty ``sources`` or ``targets`` give the plain scan bit for bit.
+    """
+    y = selective_scan(dA, dBu, C)
+    drop = _drop(sources, exempt, dA.shape[1])
+    y_knocked = selective_scan(dA, jnp.where(drop[..., None], 0.0, dBu), C)
+    return jnp.where(targets[:, None], y_knocked, y)
+
+
+def knockout_ssd(x: jax.Array, a: jax.Array, B: jax.Array, C: jax.Array, chunk_size: int, sources: jax.Array,
+                 targets: jax.Array, exempt: jax.Array | None = None) -> jax.Array:
+    """Mamba-2's SSD scan (:func:`implicitbias.models.mamba2.ssd_chunked`) with ``alpha(t, s) = 0`` for
+    ``t`` in ``targets``, ``s`` in ``sources``, on the heads not ``exempt``.
+
+    ``x (L, n_heads, headdim)`` (already multiplied by ``dt``), ``a (L, n_heads)``, ``B, C (L, N)``;
+    ``sources, targets (L,)`` bool, ``exempt (n_heads,)`` bool or None. Returns ``(L, n_heads, headdim)``.
+    """
+    y = ssd_chunked(x, a, B, C, chunk_size)
+    drop = _drop(sources, exempt, x.shape[1])
+    y_knocked = ssd_chunked(jnp.where(drop[..., None], 0.0, x), a, B, C, chunk_size)
+    return jnp.where(targets[:, None, None], y_knocked, y)
+
+
+def decay_rates(A_log: jax.Array) -> jax.Array:
+    """One number per channel or head, larger = slower decay (the authors' ``_get_feature_mask``,
+    ``src/experiments/infrastructure/model_interface.py``): Mamba-1 ``A_log (d, N)`` gives
+    ``sum_n exp(-exp(A_log[d, n]))`` (the L1 norm over states of the decay at ``delta = 1``);
+    Mamba-2 ``A_log (n_heads,)`` gives ``exp(-exp(A_log[h]))``."""
+    decay = jnp.exp(-jnp.exp(A_log))
+    return decay.sum(-1) if decay.ndim == 2 else decay
+
+
+def decay_groups(A_log: jax.Array, group: str) -> jax.Array:
+    """The exempt mask of a decay group, ``(width,)`` bool (the authors' ``FeatureCategory``):
+    ``"all"``: nothing exempt, every channel / head is knocked out; ``"fast"`` (their FAST_DECAY,
+    "context-dependent" in their legends): the ``width // 3`` channels with the fastest decay
+    (smallest :func:`decay_rates`) are exempt and keep their source-to-target terms; ``"slow"``
+    (SLOW_DECAY, "context-independent"): the ``width // 3`` slowest are exempt. Ties are broken by
+    position (a stable sort; theirs is ``torch.argsort``, whose tie order is unspecified)."""
+    if group not in GROUPS:
+        raise ValueError(f"group must be one of {GROUPS}, got {group!r}")
+    rate = decay_rates(A_log)
+    width = rate.shape[0]
+    exempt = jnp.zeros((width,), bool)
+    if group == "all":
+        return exempt
+    third = width // 3
+    order = jnp.argsort(rate if group == "fast" else -rate, stable=True)
+    return exempt.at[order[:third]].set(True)
