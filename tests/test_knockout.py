@@ -139,3 +139,45 @@ def test_decay_groups_exempt_the_fastest_or_slowest_third():
     assert np.asarray(heads).tolist() == [False, True, False]
     with pytest.raises(ValueError, match="group must be one of"):
         ko.decay_groups(A_log, "medium")
+
+
+@pytest.fixture(scope="module", params=["mamba1", "mamba2"])
+def lm(request):
+    from implicitbias.models.lm import make_lm
+
+    kw = {"headdim": 4, "chunk_size": 4} if request.param == "mamba2" else {}
+    model = to64(make_lm(request.param, 11, 8, 3, d_state=4, key=jax.random.PRNGKey(5), **kw))
+    tokens = jax.random.randint(jax.random.PRNGKey(6), (L,), 0, 11)
+    return model, tokens
+
+
+def test_an_empty_window_or_source_set_gives_the_plain_lm_bit_for_bit(lm):
+    model, tokens = lm
+    plain = model(tokens)
+    none, every = jnp.zeros((3,), bool), jnp.ones((3,), bool)
+    assert np.array_equal(ko.knockout_logits(model, tokens, none, mask([1, 2]), mask([12])), plain)
+    assert np.array_equal(ko.knockout_logits(model, tokens, every, mask([]), mask([12])), plain)
+
+
+def test_a_window_knocks_out_only_its_layers_and_outputs_before_the_targets_stay(lm):
+    model, tokens = lm
+    from implicitbias.models.lm import rms_norm
+
+    s, t = mask([0, 1, 2, 3]), mask([9, 12])
+    window = jnp.asarray([False, True, False])
+    h = model.embedding[tokens]  # by hand: the knockout in layer 1 only
+    for i, (w, mixer) in enumerate(zip(model.norms, model.mixers)):
+        u = rms_norm(h, w, model.eps)
+        h = h + (ko.knockout_mixer(mixer, u, s, t) if i == 1 else mixer(u))
+    got = ko.knockout_logits(model, tokens, window, s, t)
+    np.testing.assert_allclose(got, model.logits(h), rtol=1e-12, atol=1e-14)
+    plain = model(tokens)
+    np.testing.assert_array_equal(got[:9], plain[:9])  # causal: positions before the first target
+    assert not np.allclose(got[12], plain[12])
+
+
+def test_windows_cover_every_start():
+    w = np.asarray(ko.layer_windows(5, 3))
+    assert w.tolist() == [[1, 1, 1, 0, 0], [0, 1, 1, 1, 0], [0, 0, 1, 1, 1]]
+    with pytest.raises(ValueError, match="window size"):
+        ko.layer_windows(5, 6)

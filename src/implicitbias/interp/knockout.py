@@ -18,7 +18,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ..models.mamba1 import selective_scan
+from ..models.lm import MambaLM, rms_norm
+from ..models.mamba1 import Mamba1Block, selective_scan
 from ..models.mamba2 import ssd_chunked
 
 GROUPS = ("all", "fast", "slow")  # which third of the channels / heads is exempt: none, fastest, slowest
@@ -83,3 +84,51 @@ def decay_groups(A_log: jax.Array, group: str) -> jax.Array:
     third = width // 3
     order = jnp.argsort(rate if group == "fast" else -rate, stable=True)
     return exempt.at[order[:third]].set(True)
+
+
+# --- in a language model ------------------------------------------------------------------------
+
+
+def knockout_mixer(mixer, u: jax.Array, sources: jax.Array, targets: jax.Array,
+                   exempt: jax.Array | None = None) -> jax.Array:
+    """A Mamba-1 or Mamba-2 mixer's output ``(L, d_model)`` for ``u`` with the knockout of its scan
+    (:func:`knockout_selective_scan`, :func:`knockout_ssd`); the conv, ``D``, gate and norm untouched."""
+    if isinstance(mixer, Mamba1Block):
+        x, delta, A, B, C, z = mixer.ssm_inputs(u)
+        y = knockout_selective_scan(*mixer.discretize(x, delta, A, B), C, sources, targets, exempt)
+        return mixer.output(y, x, z)
+    x, dt, A, B, C, z = mixer.inputs(u)
+    y = knockout_ssd(x * dt[..., None], A * dt, B, C, mixer.chunk_size, sources, targets, exempt)
+    return mixer.output(y, x, z)
+
+
+def knockout_logits(lm: MambaLM, tokens: jax.Array, window: jax.Array, sources: jax.Array, targets: jax.Array,
+                    exempt: jax.Array | None = None) -> jax.Array:
+    """``lm``'s logits ``(L, vocab)`` with ``alpha(t, s) = 0`` for ``t`` in ``targets``, ``s`` in
+    ``sources``, in every layer of ``window``.
+
+    ``tokens (L,)`` int; ``window (n_layers,)`` bool; ``sources, targets (L,)`` bool; ``exempt``
+    ``(n_layers, width)`` bool (channels for Mamba-1, heads for Mamba-2; :func:`exempt_masks`) or None.
+    Every argument is an array, so ``jax.vmap`` runs many (window, source set) variants in one call. An
+    empty window or source set gives ``lm(tokens)`` bit for bit.
+    """
+    h = lm.embedding[tokens]
+    for i, (w, mixer) in enumerate(zip(lm.norms, lm.mixers)):
+        ex = None if exempt is None else exempt[i]
+        h = h + knockout_mixer(mixer, rms_norm(h, w, lm.eps), sources & window[i], targets, ex)
+    return lm.logits(h)
+
+
+def layer_windows(n_layers: int, ws: int) -> jax.Array:
+    """Every run of ``ws`` consecutive layers ``[l, l + ws)``, ``l = 0 .. n_layers - ws``, as
+    ``(n_layers - ws + 1, n_layers)`` bool (the authors' windows; a curve's x-axis is ``l``)."""
+    if not 1 <= ws <= n_layers:
+        raise ValueError(f"window size must be in 1..{n_layers}, got {ws}")
+    layers = jnp.arange(n_layers)
+    starts = jnp.arange(n_layers - ws + 1)[:, None]
+    return (layers >= starts) & (layers < starts + ws)
+
+
+def exempt_masks(lm: MambaLM, group: str) -> jax.Array:
+    """``(n_layers, width)`` bool: each layer's :func:`decay_groups` mask for ``group``."""
+    return jnp.stack([decay_groups(m.A_log, group) for m in lm.mixers])

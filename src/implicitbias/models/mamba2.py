@@ -113,9 +113,11 @@ class Mamba2Block(eqx.Module):
     headdim: int = eqx.field(static=True)
     d_state: int = eqx.field(static=True)
     chunk_size: int = eqx.field(static=True)
+    norm_eps: float = eqx.field(static=True)  # the gated RMS norm's epsilon
 
     def __init__(self, d_model: int, d_state: int, *, expand: int = 2, headdim: int = 16, d_conv: int = 4,
-                 chunk_size: int = 16, dt_min: float = 1e-3, dt_max: float = 1e-1, key: jax.Array):
+                 chunk_size: int = 16, dt_min: float = 1e-3, dt_max: float = 1e-1, norm_eps: float = 1e-5,
+                 key: jax.Array):
         d_inner = expand * d_model
         if d_inner % headdim:
             raise ValueError(f"expand * d_model = {d_inner} must be a multiple of headdim = {headdim}")
@@ -134,7 +136,7 @@ class Mamba2Block(eqx.Module):
         self.norm_weight = jnp.ones((d_inner,), F32)
         self.out_proj = eqx.nn.Linear(d_inner, d_model, use_bias=False, key=k_out, dtype=F32)
         self.d_inner, self.n_heads, self.headdim, self.d_state = d_inner, n_heads, headdim, d_state
-        self.chunk_size = chunk_size
+        self.chunk_size, self.norm_eps = chunk_size, norm_eps
 
     def _conv(self, v: jax.Array) -> jax.Array:
         return causal_conv(v, self.conv_weight, self.conv_bias)
@@ -150,10 +152,14 @@ class Mamba2Block(eqx.Module):
         A = -jnp.exp(self.A_log)
         return x, dt, A, B, C, z
 
+    def output(self, y: jax.Array, x: jax.Array, z: jax.Array) -> jax.Array:
+        """The block's output from the scan's ``y (L, n_heads, headdim)``: the ``D`` skip, the gate
+        ``SiLU(z)``, the gated RMS norm over ``d_inner`` and ``out_proj``."""
+        y = (y + x * self.D[:, None]).reshape(x.shape[0], self.d_inner)
+        y = y * jax.nn.silu(z)
+        y = y * jax.lax.rsqrt(jnp.mean(y * y, axis=-1, keepdims=True) + self.norm_eps) * self.norm_weight
+        return jax.vmap(self.out_proj)(y)
+
     def __call__(self, u: jax.Array, chunk_size: int | None = None) -> jax.Array:
         x, dt, A, B, C, z = self.inputs(u)
-        y = ssd_chunked(x * dt[..., None], A * dt, B, C, chunk_size or self.chunk_size)
-        y = (y + x * self.D[:, None]).reshape(u.shape[0], self.d_inner)
-        y = y * jax.nn.silu(z)
-        y = y * jax.lax.rsqrt(jnp.mean(y * y, axis=-1, keepdims=True) + 1e-5) * self.norm_weight
-        return jax.vmap(self.out_proj)(y)
+        return self.output(ssd_chunked(x * dt[..., None], A * dt, B, C, chunk_size or self.chunk_size), x, z)
