@@ -64,6 +64,13 @@ bench-ray: $(RAY_STAMP)
 ## make bench-torch: the authors-cpu/s4d/mnist1d victim trained in JAX beside the same S4D classifier in plain
 ## PyTorch (same steps, ratio), then one full seed of brew + retrain (installs the optional extra bench-torch,
 ## torch==2.13.0; 17 minutes on 2 shared cores, see README; BENCH_TORCH_ARGS=--quick: epochs and iterations / 5).
+## make test-hf: the Mamba checkpoint loader and the knockout against transformers' own Mamba-1 / Falcon-Mamba /
+## Mamba-2 (installs the optional extra hf: torch + transformers; tests/test_checkpoints_hf.py).
+.PHONY: test-hf
+test-hf: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,hf]'
+	$(BIN)/python -m pytest -q tests/test_checkpoints_hf.py tests/test_checkpoints.py tests/test_knockout.py
+
 .PHONY: bench-torch
 bench-torch: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench-torch]'

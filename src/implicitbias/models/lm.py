@@ -2,7 +2,8 @@
 ``Mamba2ForCausalLM`` structure.
 
 ``tokens (L,)`` -> embedding -> ``n_layers`` residual blocks ``h <- h + mixer(RMSNorm(h))`` -> final
-RMSNorm -> logits with the head tied to the embedding, ``(L, vocab)``. The mixers are
+RMSNorm -> logits ``(L, vocab)`` with the head tied to the embedding (or an untied one, as
+Hugging Face's ``Mamba2Config`` defaults to). The mixers are
 :class:`~implicitbias.models.mamba1.Mamba1Block` or :class:`~implicitbias.models.mamba2.Mamba2Block`
 (one B/C group). Float32; one sequence (batch with ``jax.vmap``). Checkpoints in the Hugging Face
 layout load with :func:`implicitbias.models.checkpoints.load_lm`; the knockout forward is
@@ -36,10 +37,12 @@ class MambaLM(eqx.Module):
     norms: jax.Array  # (n_layers, d_model): each block's RMSNorm weight
     mixers: tuple  # n_layers Mamba1Block | Mamba2Block
     norm_f: jax.Array  # (d_model,)
+    head: jax.Array | None  # (vocab, d_model) of an untied head; None: tied to the embedding
     eps: float = eqx.field(static=True)  # the RMSNorms' epsilon (HF layer_norm_epsilon)
 
-    def __init__(self, embedding, norms, mixers, norm_f, eps: float = 1e-5):
+    def __init__(self, embedding, norms, mixers, norm_f, eps: float = 1e-5, head=None):
         self.embedding, self.norms, self.mixers, self.norm_f, self.eps = embedding, norms, tuple(mixers), norm_f, eps
+        self.head = head
 
     @property
     def kind(self) -> Kind:
@@ -50,8 +53,8 @@ class MambaLM(eqx.Module):
         return len(self.mixers)
 
     def logits(self, h: jax.Array) -> jax.Array:
-        """Logits from the residual stream ``h (L, d_model)``: final norm and the tied head."""
-        return rms_norm(h, self.norm_f, self.eps) @ self.embedding.T
+        """Logits from the residual stream ``h (L, d_model)``: final norm and the head."""
+        return rms_norm(h, self.norm_f, self.eps) @ (self.embedding if self.head is None else self.head).T
 
     def __call__(self, tokens: jax.Array) -> jax.Array:
         h = self.embedding[tokens]
