@@ -181,3 +181,38 @@ def test_windows_cover_every_start():
     assert w.tolist() == [[1, 1, 1, 0, 0], [0, 1, 1, 1, 0], [0, 0, 1, 1, 1]]
     with pytest.raises(ValueError, match="window size"):
         ko.layer_windows(5, 6)
+
+
+def test_positions_follow_the_authors_definitions():
+    from implicitbias.interp.info_flow import positions
+
+    p = {k: np.flatnonzero(v).tolist() for k, v in positions(7, (2, 4)).items()}
+    assert p == {"first": [0], "last": [6], "subject": [2, 3], "relation": [0, 1, 4, 5, 6], "context": [0, 1]}
+    with pytest.raises(ValueError, match="subject span"):
+        positions(5, (3, 6))
+
+
+def test_batched_variants_equal_single_forwards(lm):
+    from implicitbias.interp import info_flow as fl
+
+    model, tokens = lm
+    windows = ko.layer_windows(3, 2)
+    sources = jnp.stack([mask([0, 1, 2]), mask([5, 6]), mask([])])
+    batched = fl.knockout_last_probs(model, tokens, windows, sources)
+    targets = mask([L - 1])
+    for w in range(windows.shape[0]):
+        for s in range(sources.shape[0]):
+            single = jax.nn.softmax(ko.knockout_logits(model, tokens, windows[w], sources[s], targets)[-1])
+            np.testing.assert_allclose(batched[w, s], single, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(batched[0, 2], fl.last_probs(model, tokens), rtol=1e-12, atol=1e-15)
+
+
+def test_relative_change_and_its_interval():
+    from implicitbias.interp import info_flow as fl
+
+    assert fl.relative_change(0.3, 0.6) == pytest.approx(-50.0)
+    changes = np.array([[-50.0, 0.0], [-30.0, 0.0], [-40.0, 0.0]])
+    out = fl.summarize(changes, np.array([[True, True], [False, True], [True, True]]))
+    assert out["mean"][0] == pytest.approx(-40.0) and out["mean"][1] == 0.0
+    assert out["half_width"][0] == pytest.approx(4.30265272974946 * 10.0 / np.sqrt(3), rel=1e-12)  # t_{0.975,2} (tables)
+    assert out["kept_top1"] == [pytest.approx(2 / 3), 1.0]
