@@ -214,5 +214,5 @@ def test_relative_change_and_its_interval():
     changes = np.array([[-50.0, 0.0], [-30.0, 0.0], [-40.0, 0.0]])
     out = fl.summarize(changes, np.array([[True, True], [False, True], [True, True]]))
     assert out["mean"][0] == pytest.approx(-40.0) and out["mean"][1] == 0.0
-    assert out["half_width"][0] == pytest.approx(4.30265272974946 * 10.0 / np.sqrt(3), rel=1e-12)  # t_{0.975,2} (tables)
+    assert out["half_width"][0] == pytest.approx(4.30265272974946 * 10.0 / np.sqrt(3), rel=1e-12)  # t_{0.975,2}
     assert out["kept_top1"] == [pytest.approx(2 / 3), 1.0]
