@@ -4,9 +4,11 @@
   target ``t`` and source ``s``, computed with a second scan whose source inputs are removed (no
   ``L x L`` matrix), with an exempt mask over channels (Mamba-1) or heads (Mamba-2);
 * :mod:`.implicit_attention`: the materialised ``alpha`` of Mamba-1 (per channel, summed over
-  states) and Mamba-2 (per head), for heatmaps and as the independent check of the knockout.
+  states) and Mamba-2 (per head), for heatmaps and as the independent check of the knockout;
+* :mod:`.attention_knockout`: the transformer baseline's knockout, an attention mask (``finfo.min`` on
+  the (target, source) scores, renormalised by the softmax), and a layer's attention weights.
 """
 
-from . import implicit_attention, knockout
+from . import attention_knockout, implicit_attention, knockout
 
-__all__ = ["implicit_attention", "knockout"]
+__all__ = ["attention_knockout", "implicit_attention", "knockout"]

@@ -10,7 +10,10 @@ causal convolution before the SSM, the ``D`` skip, the gate and the residual str
 
 ``exempt`` marks channels (Mamba-1) or heads (Mamba-2) that keep their source-to-target terms (the
 authors' decay groups, :func:`decay_groups`). Masks are arrays, not static arguments, so that many
-(source set, target set, exempt set) variants run as one ``vmap``-ed, compiled call.
+(source set, target set, exempt set) variants run as one ``vmap``-ed, compiled call. A
+:class:`~implicitbias.models.transformer.TransformerLM` (the authors' transformer baselines) goes to
+:func:`.attention_knockout.knockout_transformer_logits`, an attention mask renormalised by the softmax;
+it has no exempt sets (decay groups are a notion of the SSM).
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import jax.numpy as jnp
 from ..models.lm import MambaLM, rms_norm
 from ..models.mamba1 import Mamba1Block, selective_scan
 from ..models.mamba2 import ssd_chunked
+from ..models.transformer import TransformerLM
+from .attention_knockout import knockout_transformer_logits
 
 GROUPS = ("all", "fast", "slow")  # which third of the channels / heads is exempt: none, fastest, slowest
 
@@ -102,16 +107,21 @@ def knockout_mixer(mixer, u: jax.Array, sources: jax.Array, targets: jax.Array,
     return mixer.output(y, x, z)
 
 
-def knockout_logits(lm: MambaLM, tokens: jax.Array, window: jax.Array, sources: jax.Array, targets: jax.Array,
-                    exempt: jax.Array | None = None) -> jax.Array:
+def knockout_logits(lm: MambaLM | TransformerLM, tokens: jax.Array, window: jax.Array, sources: jax.Array,
+                    targets: jax.Array, exempt: jax.Array | None = None) -> jax.Array:
     """``lm``'s logits ``(L, vocab)`` with ``alpha(t, s) = 0`` for ``t`` in ``targets``, ``s`` in
-    ``sources``, in every layer of ``window``.
+    ``sources``, in every layer of ``window``; for a transformer, the attention mask of
+    :func:`.attention_knockout.knockout_transformer_logits` instead.
 
     ``tokens (L,)`` int; ``window (n_layers,)`` bool; ``sources, targets (L,)`` bool; ``exempt``
-    ``(n_layers, width)`` bool (channels for Mamba-1, heads for Mamba-2; :func:`exempt_masks`) or None.
-    Every argument is an array, so ``jax.vmap`` runs many (window, source set) variants in one call. An
-    empty window or source set gives ``lm(tokens)`` bit for bit.
+    ``(n_layers, width)`` bool (channels for Mamba-1, heads for Mamba-2; :func:`exempt_masks`) or None
+    (always None for a transformer). Every argument is an array, so ``jax.vmap`` runs many (window,
+    source set) variants in one call. An empty window or source set gives ``lm(tokens)`` bit for bit.
     """
+    if isinstance(lm, TransformerLM):
+        if exempt is not None:
+            raise ValueError("exempt sets are decay groups of an SSM's channels or heads; a transformer has none")
+        return knockout_transformer_logits(lm, tokens, window, sources, targets)
     h = lm.embedding[tokens]
     for i, (w, mixer) in enumerate(zip(lm.norms, lm.mixers)):
         ex = None if exempt is None else exempt[i]
@@ -130,5 +140,7 @@ def layer_windows(n_layers: int, ws: int) -> jax.Array:
 
 
 def exempt_masks(lm: MambaLM, group: str) -> jax.Array:
-    """``(n_layers, width)`` bool: each layer's :func:`decay_groups` mask for ``group``."""
+    """``(n_layers, width)`` bool: each layer's :func:`decay_groups` mask for ``group`` (Mamba only)."""
+    if isinstance(lm, TransformerLM):
+        raise ValueError("decay groups are defined on an SSM's channels or heads; a transformer has none")
     return jnp.stack([decay_groups(m.A_log, group) for m in lm.mixers])
