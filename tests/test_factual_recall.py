@@ -33,6 +33,7 @@ def test_bad_tasks_and_short_gaps_are_refused():
     fr.check_gap(fr.RecallTask(gap=13), d_conv=4, n_layers=4)
 
 
+@pytest.mark.slow  # the fast suite trains a tiny LM in tests/test_knockout_experiment.py
 def test_a_tiny_lm_learns_the_facts():
     task = fr.RecallTask(n_subjects=8, subject_vocab=4, n_relations=2, n_attributes=6, n_filler=4, gap=4)
     # one Mamba-1 layer: its conv and gate combine the two subject tokens (one linear Mamba-2 mixing

@@ -1,4 +1,4 @@
-"""``implicitbias list | run | report``: a thin layer over experiments, runner, store and report.
+"""``implicitbias list | run | report | plot | knockout``: a thin layer over experiments, runner, store and report.
 
 Bad input (unknown experiment or preset, malformed ``--set``, invalid config values, NaN in given
 sequences) ends with one line on stderr and exit code 2.
@@ -21,6 +21,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 
 from ..runtime import backends, footprint
 from . import help as clihelp
+from . import knockout as knockout_cli
 from .. import experiments
 from ..core import progress as progress_mod
 from .. import report as report_mod
@@ -40,6 +41,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, epilog=clihelp.ove
                   help="Reproduce 'The Implicit Bias of Structured SSMs Can Be Poisoned with Clean Labels'.")
 console = Console()
 err = Console(stderr=True)
+
+app.add_typer(knockout_cli.app, name="knockout")  # the paper's pipeline on a local checkpoint (cli/knockout.py)
 
 RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Where runs are stored.", envvar="IMPLICITBIAS_RUNS")]
 

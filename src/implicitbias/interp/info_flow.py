@@ -78,6 +78,31 @@ def summarize(changes: np.ndarray, kept_top1: np.ndarray, level: float = 0.95) -
             "prompts": int(changes.shape[0])}
 
 
+@eqx.filter_jit
+def _group_probs(lm, tokens: jax.Array, windows: jax.Array, sources: jax.Array, exempts: jax.Array) -> jax.Array:
+    """:func:`knockout_last_probs` for every exempt mask of ``exempts (G, n_layers, width)``: ``(G, W, S, vocab)``."""
+    return jax.vmap(lambda e: knockout_last_probs(lm, tokens, windows, sources, e))(exempts)
+
+
+def flow(lm, tokens: jax.Array, answers: jax.Array, windows: jax.Array, sources: jax.Array,
+         exempt: jax.Array | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Every prompt's relative change of its true token and whether it stays top-1, for every window
+    and source set: ``(changes, kept)``, each ``(P, W, S)``; with ``exempt (G, n_layers, width)`` (a stack
+    of decay groups' masks, :func:`implicitbias.interp.knockout.exempt_masks`) each ``(P, G, W, S)``.
+    ``tokens (P, L)``, ``answers (P,)``, ``windows (W, n_layers)``, ``sources (S, L)`` bool; ``exempt``
+    ``(n_layers, width)`` or None for one group. One compiled call per prompt holds all its variants."""
+    changes, kept = [], []
+    for t, a in zip(tokens, np.asarray(answers)):
+        if exempt is not None and exempt.ndim == 3:
+            p = np.asarray(_group_probs(lm, t, windows, sources, exempt))
+        else:
+            p = np.asarray(knockout_last_probs(lm, t, windows, sources, exempt))
+        base = np.asarray(last_probs(lm, t))[a]
+        changes.append(relative_change(p[..., a], base))
+        kept.append(p.argmax(-1) == a)
+    return np.stack(changes), np.stack(kept)
+
+
 def heatmap(lm: MambaLM, tokens: jax.Array, target_token: int, windows: jax.Array,
             exempt: jax.Array | None = None) -> np.ndarray:
     """``p_knock - p_base`` of ``target_token`` at the last position, ``(W, L)``: the edge

@@ -43,9 +43,12 @@ def _read_config(directory: Path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"{directory}: no config.json (not a checkpoint directory)")
     try:
-        return json.loads(path.read_text())
+        cfg = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{path}: not JSON ({e.msg} at line {e.lineno})") from None
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"{path}: a JSON {type(cfg).__name__}, not an object of model settings")
+    return cfg
 
 
 def _read_tensors(directory: Path) -> dict[str, np.ndarray]:

@@ -171,11 +171,22 @@ def train_lm(model, task: RecallTask, key: jax.Array, *, steps: int = 2000, batc
     return TrainResult(eqx.combine(params, static), np.concatenate(losses), time.perf_counter() - start)
 
 
+@eqx.filter_jit
+def last_probs(model, tokens: jax.Array) -> jax.Array:
+    """Next-token probabilities at the last position of every prompt, ``(n, vocab)``; ``tokens (n, L)``."""
+    return jax.nn.softmax(jax.vmap(lambda t: model(t)[-1])(tokens), -1)
+
+
+def quality(probs: jax.Array, answers: jax.Array) -> dict:
+    """Accuracy of the top-1, and the median and mean probability of the true attribute (``p_base``),
+    from :func:`last_probs` ``(n, vocab)`` and the answers ``(n,)``."""
+    probs, answers = np.asarray(probs), np.asarray(answers)
+    p = probs[np.arange(len(answers)), answers]
+    return {"accuracy": float(np.mean(probs.argmax(-1) == answers)), "p_median": float(np.median(p)),
+            "p_mean": float(p.mean()), "n": int(len(answers))}
+
+
 def evaluate(model, task: RecallTask, key: jax.Array, n: int = 512) -> dict:
-    """On ``n`` fresh prompts: accuracy of the top-1 at the last position, and the median and mean
-    probability of the true attribute (``p_base``)."""
+    """:func:`quality` on ``n`` fresh prompts."""
     tokens, answers, _ = sample_prompts(task, facts(task), key, n)
-    probs = jax.nn.softmax(eqx.filter_jit(jax.vmap(lambda t: model(t)[-1]))(tokens), -1)
-    p = np.asarray(probs[jnp.arange(n), answers])
-    return {"accuracy": float(np.mean(np.asarray(probs.argmax(-1)) == np.asarray(answers))),
-            "p_median": float(np.median(p)), "p_mean": float(p.mean()), "n": n}
+    return quality(last_probs(model, tokens), answers)

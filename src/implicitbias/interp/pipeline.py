@@ -1,0 +1,72 @@
+"""The paper's pipeline on a real checkpoint (docs/science.md §6; the authors' ``runners/evaluate_model``,
+``info_flow`` and ``heatmap``): evaluate every CounterFact prompt (``p_base`` and the rank of the true
+target's first token at the last position), keep the prompts answered correctly (by one model, or by
+every model of a list), sweep the knockout over windows, source sets and decay groups, and draw one
+prompt's heatmap. Prompts are encoded by :func:`implicitbias.tasks.counterfact.encode`; the model is
+any LM that :func:`implicitbias.interp.knockout.knockout_logits` accepts. Results are plain dicts,
+JSON-ready (the ``implicitbias knockout`` commands write them).
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+from ..tasks.counterfact import evaluate_target
+from . import info_flow as fl
+from .knockout import exempt_masks, layer_windows
+
+FLOW_SOURCES = ("subject", "relation", "last", "first")  # the authors' info-flow sources; target: last
+
+
+def evaluate(lm, prompts) -> list[dict]:
+    """Per encoded prompt (``tokens (L,)``, ``subject``, ``target``): ``p_base``, ``rank`` (1 = top-1) and
+    ``correct`` of the target token at the last position, the authors' rule
+    (:func:`implicitbias.tasks.counterfact.evaluate_target`), and the top-1 token."""
+    out = []
+    for p in prompts:
+        probs = np.asarray(fl.last_probs(lm, jnp.asarray(p.tokens)))
+        e = evaluate_target(probs, p.target)
+        out.append({"p_base": e.p_base, "rank": e.rank, "correct": e.correct, "top1": int(probs.argmax())})
+    return out
+
+
+def keep_correct(*evaluations: list[dict]) -> list[int]:
+    """Indices of the prompts that every evaluation (one per model, same data) answers correctly."""
+    if not evaluations:
+        raise ValueError("give at least one evaluation")
+    n = {len(e) for e in evaluations}
+    if len(n) != 1:
+        raise ValueError(f"the evaluations cover different numbers of prompts: {sorted(n)}")
+    return [i for i in range(n.pop()) if all(e[i]["correct"] for e in evaluations)]
+
+
+def info_flow(lm, prompts, ws: int = 9, sources: tuple[str, ...] = FLOW_SOURCES,
+              groups: tuple[str, ...] = ("all",)) -> dict:
+    """Per decay group and source set: the relative change of the true target's probability at the last
+    position, per window ``[l, l + ws)``, mean over ``prompts`` with a 95% t interval and the share kept
+    top-1 (:func:`implicitbias.interp.info_flow.summarize`). Prompts of different lengths each compile once."""
+    if not prompts:
+        raise ValueError("no prompts to knock out (did the filter keep none?)")
+    windows = layer_windows(lm.n_layers, ws)
+    out = {"ws": ws, "windows": int(windows.shape[0]), "prompts": len(prompts), "groups": {}}
+    for group in groups:
+        exempt = None if group == "all" else exempt_masks(lm, group)
+        changes, kept = [], []
+        for p in prompts:
+            masks = fl.positions(len(p.tokens), tuple(p.subject))
+            ch, k = fl.flow(lm, jnp.asarray(p.tokens)[None], np.array([p.target]), windows,
+                            jnp.asarray(np.stack([masks[s] for s in sources])), exempt)
+            changes.append(ch[0])
+            kept.append(k[0])
+        changes, kept = np.stack(changes), np.stack(kept)  # (P, W, S)
+        out["groups"][group] = {s: fl.summarize(changes[:, :, i], kept[:, :, i]) for i, s in enumerate(sources)}
+    return out
+
+
+def heatmap(lm, prompt, ws: int = 9) -> dict:
+    """One prompt: ``p_knock - p_base`` of its target for the edge (last, s), each token ``s`` and each
+    window, ``(W, L)`` (:func:`implicitbias.interp.info_flow.heatmap`)."""
+    windows = layer_windows(lm.n_layers, ws)
+    h = fl.heatmap(lm, jnp.asarray(prompt.tokens), int(prompt.target), windows)
+    return {"ws": ws, "delta": h.tolist(), "tokens": [int(t) for t in prompt.tokens]}
