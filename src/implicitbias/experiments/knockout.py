@@ -20,6 +20,7 @@ the middle-to-late question can be asked; ``ws = 3`` of 8 layers stands for the 
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Literal
@@ -28,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..core import progress
 from ..core.precision import in_float64
 from ..core.stats import t_interval
 from ..core.validate import described, require, require_choices, require_seeds
@@ -37,6 +39,7 @@ from ..record import Record
 from ..tasks import factual_recall as fr
 
 NAME = "knockout"
+log = logging.getLogger("implicitbias")
 SOURCES = ("subject", "relation", "last", "first", "filler")  # the authors' four, then the filler gap (ours)
 Kind = Literal["mamba1", "mamba2", "transformer"]
 
@@ -221,13 +224,41 @@ def across_seeds(per_seed: list[dict], config: Config) -> dict:
     return out
 
 
+@dataclass(frozen=True)
+class TrainingProgress:
+    """A progress report (:mod:`implicitbias.core.progress`): seed ``i`` of ``n`` at ``step`` of ``steps``."""
+
+    seed: int
+    i: int
+    n: int
+    step: int
+    steps: int
+    loss: float
+    seconds: float
+
+    def describe(self) -> str:
+        rate = self.step / self.seconds if self.seconds > 0 else 0.0
+        eta = (self.steps - self.step) / rate if rate > 0 else float("nan")
+        return (f"seed {self.seed} ({self.i + 1}/{self.n}) · step {self.step:,}/{self.steps:,} · loss {self.loss:.3f}"
+                f" · {rate:.1f} steps/s · ETA {eta:,.0f} s")
+
+
 @in_float64
-def run(config: Config, progress=None) -> Record:
-    """Every seed: :func:`run_seed`; then :func:`across_seeds`."""
+def run(config: Config) -> Record:
+    """Every seed: :func:`run_seed` (progress reported per 100 steps, a log line per seed); then
+    :func:`across_seeds`."""
     start = time.perf_counter()
     per_seed, arrays = [], {}
-    for seed in config.seeds:
-        m, a = run_seed(config, seed)
+    for i, seed in enumerate(config.seeds):
+        t0 = time.perf_counter()
+
+        def on_chunk(step, loss, seed=seed, i=i, t0=t0):
+            progress.report(TrainingProgress(seed, i, len(config.seeds), step, config.steps, loss,
+                                             time.perf_counter() - t0))
+
+        m, a = run_seed(config, seed, on_chunk=on_chunk)
+        log.info("knockout %s seed %d (%d/%d): accuracy %.1f%%, %d prompts kept, %.0f s", config.kind, seed, i + 1,
+                 len(config.seeds), 100 * m["accuracy"], m["prompts_correct"], time.perf_counter() - t0)
         per_seed.append({"seed": seed, **m})
         for k, v in a.items():
             arrays[f"seed{seed}_{k}"] = np.asarray(v)
