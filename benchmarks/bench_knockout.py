@@ -3,7 +3,7 @@
 single compiled knockout forwards (:func:`implicitbias.interp.knockout.knockout_logits`, one variant per
 call), in the same process, compile excluded (each path warmed up first), same numbers checked.
 
-    python benchmarks/bench_knockout.py                   # the tiny Mamba-2 preset's architecture at 8 layers
+    python benchmarks/bench_knockout.py                   # the paper/mamba2 preset's model (8 layers), 300 steps
     python benchmarks/bench_knockout.py --kind mamba1 --json results/bench-knockout.json
 """
 
@@ -41,9 +41,10 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=300, help="training steps before the sweep")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--json", help="also write the numbers here")
+    ap.add_argument("--smoke", action="store_true", help="the tiny preset, 20 steps (a test that the script runs)")
     args = ap.parse_args(argv)
-    preset = ko.PRESETS[f"paper/{args.kind}"]
-    cfg = ko.Config(**{**preset.__dict__, "steps": args.steps, "seeds": (0,)})
+    preset = ko.PRESETS[f"{'tiny' if args.smoke else 'paper'}/{args.kind}"]
+    cfg = ko.Config(**{**preset.__dict__, "steps": 20 if args.smoke else args.steps, "seeds": (0,)})
     task = cfg.task()
     lm = fr.train_lm(ko.make_model(cfg, task.vocab, jax.random.PRNGKey(0)), task, jax.random.PRNGKey(1),
                      steps=cfg.steps, batch=cfg.batch, lr=cfg.lr, chunk=min(100, cfg.steps)).model

@@ -22,6 +22,8 @@ FIGURES = {
     "bench_torch_s4d.py": r"ratio PyTorch / JAX time: ([\d.]+)",
     "bench_backend.py": r"ray/local wall-time ratio: ([\d.]+)",
     "bench_gc.py": r"\| width 160 / depth 2 \| [\d,]+ \| ([\d,]+) \|",
+    "bench_knockout.py": r"ratio loop / batched: ([\d.]+)x",
+    "bench_knockout_130m.py": r"pipeline ([\d.]+) s per prompt",
 }
 
 
@@ -33,7 +35,7 @@ def test_every_benchmark_is_smoke_tested():
 # slow set (make test-all), so that make test stays within its 5 minutes; the code they time is tested
 # in the fast set
 SLOW_SMOKES = {"bench_models.py", "bench_poison_synthetic.py", "bench_chains.py", "bench_table1.py",
-               "bench_torch_s4d.py", "bench_gc.py"}
+               "bench_torch_s4d.py", "bench_gc.py", "bench_knockout.py", "bench_knockout_130m.py"}
 RAY_SMOKES = {"bench_backend.py"}  # starts a Ray instance: with the ray tests (make test-ray)
 
 
