@@ -1,5 +1,7 @@
 """The knockout sweep of a trained tiny model: every (window, source set) variant of a prompt in one
-``vmap``-ed, compiled call (:func:`implicitbias.interp.info_flow.knockout_last_probs`) against a loop of
+``vmap``-ed, compiled call (:func:`implicitbias.interp.info_flow.knockout_last_probs`), and the same with
+the layers below each window computed once (:func:`implicitbias.interp.info_flow.sweep_last_probs`),
+against a loop of
 single compiled knockout forwards (:func:`implicitbias.interp.knockout.knockout_logits`, one variant per
 call), in the same process, compile excluded (each path warmed up first), same numbers checked.
 
@@ -61,21 +63,30 @@ def main(argv=None) -> int:
     batched = fl.knockout_last_probs(lm, tokens, windows, sources).block_until_ready()
     compile_batched = time.perf_counter() - t0
     t0 = time.perf_counter()
+    shared = fl.sweep_last_probs(lm, tokens, cfg.ws, sources).block_until_ready()
+    compile_shared = time.perf_counter() - t0
+    t0 = time.perf_counter()
     looped = loop().block_until_ready()
     compile_single = time.perf_counter() - t0
     # same float32 ops batched or not: agreement to a few float32 ulps of the largest probability
-    diff = float(jnp.abs(batched - looped).max())
+    diff = max(float(jnp.abs(batched - looped).max()), float(jnp.abs(shared - looped).max()))
     t_batched = _best(lambda: fl.knockout_last_probs(lm, tokens, windows, sources), args.repeats)
+    t_shared = _best(lambda: fl.sweep_last_probs(lm, tokens, cfg.ws, sources), args.repeats)
     t_loop = _best(loop, args.repeats)
     n = int(windows.shape[0] * sources.shape[0])
     out = {"kind": cfg.kind, "n_layers": cfg.n_layers, "length": task.length, "variants": n,
            "batched_seconds": t_batched, "loop_seconds": t_loop, "ratio_loop_over_batched": t_loop / t_batched,
+           "shared_seconds": t_shared, "ratio_loop_over_shared": t_loop / t_shared,
+           "ratio_batched_over_shared": t_batched / t_shared, "compile_shared_seconds": compile_shared,
            "compile_batched_seconds": compile_batched, "first_loop_seconds": compile_single, "max_abs_diff": diff,
            "cpus": os.cpu_count(), "load_average": os.getloadavg()}
     print(f"{cfg.kind}, {cfg.n_layers} layers, L {task.length}: {n} variants (windows x sources) per prompt")
     print(f"  one vmapped call  {1e3 * t_batched:8.1f} ms   (compile + first call {compile_batched:.1f} s)")
+    print(f"  + shared layers   {1e3 * t_shared:8.1f} ms   (compile + first call {compile_shared:.1f} s; layers below "
+          "a window once, head on the last position)")
     print(f"  loop of {n} calls {1e3 * t_loop:8.1f} ms   (first pass {compile_single:.1f} s)")
-    print(f"  ratio loop / batched: {t_loop / t_batched:.1f}x; max |difference| {diff:.2e}")
+    print(f"  ratio loop / batched: {t_loop / t_batched:.1f}x; loop / shared: {t_loop / t_shared:.1f}x; "
+          f"max |difference| {diff:.2e}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)

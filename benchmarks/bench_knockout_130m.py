@@ -4,7 +4,8 @@ initialised model of the same shape (the weights' values do not change the cost;
 Shapes: ``state-spaces/mamba-130m-hf`` (Mamba-1: d_model 768, 24 layers, N 16, expand 2, vocab 50,280)
 and ``state-spaces/mamba2-130m`` (Mamba-2: d_model 768, 24 layers, N 128, headdim 64, chunk 256,
 vocab 50,288). Per prompt of ``--length`` tokens it times, compile excluded: one plain forward, and the
-info-flow sweep of one decay group (every window of ``--ws`` layers x 4 source sets in one vmapped call),
+info-flow sweep of one decay group (every window of ``--ws`` layers x 4 source sets in one vmapped call;
+``full``: every layer per variant, ``sweep``: the layers below a window once, the one used for the estimate),
 then extrapolates to the pipeline per prompt (evaluate + 3 decay groups + one heatmap of length x windows
 variants, which runs only for the prompts drawn). Float32 parameters: 4 bytes each.
 
@@ -59,14 +60,19 @@ def measure(name: str, length: int, ws: int, repeats: int) -> dict:
     t0 = time.perf_counter()
     fl.knockout_last_probs(lm, tokens, windows, sources).block_until_ready()
     compile_sweep = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    fl.sweep_last_probs(lm, tokens, ws, sources).block_until_ready()
+    compile_shared = time.perf_counter() - t0
     fwd = _best(lambda: fl.last_probs(lm, tokens), repeats)
-    sweep = _best(lambda: fl.knockout_last_probs(lm, tokens, windows, sources), repeats)
+    full = _best(lambda: fl.knockout_last_probs(lm, tokens, windows, sources), repeats)
+    sweep = _best(lambda: fl.sweep_last_probs(lm, tokens, ws, sources), repeats)
     variants = int(windows.shape[0] * sources.shape[0])
     per_prompt = fwd + 3 * sweep  # evaluate + the three decay groups (all, fast, slow)
     heat = sweep * length / sources.shape[0]  # one heatmap: length x windows variants, at the sweep's rate
     return {"model": name, "parameters": int(params), "float32_bytes": int(4 * params), "length": length, "ws": ws,
             "windows": int(windows.shape[0]), "variants_per_sweep": variants, "build_seconds": build,
             "compile_forward_seconds": compile_fwd, "compile_sweep_seconds": compile_sweep,
+            "compile_shared_sweep_seconds": compile_shared, "full_sweep_seconds": full,
             "forward_seconds": fwd, "sweep_seconds": sweep, "per_variant_seconds": sweep / variants,
             "pipeline_seconds_per_prompt": per_prompt, "heatmap_seconds": heat,
             "hours_per_1000_prompts": 1000 * per_prompt / 3600}
@@ -90,7 +96,8 @@ def main(argv=None) -> int:
         out["runs"].append(r)
         print(f"{name}: {r['parameters'] / 1e6:.1f}M parameters ({r['float32_bytes'] / 2**30:.2f} GiB float32), "
               f"L {r['length']}: forward {1e3 * r['forward_seconds']:.0f} ms; sweep of {r['variants_per_sweep']} "
-              f"variants {r['sweep_seconds']:.2f} s (compile {r['compile_sweep_seconds']:.0f} s); pipeline "
+              f"variants {r['sweep_seconds']:.2f} s (every layer per variant: {r['full_sweep_seconds']:.2f} s; compile "
+              f"{r['compile_shared_sweep_seconds']:.0f} s / {r['compile_sweep_seconds']:.0f} s); pipeline "
               f"{r['pipeline_seconds_per_prompt']:.3g} s per prompt = {r['hours_per_1000_prompts']:.1f} h per 1000 "
               f"prompts, + {r['heatmap_seconds']:.1f} s per heatmap", flush=True)
     out["load_average_after"] = os.getloadavg()

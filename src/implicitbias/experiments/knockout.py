@@ -34,7 +34,7 @@ from ..core.precision import in_float64
 from ..core.stats import t_interval
 from ..core.validate import described, require, require_choices, require_seeds
 from ..interp import info_flow as fl
-from ..interp.knockout import exempt_masks, layer_windows
+from ..interp.knockout import exempt_masks
 from ..record import Record
 from ..tasks import factual_recall as fr
 
@@ -192,20 +192,19 @@ def run_seed(config: Config, seed: int, on_chunk=None) -> tuple[dict, dict]:
     start = time.perf_counter()
     sources = jnp.asarray(source_masks(task, config.sources))
     groups = config.run_groups()
-    windows = layer_windows(config.n_layers, config.ws)
     if config.kind == "transformer":
-        ch, kept = fl.flow(lm, tokens, answers, windows, sources)
+        ch, kept = fl.flow(lm, tokens, answers, config.ws, sources)
         ch, kept = ch[:, None], kept[:, None]
     else:  # every decay group in one call ('all' = nothing exempt)
-        ch, kept = fl.flow(lm, tokens, answers, windows, sources, jnp.stack([exempt_masks(lm, g) for g in groups]))
+        ch, kept = fl.flow(lm, tokens, answers, config.ws, sources, jnp.stack([exempt_masks(lm, g) for g in groups]))
     flow = {g: dict(zip(config.sources, _summaries(ch[:, i], kept[:, i]))) for i, g in enumerate(groups)}
     arrays["change"] = ch  # (prompts, groups, windows, sources)
     subject = jnp.asarray(source_masks(task, ("subject",)))
     ablation = {}
     for ws in config.window_sizes:
-        c, k = fl.flow(lm, tokens, answers, layer_windows(config.n_layers, ws), subject)
+        c, k = fl.flow(lm, tokens, answers, ws, subject)
         ablation[str(ws)] = _summaries(c, k)[0]
-    arrays["heatmap"] = fl.heatmap(lm, tokens[0], int(answers[0]), windows)  # (windows, L), the first kept prompt
+    arrays["heatmap"] = fl.heatmap(lm, tokens[0], int(answers[0]), config.ws)  # (windows, L), the first kept prompt
     out.update(flow=flow, ablation=ablation, knockout_seconds=time.perf_counter() - start)
     return out, arrays
 

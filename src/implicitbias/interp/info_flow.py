@@ -13,7 +13,8 @@ their ``runners/info_flow.py``, ``runners/heatmap.py`` and ``Prompt.get_knockout
   source token ``s`` and each window: ``p_knock - p_base``.
 
 Every (window, source set) variant of a prompt runs in one compiled, ``vmap``-ed call
-(:func:`knockout_last_probs`).
+(:func:`knockout_last_probs`; :func:`sweep_last_probs` computes the layers below each window once and the
+head at the last position only: the same numbers to float32 rounding, less work, used by :func:`flow`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import numpy as np
 
 from ..core.stats import t_interval
 from ..models.lm import MambaLM
-from .knockout import knockout_logits
+from .knockout import knockout_logits, sweep_last_hidden
 
 POSITIONS = ("first", "last", "subject", "relation", "context")
 
@@ -58,6 +59,15 @@ def knockout_last_probs(lm: MambaLM, tokens: jax.Array, windows: jax.Array, sour
     return jax.vmap(lambda w: jax.vmap(lambda s: one(w, s))(sources))(windows)
 
 
+@functools.partial(eqx.filter_jit)
+def sweep_last_probs(lm, tokens: jax.Array, ws: int, sources: jax.Array, exempt: jax.Array | None = None) -> jax.Array:
+    """:func:`knockout_last_probs` for the windows ``layer_windows(n_layers, ws)``, ``(W, S, vocab)``, with
+    the layers below each window computed once and the head applied to the last position only
+    (:func:`implicitbias.interp.knockout.sweep_last_hidden`). ``ws`` is static: one compile per size."""
+    h = sweep_last_hidden(lm, tokens, ws, sources, exempt)
+    return jax.nn.softmax(lm.logits(h), axis=-1)
+
+
 @eqx.filter_jit
 def last_probs(lm: MambaLM, tokens: jax.Array) -> jax.Array:
     """The plain model's next-token probabilities at the last position, ``(vocab,)``."""
@@ -79,35 +89,35 @@ def summarize(changes: np.ndarray, kept_top1: np.ndarray, level: float = 0.95) -
 
 
 @eqx.filter_jit
-def _group_probs(lm, tokens: jax.Array, windows: jax.Array, sources: jax.Array, exempts: jax.Array) -> jax.Array:
-    """:func:`knockout_last_probs` for every exempt mask of ``exempts (G, n_layers, width)``: ``(G, W, S, vocab)``."""
-    return jax.vmap(lambda e: knockout_last_probs(lm, tokens, windows, sources, e))(exempts)
+def _group_probs(lm, tokens: jax.Array, ws: int, sources: jax.Array, exempts: jax.Array) -> jax.Array:
+    """:func:`sweep_last_probs` for every exempt mask of ``exempts (G, n_layers, width)``: ``(G, W, S, vocab)``."""
+    return jax.vmap(lambda e: sweep_last_probs(lm, tokens, ws, sources, e))(exempts)
 
 
-def flow(lm, tokens: jax.Array, answers: jax.Array, windows: jax.Array, sources: jax.Array,
+def flow(lm, tokens: jax.Array, answers: jax.Array, ws: int, sources: jax.Array,
          exempt: jax.Array | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Every prompt's relative change of its true token and whether it stays top-1, for every window
-    and source set: ``(changes, kept)``, each ``(P, W, S)``; with ``exempt (G, n_layers, width)`` (a stack
-    of decay groups' masks, :func:`implicitbias.interp.knockout.exempt_masks`) each ``(P, G, W, S)``.
-    ``tokens (P, L)``, ``answers (P,)``, ``windows (W, n_layers)``, ``sources (S, L)`` bool; ``exempt``
-    ``(n_layers, width)`` or None for one group. One compiled call per prompt holds all its variants."""
+    """Every prompt's relative change of its true token and whether it stays top-1, for every window of
+    ``ws`` layers (:func:`implicitbias.interp.knockout.layer_windows`) and source set: ``(changes, kept)``,
+    each ``(P, W, S)``; with ``exempt (G, n_layers, width)`` (a stack of decay groups' masks,
+    :func:`implicitbias.interp.knockout.exempt_masks`) each ``(P, G, W, S)``. ``tokens (P, L)``,
+    ``answers (P,)``, ``sources (S, L)`` bool; ``exempt (n_layers, width)`` or None for one group. One
+    compiled call per prompt holds all its variants (:func:`sweep_last_probs`)."""
     changes, kept = [], []
     for t, a in zip(tokens, np.asarray(answers)):
         if exempt is not None and exempt.ndim == 3:
-            p = np.asarray(_group_probs(lm, t, windows, sources, exempt))
+            p = np.asarray(_group_probs(lm, t, ws, sources, exempt))
         else:
-            p = np.asarray(knockout_last_probs(lm, t, windows, sources, exempt))
+            p = np.asarray(sweep_last_probs(lm, t, ws, sources, exempt))
         base = np.asarray(last_probs(lm, t))[a]
         changes.append(relative_change(p[..., a], base))
         kept.append(p.argmax(-1) == a)
     return np.stack(changes), np.stack(kept)
 
 
-def heatmap(lm: MambaLM, tokens: jax.Array, target_token: int, windows: jax.Array,
-            exempt: jax.Array | None = None) -> np.ndarray:
+def heatmap(lm, tokens: jax.Array, target_token: int, ws: int, exempt: jax.Array | None = None) -> np.ndarray:
     """``p_knock - p_base`` of ``target_token`` at the last position, ``(W, L)``: the edge
-    ``(last, s)`` knocked out for each single source ``s`` in each window."""
+    ``(last, s)`` knocked out for each single source ``s`` in each window of ``ws`` layers."""
     L = tokens.shape[0]
     singles = jnp.eye(L, dtype=bool)
-    p = knockout_last_probs(lm, tokens, windows, singles, exempt)[..., target_token]
+    p = sweep_last_probs(lm, tokens, ws, singles, exempt)[..., target_token]
     return np.asarray(p - last_probs(lm, tokens)[target_token])

@@ -144,3 +144,54 @@ def exempt_masks(lm: MambaLM, group: str) -> jax.Array:
     if isinstance(lm, TransformerLM):
         raise ValueError("decay groups are defined on an SSM's channels or heads; a transformer has none")
     return jnp.stack([decay_groups(m.A_log, group) for m in lm.mixers])
+
+
+# --- layer by layer (the window sweep that computes the layers before a window once) --------------
+
+
+def embed(lm, tokens: jax.Array) -> jax.Array:
+    """The residual stream entering layer 0, ``(L, d_model)``."""
+    return lm.embed(tokens) if isinstance(lm, TransformerLM) else lm.embedding[tokens]
+
+
+def layer(lm, i: int, h: jax.Array, sources: jax.Array | None = None, targets: jax.Array | None = None,
+          exempt: jax.Array | None = None) -> jax.Array:
+    """Layer ``i`` on the residual stream ``h (L, d_model)``; with ``sources`` and ``targets`` ``(L,)``
+    bool, knocked out (the Mamba scan's ``alpha(t, s) = 0`` on the channels / heads not ``exempt
+    (width,)``, or the transformer's attention mask)."""
+    L = h.shape[0]
+    if isinstance(lm, TransformerLM):
+        allowed = jnp.ones((L, L), bool) if sources is None else ~(targets[:, None] & sources[None, :])
+        return lm.blocks[i](h, allowed)
+    u = rms_norm(h, lm.norms[i], lm.eps)
+    if sources is None:
+        return h + lm.mixers[i](u)
+    return h + knockout_mixer(lm.mixers[i], u, sources, targets, exempt)
+
+
+def sweep_last_hidden(lm, tokens: jax.Array, ws: int, sources: jax.Array,
+                      exempt: jax.Array | None = None) -> jax.Array:
+    """The final residual stream at the last position, ``(W, S, d_model)``, with the last token's edges
+    from each source set ``sources (S, L)`` knocked out in each window ``[l, l + ws)``,
+    ``l = 0 .. n_layers - ws`` (:func:`layer_windows`); ``exempt (n_layers, width)`` or None.
+
+    The same numbers as :func:`knockout_logits` per (window, source set), computed with less work: the
+    layers below a window are the plain model's, run once for all windows, and the layers after it run
+    one scan, not two. ``ws`` is static (the structure unrolls, ``sum_l (n_layers - l)`` layer bodies).
+    """
+    L, n = tokens.shape[0], lm.n_layers
+    targets = jnp.arange(L) == L - 1
+    plain = [embed(lm, tokens)]
+    for i in range(n - ws):  # the inputs of every window's first layer
+        plain.append(layer(lm, i, plain[-1]))
+    out = []
+    for start in range(n - ws + 1):
+        def one(src, start=start):
+            h = plain[start]
+            for i in range(start, n):
+                ex = None if exempt is None else exempt[i]
+                h = layer(lm, i, h, src, targets, ex) if i < start + ws else layer(lm, i, h)
+            return h[-1]
+
+        out.append(jax.vmap(one)(sources))
+    return jnp.stack(out)

@@ -55,7 +55,7 @@ def info_flow(lm, prompts, ws: int = 9, sources: tuple[str, ...] = FLOW_SOURCES,
         changes, kept = [], []
         for p in prompts:
             masks = fl.positions(len(p.tokens), tuple(p.subject))
-            ch, k = fl.flow(lm, jnp.asarray(p.tokens)[None], np.array([p.target]), windows,
+            ch, k = fl.flow(lm, jnp.asarray(p.tokens)[None], np.array([p.target]), ws,
                             jnp.asarray(np.stack([masks[s] for s in sources])), exempt)
             changes.append(ch[0])
             kept.append(k[0])
@@ -67,6 +67,5 @@ def info_flow(lm, prompts, ws: int = 9, sources: tuple[str, ...] = FLOW_SOURCES,
 def heatmap(lm, prompt, ws: int = 9) -> dict:
     """One prompt: ``p_knock - p_base`` of its target for the edge (last, s), each token ``s`` and each
     window, ``(W, L)`` (:func:`implicitbias.interp.info_flow.heatmap`)."""
-    windows = layer_windows(lm.n_layers, ws)
-    h = fl.heatmap(lm, jnp.asarray(prompt.tokens), int(prompt.target), windows)
+    h = fl.heatmap(lm, jnp.asarray(prompt.tokens), int(prompt.target), ws)
     return {"ws": ws, "delta": h.tolist(), "tokens": [int(t) for t in prompt.tokens]}
