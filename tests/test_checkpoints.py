@@ -5,6 +5,7 @@ tests/test_checkpoints_hf.py (the hf extra)."""
 
 import json
 
+import equinox as eqx
 import jax
 import numpy as np
 import pytest
@@ -14,6 +15,12 @@ from implicitbias.models.checkpoints import CheckpointError, load_lm, save_lm
 from implicitbias.models.lm import make_lm
 
 TOKENS = np.array([3, 1, 4, 1, 5, 9, 2, 6, 5], np.int32)
+
+
+@eqx.filter_jit
+def logits(lm):
+    """``lm(TOKENS)``, compiled once per model structure (a saved and a loaded model share it)."""
+    return lm(TOKENS)
 
 
 def tiny(kind, **kw):
@@ -28,7 +35,7 @@ def test_a_saved_checkpoint_loads_to_the_same_logits(tmp_path, kind, kw):
     cfg = json.loads((tmp_path / "config.json").read_text())
     assert cfg["model_type"] == {"mamba1": "falcon_mamba" if kw else "mamba", "mamba2": "mamba2"}[kind]
     loaded, _ = load_lm(tmp_path)
-    np.testing.assert_array_equal(loaded(TOKENS), lm(TOKENS))  # the same float32 weights, the same program
+    np.testing.assert_array_equal(logits(loaded), logits(lm))  # the same float32 weights, the same program
 
 
 def test_a_sharded_checkpoint_loads(tmp_path):
@@ -42,7 +49,7 @@ def test_a_sharded_checkpoint_loads(tmp_path):
         save_file({k: tensors[k] for k in ks}, tmp_path / name)
     index = {"weight_map": {k: name for name, ks in shards.items() for k in ks}}
     (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
-    np.testing.assert_array_equal(load_lm(tmp_path)[0](TOKENS), lm(TOKENS))
+    np.testing.assert_array_equal(logits(load_lm(tmp_path)[0]), logits(lm))
 
 
 def test_the_mamba_ssm_layout_loads(tmp_path):
@@ -56,7 +63,7 @@ def test_the_mamba_ssm_layout_loads(tmp_path):
     cfg = {"d_model": 8, "n_layer": 2, "vocab_size": 13, "pad_vocab_size_multiple": 1, "norm_epsilon": lm.eps,
            "ssm_cfg": {"layer": "Mamba2", "d_state": 4, "headdim": m.headdim, "chunk_size": m.chunk_size}}
     (tmp_path / "config.json").write_text(json.dumps(cfg))
-    np.testing.assert_array_equal(load_lm(tmp_path)[0](TOKENS), lm(TOKENS))
+    np.testing.assert_array_equal(logits(load_lm(tmp_path)[0]), logits(lm))
 
 
 def _edit_config(path, **changes):

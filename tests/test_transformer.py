@@ -211,6 +211,7 @@ def test_knockout_logits_dispatches_a_transformer_and_refuses_exempt_sets(lm):
         ko.exempt_masks(model, "fast")
 
 
+@pytest.mark.slow  # the fast suite trains a tiny LM in tests/test_knockout_experiment.py
 def test_a_tiny_transformer_learns_the_facts():
     task = fr.RecallTask(n_subjects=8, subject_vocab=4, n_relations=2, n_attributes=6, n_filler=4, gap=4)
     lm = make_transformer(task.vocab, 16, 1, 2, task.length, key=jax.random.PRNGKey(0))

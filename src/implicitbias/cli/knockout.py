@@ -38,7 +38,8 @@ def _fail(message: str) -> None:
 
 
 def _load(model: Path, data: Path, tokenizer: Path | None, limit: int | None):
-    """``(lm, rows, prompts)``: the checkpoint, the data rows and their encodings (one-line errors, exit 2)."""
+    """``(lm, rows, prompts, tokenizer)``: the checkpoint, the data rows and their encodings (one-line errors,
+    exit 2)."""
     from ..models.checkpoints import load_lm
     from ..tasks import counterfact as cf
 
@@ -54,7 +55,16 @@ def _load(model: Path, data: Path, tokenizer: Path | None, limit: int | None):
         prompts = [cf.encode(tok, r) for r in rows]
     except ValueError as e:  # CheckpointError and DataError are ValueErrors with one line each
         _fail(str(e))
-    return lm, rows, prompts
+    return lm, rows, prompts, tok
+
+
+def _bar():
+    """A progress bar on the console: ``(context manager, on_prompt(done, total))``."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
+
+    bar = Progress(BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), console=console)
+    task = bar.add_task("prompts", total=None)
+    return bar, lambda done, total: bar.update(task, completed=done, total=total)
 
 
 def _write(out: Path, obj: dict) -> None:
@@ -92,9 +102,11 @@ def evaluate(model: Model, data: Data, out: Out, tokenizer: Tok = None, limit: L
     """p_base and rank of the true target's first token at the last position, for every prompt."""
     from ..interp import pipeline
 
-    lm, rows, prompts = _load(model, data, tokenizer, limit)
+    lm, rows, prompts, _ = _load(model, data, tokenizer, limit)
     start = time.perf_counter()
-    ev = pipeline.evaluate(lm, prompts)
+    bar, tick = _bar()
+    with bar:
+        ev = pipeline.evaluate(lm, prompts, on_prompt=tick)
     acc = sum(e["correct"] for e in ev) / len(ev)
     console.print(f"{len(ev)} prompts, top-1 correct {100 * acc:.1f}% ({time.perf_counter() - start:.1f} s)",
                   highlight=False)
@@ -134,13 +146,15 @@ def flow(model: Model, data: Data, out: Out, tokenizer: Tok = None, limit: Limit
     from ..interp.info_flow import POSITIONS
 
     srcs, grps = _split(sources, POSITIONS, "sources"), _split(groups, ("all", "fast", "slow"), "groups")
-    lm, _, prompts = _load(model, data, tokenizer, limit)
+    lm, _, prompts, _ = _load(model, data, tokenizer, limit)
     if not 1 <= ws <= lm.n_layers:
         _fail(f"--ws must be in 1..{lm.n_layers} (the model's layers), got {ws}")
     chosen = [prompts[i] for i in _indices(keep, len(prompts))]
     start = time.perf_counter()
+    bar, tick = _bar()
     try:
-        result = pipeline.info_flow(lm, chosen, ws, srcs, grps)
+        with bar:
+            result = pipeline.info_flow(lm, chosen, ws, srcs, grps, on_prompt=tick)
     except ValueError as e:
         _fail(str(e))
     result.update(model=str(model), data=str(data), seconds=time.perf_counter() - start)
@@ -157,13 +171,13 @@ def heatmap(model: Model, data: Data, out: Out, tokenizer: Tok = None,
     """One prompt: p_knock - p_base for the edge (last, s), each source token s and each window."""
     from ..interp import pipeline
 
-    lm, rows, prompts = _load(model, data, tokenizer, index + 1 if index >= 0 else None)
+    lm, rows, prompts, tok = _load(model, data, tokenizer, index + 1 if index >= 0 else None)
     if not 0 <= index < len(prompts):
         _fail(f"--index must be in 0..{len(prompts) - 1}, got {index}")
     if not 1 <= ws <= lm.n_layers:
         _fail(f"--ws must be in 1..{lm.n_layers} (the model's layers), got {ws}")
     result = {**pipeline.heatmap(lm, prompts[index], ws), "model": str(model), "data": str(data), "index": index,
-              "prompt": rows[index].prompt}
+              "prompt": rows[index].prompt, "token_text": [tok.decode([t]) for t in prompts[index].tokens]}
     _write(out, result)
     from ..report.knockout import heatmap_figure
 

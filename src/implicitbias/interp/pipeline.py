@@ -19,7 +19,7 @@ from .knockout import exempt_masks, layer_windows
 FLOW_SOURCES = ("subject", "relation", "last", "first")  # the authors' info-flow sources; target: last
 
 
-def evaluate(lm, prompts) -> list[dict]:
+def evaluate(lm, prompts, on_prompt=None) -> list[dict]:
     """Per encoded prompt (``tokens (L,)``, ``subject``, ``target``): ``p_base``, ``rank`` (1 = top-1) and
     ``correct`` of the target token at the last position, the authors' rule
     (:func:`implicitbias.tasks.counterfact.evaluate_target`), and the top-1 token."""
@@ -28,6 +28,8 @@ def evaluate(lm, prompts) -> list[dict]:
         probs = np.asarray(fl.last_probs(lm, jnp.asarray(p.tokens)))
         e = evaluate_target(probs, p.target)
         out.append({"p_base": e.p_base, "rank": e.rank, "correct": e.correct, "top1": int(probs.argmax())})
+        if on_prompt is not None:
+            on_prompt(len(out), len(prompts))
     return out
 
 
@@ -42,10 +44,11 @@ def keep_correct(*evaluations: list[dict]) -> list[int]:
 
 
 def info_flow(lm, prompts, ws: int = 9, sources: tuple[str, ...] = FLOW_SOURCES,
-              groups: tuple[str, ...] = ("all",)) -> dict:
+              groups: tuple[str, ...] = ("all",), on_prompt=None) -> dict:
     """Per decay group and source set: the relative change of the true target's probability at the last
     position, per window ``[l, l + ws)``, mean over ``prompts`` with a 95% t interval and the share kept
-    top-1 (:func:`implicitbias.interp.info_flow.summarize`). Prompts of different lengths each compile once."""
+    top-1 (:func:`implicitbias.interp.info_flow.summarize`). Prompts of different lengths each compile once.
+    ``on_prompt(done, total)`` after each prompt of each group (progress)."""
     if not prompts:
         raise ValueError("no prompts to knock out (did the filter keep none?)")
     windows = layer_windows(lm.n_layers, ws)
@@ -59,6 +62,8 @@ def info_flow(lm, prompts, ws: int = 9, sources: tuple[str, ...] = FLOW_SOURCES,
                             jnp.asarray(np.stack([masks[s] for s in sources])), exempt)
             changes.append(ch[0])
             kept.append(k[0])
+            if on_prompt is not None:
+                on_prompt(groups.index(group) * len(prompts) + len(changes), len(groups) * len(prompts))
         changes, kept = np.stack(changes), np.stack(kept)  # (P, W, S)
         out["groups"][group] = {s: fl.summarize(changes[:, :, i], kept[:, :, i]) for i, s in enumerate(sources)}
     return out
