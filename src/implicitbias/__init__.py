@@ -2,7 +2,8 @@
 
 The public API, re-exported here (docs/design.md, "Modules"): the record of a run, the numerical
 core (SSMs, metrics, gradient flow, the training loop and its stopping rule, optimisers, statistics),
-the sequence classifiers and their training, the poisoning attack, and the task modules and
+the sequence classifiers and their training, the poisoning attack, the language models of the
+Mamba knockout with their checkpoint loader and the knockout itself, and the task modules and
 experiment registry as subpackages (``implicitbias.tasks.teacher_student``,
 ``implicitbias.experiments.get("table1")``). Everything else is reachable under its module.
 
@@ -15,7 +16,7 @@ config (``dtype="float32"``).
 
 __version__ = "0.1.0"
 
-from . import core, datasets, defend, models, poison, tasks  # noqa: E402
+from . import core, datasets, defend, interp, models, poison, tasks  # noqa: E402
 from .core.flow import FlowProblem, FlowResult, solve_flow  # noqa: E402
 from .core.metrics import effective_rank, extrapolation_error, gamma_coefficients, relative_l2_error  # noqa: E402
 from .core.precision import enable_float64, float64_enabled  # noqa: E402
@@ -33,7 +34,11 @@ from .core.ssm import (  # noqa: E402
 )
 from .core.stats import holm, mean_std, t_interval, t_test_pvalue  # noqa: E402
 from .core.train import TrainResult, train, train_batched  # noqa: E402
+from .interp.knockout import exempt_masks, knockout_logits, layer_windows  # noqa: E402
 from .models import ClassifierConfig, SequenceClassifier, make_classifier  # noqa: E402
+from .models.checkpoints import load_lm, save_lm  # noqa: E402
+from .models.lm import MambaLM, make_lm  # noqa: E402
+from .models.transformer import TransformerLM, make_transformer  # noqa: E402
 from .models.training import TrainConfig  # noqa: E402
 from .poison import BrewConfig, assemble, craft_poisons, energy_share  # noqa: E402
 from .record import Record, config_hash, config_to_dict, strict_json  # noqa: E402
@@ -53,6 +58,9 @@ __all__ = [
     # sequence classifiers and the attack
     "ClassifierConfig", "SequenceClassifier", "make_classifier", "TrainConfig",
     "BrewConfig", "craft_poisons", "assemble", "energy_share",
+    # language models and the knockout (docs/science.md §6)
+    "MambaLM", "make_lm", "TransformerLM", "make_transformer", "load_lm", "save_lm",
+    "knockout_logits", "layer_windows", "exempt_masks",
     # subpackages
-    "core", "datasets", "defend", "models", "poison", "tasks",
+    "core", "datasets", "defend", "interp", "models", "poison", "tasks",
 ]

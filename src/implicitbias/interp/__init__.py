@@ -6,9 +6,12 @@
 * :mod:`.implicit_attention`: the materialised ``alpha`` of Mamba-1 (per channel, summed over
   states) and Mamba-2 (per head), for heatmaps and as the independent check of the knockout;
 * :mod:`.attention_knockout`: the transformer baseline's knockout, an attention mask (``finfo.min`` on
-  the (target, source) scores, renormalised by the softmax), and a layer's attention weights.
+  the (target, source) scores, renormalised by the softmax), and a layer's attention weights;
+* :mod:`.info_flow`: the authors' positions, every (window, source set) variant of a prompt in one
+  compiled call, the relative-change metric with intervals, heatmaps;
+* :mod:`.pipeline`: evaluate, filter, info flow and heatmap on a real checkpoint with CounterFact.
 """
 
-from . import attention_knockout, implicit_attention, knockout
+from . import attention_knockout, implicit_attention, info_flow, knockout, pipeline
 
-__all__ = ["attention_knockout", "implicit_attention", "knockout"]
+__all__ = ["attention_knockout", "implicit_attention", "info_flow", "knockout", "pipeline"]
