@@ -220,7 +220,7 @@ def test_relative_change_and_its_interval():
 
 
 @pytest.mark.parametrize("kind", ["mamba1", "mamba2", "transformer"])
-def test_the_window_sweep_computing_shared_layers_once_equals_the_full_knockouts(kind):
+def test_the_window_sweep_computing_shared_layers_once_equals_the_full_knockouts_padded_or_not(kind):
     from implicitbias.interp import info_flow as fl
     from implicitbias.models.lm import make_lm
     from implicitbias.models.transformer import make_transformer
@@ -228,7 +228,7 @@ def test_the_window_sweep_computing_shared_layers_once_equals_the_full_knockouts
     key = jax.random.PRNGKey(3)
     n, L = 3, 11
     if kind == "transformer":
-        model = make_transformer(23, 16, n, 2, L, key=key)
+        model = make_transformer(23, 16, n, 2, 16, key=key)
         exempt = None
     else:
         kw = dict(headdim=8, chunk_size=4) if kind == "mamba2" else {}
@@ -246,3 +246,8 @@ def test_the_window_sweep_computing_shared_layers_once_equals_the_full_knockouts
         tol = 16 * float(np.finfo(np.float32).eps) * float(full.max())
         np.testing.assert_allclose(fast, full, rtol=0, atol=tol)
         assert float(jnp.abs(full[:, 0] - full[:, 3]).max()) > 100 * tol
+        # right-padded to 16 tokens, read at the last real one (the pipeline's one compile per padded length)
+        pad = jnp.concatenate([tokens, jnp.zeros(16 - L, tokens.dtype)])
+        src_pad = jnp.concatenate([sources, jnp.zeros((sources.shape[0], 16 - L), bool)], axis=1)
+        np.testing.assert_allclose(fl.sweep_last_probs(model, pad, ws, src_pad, exempt, jnp.asarray(L - 1)), full,
+                                   rtol=0, atol=tol)

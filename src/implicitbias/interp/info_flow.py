@@ -60,18 +60,21 @@ def knockout_last_probs(lm: MambaLM, tokens: jax.Array, windows: jax.Array, sour
 
 
 @functools.partial(eqx.filter_jit)
-def sweep_last_probs(lm, tokens: jax.Array, ws: int, sources: jax.Array, exempt: jax.Array | None = None) -> jax.Array:
+def sweep_last_probs(lm, tokens: jax.Array, ws: int, sources: jax.Array, exempt: jax.Array | None = None,
+                     last: jax.Array | int | None = None) -> jax.Array:
     """:func:`knockout_last_probs` for the windows ``layer_windows(n_layers, ws)``, ``(W, S, vocab)``, with
     the layers below each window computed once and the head applied to the last position only
-    (:func:`implicitbias.interp.knockout.sweep_last_hidden`). ``ws`` is static: one compile per size."""
-    h = sweep_last_hidden(lm, tokens, ws, sources, exempt)
+    (:func:`implicitbias.interp.knockout.sweep_last_hidden`; ``last``: the prompt's last position when
+    the tokens after it are padding). ``ws`` is static: one compile per size and padded length."""
+    h = sweep_last_hidden(lm, tokens, ws, sources, exempt, last)
     return jax.nn.softmax(lm.logits(h), axis=-1)
 
 
 @eqx.filter_jit
-def last_probs(lm: MambaLM, tokens: jax.Array) -> jax.Array:
-    """The plain model's next-token probabilities at the last position, ``(vocab,)``."""
-    return jax.nn.softmax(lm(tokens)[-1])
+def last_probs(lm: MambaLM, tokens: jax.Array, last: jax.Array | int | None = None) -> jax.Array:
+    """The plain model's next-token probabilities at the last position (or at ``last``, the tokens
+    after it padding), ``(vocab,)``."""
+    return jax.nn.softmax(lm(tokens)[-1 if last is None else last])
 
 
 def relative_change(p_knock, p_base):
@@ -89,26 +92,28 @@ def summarize(changes: np.ndarray, kept_top1: np.ndarray, level: float = 0.95) -
 
 
 @eqx.filter_jit
-def _group_probs(lm, tokens: jax.Array, ws: int, sources: jax.Array, exempts: jax.Array) -> jax.Array:
+def _group_probs(lm, tokens: jax.Array, ws: int, sources: jax.Array, exempts: jax.Array, last=None) -> jax.Array:
     """:func:`sweep_last_probs` for every exempt mask of ``exempts (G, n_layers, width)``: ``(G, W, S, vocab)``."""
-    return jax.vmap(lambda e: sweep_last_probs(lm, tokens, ws, sources, e))(exempts)
+    return jax.vmap(lambda e: sweep_last_probs(lm, tokens, ws, sources, e, last))(exempts)
 
 
 def flow(lm, tokens: jax.Array, answers: jax.Array, ws: int, sources: jax.Array,
-         exempt: jax.Array | None = None) -> tuple[np.ndarray, np.ndarray]:
+         exempt: jax.Array | None = None, lasts=None) -> tuple[np.ndarray, np.ndarray]:
     """Every prompt's relative change of its true token and whether it stays top-1, for every window of
     ``ws`` layers (:func:`implicitbias.interp.knockout.layer_windows`) and source set: ``(changes, kept)``,
     each ``(P, W, S)``; with ``exempt (G, n_layers, width)`` (a stack of decay groups' masks,
     :func:`implicitbias.interp.knockout.exempt_masks`) each ``(P, G, W, S)``. ``tokens (P, L)``,
     ``answers (P,)``, ``sources (S, L)`` bool; ``exempt (n_layers, width)`` or None for one group. One
-    compiled call per prompt holds all its variants (:func:`sweep_last_probs`)."""
+    compiled call per prompt holds all its variants (:func:`sweep_last_probs`). ``lasts (P,)``: each
+    prompt's last position when the rows are right-padded (None: ``L - 1``)."""
     changes, kept = [], []
-    for t, a in zip(tokens, np.asarray(answers)):
+    lasts = [None] * len(answers) if lasts is None else [jnp.asarray(x) for x in np.asarray(lasts)]
+    for t, a, last in zip(tokens, np.asarray(answers), lasts):
         if exempt is not None and exempt.ndim == 3:
-            p = np.asarray(_group_probs(lm, t, ws, sources, exempt))
+            p = np.asarray(_group_probs(lm, t, ws, sources, exempt, last))
         else:
-            p = np.asarray(sweep_last_probs(lm, t, ws, sources, exempt))
-        base = np.asarray(last_probs(lm, t))[a]
+            p = np.asarray(sweep_last_probs(lm, t, ws, sources, exempt, last))
+        base = np.asarray(last_probs(lm, t, last))[a]
         changes.append(relative_change(p[..., a], base))
         kept.append(p.argmax(-1) == a)
     return np.stack(changes), np.stack(kept)

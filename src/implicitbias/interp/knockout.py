@@ -169,18 +169,21 @@ def layer(lm, i: int, h: jax.Array, sources: jax.Array | None = None, targets: j
     return h + knockout_mixer(lm.mixers[i], u, sources, targets, exempt)
 
 
-def sweep_last_hidden(lm, tokens: jax.Array, ws: int, sources: jax.Array,
-                      exempt: jax.Array | None = None) -> jax.Array:
+def sweep_last_hidden(lm, tokens: jax.Array, ws: int, sources: jax.Array, exempt: jax.Array | None = None,
+                      last: jax.Array | int | None = None) -> jax.Array:
     """The final residual stream at the last position, ``(W, S, d_model)``, with the last token's edges
     from each source set ``sources (S, L)`` knocked out in each window ``[l, l + ws)``,
-    ``l = 0 .. n_layers - ws`` (:func:`layer_windows`); ``exempt (n_layers, width)`` or None.
+    ``l = 0 .. n_layers - ws`` (:func:`layer_windows`); ``exempt (n_layers, width)`` or None. ``last``:
+    the position of the prompt's last token (None: ``L - 1``); the tokens after it are padding, which a
+    causal model's earlier positions never see, so prompts of different lengths share one compile.
 
     The same numbers as :func:`knockout_logits` per (window, source set), computed with less work: the
     layers below a window are the plain model's, run once for all windows, and the layers after it run
     one scan, not two. ``ws`` is static (the structure unrolls, ``sum_l (n_layers - l)`` layer bodies).
     """
     L, n = tokens.shape[0], lm.n_layers
-    targets = jnp.arange(L) == L - 1
+    last = L - 1 if last is None else last
+    targets = jnp.arange(L) == last
     plain = [embed(lm, tokens)]
     for i in range(n - ws):  # the inputs of every window's first layer
         plain.append(layer(lm, i, plain[-1]))
@@ -191,7 +194,7 @@ def sweep_last_hidden(lm, tokens: jax.Array, ws: int, sources: jax.Array,
             for i in range(start, n):
                 ex = None if exempt is None else exempt[i]
                 h = layer(lm, i, h, src, targets, ex) if i < start + ws else layer(lm, i, h)
-            return h[-1]
+            return h[last]
 
         out.append(jax.vmap(one)(sources))
     return jnp.stack(out)

@@ -17,6 +17,15 @@ from . import info_flow as fl
 from .knockout import exempt_masks, layer_windows
 
 FLOW_SOURCES = ("subject", "relation", "last", "first")  # the authors' info-flow sources; target: last
+PAD_TO = 8  # prompts are right-padded to a multiple of this: one compile per padded length, not per length
+
+
+def padded(tokens, pad_to: int = PAD_TO) -> tuple[np.ndarray, int]:
+    """``tokens (L,)`` right-padded with token 0 to a multiple of ``pad_to``, and ``L - 1`` (the last
+    real position). Exact for a causal model: no position before the padding sees it."""
+    tokens = np.asarray(tokens)
+    n = -(-len(tokens) // pad_to) * pad_to
+    return np.concatenate([tokens, np.zeros(n - len(tokens), tokens.dtype)]), len(tokens) - 1
 
 
 def evaluate(lm, prompts, on_prompt=None) -> list[dict]:
@@ -25,7 +34,8 @@ def evaluate(lm, prompts, on_prompt=None) -> list[dict]:
     (:func:`implicitbias.tasks.counterfact.evaluate_target`), and the top-1 token."""
     out = []
     for p in prompts:
-        probs = np.asarray(fl.last_probs(lm, jnp.asarray(p.tokens)))
+        tokens, last = padded(p.tokens)
+        probs = np.asarray(fl.last_probs(lm, jnp.asarray(tokens), jnp.asarray(last)))
         e = evaluate_target(probs, p.target)
         out.append({"p_base": e.p_base, "rank": e.rank, "correct": e.correct, "top1": int(probs.argmax())})
         if on_prompt is not None:
@@ -47,7 +57,8 @@ def info_flow(lm, prompts, ws: int = 9, sources: tuple[str, ...] = FLOW_SOURCES,
               groups: tuple[str, ...] = ("all",), on_prompt=None) -> dict:
     """Per decay group and source set: the relative change of the true target's probability at the last
     position, per window ``[l, l + ws)``, mean over ``prompts`` with a 95% t interval and the share kept
-    top-1 (:func:`implicitbias.interp.info_flow.summarize`). Prompts of different lengths each compile once.
+    top-1 (:func:`implicitbias.interp.info_flow.summarize`). Prompts are right-padded (:func:`padded`): one
+    compile per padded length.
     ``on_prompt(done, total)`` after each prompt of each group (progress)."""
     if not prompts:
         raise ValueError("no prompts to knock out (did the filter keep none?)")
@@ -57,9 +68,12 @@ def info_flow(lm, prompts, ws: int = 9, sources: tuple[str, ...] = FLOW_SOURCES,
         exempt = None if group == "all" else exempt_masks(lm, group)
         changes, kept = [], []
         for p in prompts:
+            tokens, last = padded(p.tokens)
             masks = fl.positions(len(p.tokens), tuple(p.subject))
-            ch, k = fl.flow(lm, jnp.asarray(p.tokens)[None], np.array([p.target]), ws,
-                            jnp.asarray(np.stack([masks[s] for s in sources])), exempt)
+            src = np.zeros((len(sources), len(tokens)), bool)
+            src[:, : len(p.tokens)] = np.stack([masks[s] for s in sources])  # the padding is no source
+            ch, k = fl.flow(lm, jnp.asarray(tokens)[None], np.array([p.target]), ws, jnp.asarray(src), exempt,
+                            lasts=[last])
             changes.append(ch[0])
             kept.append(k[0])
             if on_prompt is not None:
