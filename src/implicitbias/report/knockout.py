@@ -77,6 +77,7 @@ def figures(runs, rows_: list[dict], fig_dir: Path) -> list[Path]:
             axes[2].plot(np.arange(curves.shape[1]), curves.mean(0), marker="o", ms=3, label=f"ws {ws}")
         axes[2].set_title("subject -> last, window sizes (mean over seeds)")
         for ax in axes[:3]:
+            ax.set_xticks(x)
             ax.axhline(0, color="k", lw=0.5)
             ax.set_xlabel("first layer of the window")
             ax.set_ylabel("relative change of p(true) [%]")
@@ -85,7 +86,7 @@ def figures(runs, rows_: list[dict], fig_dir: Path) -> list[Path]:
         arrays = run.arrays()
         key = f"seed{row['seeds'][0]}_heatmap"
         if key in arrays:
-            _heat(axes[3], arrays[key], [str(t) for t in arrays[f"seed{row['seeds'][0]}_heatmap_tokens"]])
+            _heat(axes[3], arrays[key], _roles(run.config))
         fig.suptitle(f"{row['preset']}: {row['kind']}, {row['n_layers']} layers, {row['parameters']:,} parameters, "
                      f"seeds {row['seeds']}; bands: 95% t interval over seeds", fontsize=9)
         fig.tight_layout()
@@ -93,9 +94,16 @@ def figures(runs, rows_: list[dict], fig_dir: Path) -> list[Path]:
     return paths
 
 
+def _roles(c: dict) -> list[str]:
+    """A recall prompt's token roles (``BOS``, ``subject``, ``filler``, ``template``; the last is ``last``)."""
+    roles = ["BOS"] + ["subject"] * c["subject_len"] + ["filler"] * c["gap"] + ["template"] * c["template_len"]
+    return [f"{i} {r}" for i, r in enumerate(roles[:-1])] + [f"{len(roles) - 1} last"]
+
+
 def _heat(ax, delta: np.ndarray, labels: list[str]) -> None:
     lim = float(np.abs(delta).max()) or 1.0
     im = ax.imshow(delta.T, cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
+    ax.set_xticks(range(delta.shape[0]))
     ax.set_yticks(range(len(labels)), labels, fontsize=6)
     ax.set_xlabel("first layer of the window")
     ax.set_ylabel("source token")
