@@ -83,6 +83,15 @@ sweep-realworld: $(STAMP)
 	$(BIN)/python scripts/sweep_realworld.py $(SWEEP_ARGS)
 	$(BIN)/implicitbias report
 
+## make knockout: the Mamba knockout on tiny Mamba-1, Mamba-2 and transformer LMs trained here (paper/* presets,
+## 3 seeds each; about an hour on 2 idle cores; a finished preset is stored and skipped), then
+## results/knockout.json and the report (docs/findings/knockout.md).
+.PHONY: knockout
+knockout: $(STAMP)
+	$(BIN)/implicitbias run knockout --preset paper
+	$(BIN)/python scripts/export_runs.py knockout --presets paper/mamba1 paper/mamba2 paper/transformer
+	$(BIN)/implicitbias report
+
 ## make device-check: on a machine with a GPU (the lent device: run(command='bash scripts/device_check.sh',
 ## carry=['.whl'], timeout_s=540)), nvidia-smi, JAX's devices, the GPU-relevant tests and one full-size
 ## authors/s4d/mnist1d seed in under 8 minutes; results in $OUT/device_check.json. First, here: bash
