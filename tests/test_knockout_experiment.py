@@ -44,14 +44,17 @@ def test_seeds_are_summarised_apart_then_with_a_t_interval():
     assert out["half_width"][0] == pytest.approx(t_interval([-10.0, -30.0, -20.0])[1], rel=1e-12)
 
 
-def test_a_tiny_run_measures_what_a_direct_knockout_gives(monkeypatch):
-    """The tiny Mamba-2 preset end to end; its flow numbers equal the knockout computed directly on its model."""
+def test_a_tiny_run_measures_what_a_direct_knockout_gives_and_reports_it(monkeypatch, tmp_path):
+    """The tiny Mamba-2 preset end to end (run, store, report section); its flow numbers equal the knockout
+    computed directly on its trained model."""
     import equinox as eqx
     import jax
     import jax.numpy as jnp
 
     from implicitbias.interp import info_flow as fl
     from implicitbias.interp.knockout import knockout_logits, layer_windows
+    from implicitbias.report import knockout as section
+    from implicitbias.runtime.store import Store
 
     cfg = dataclasses.replace(ko.PRESETS["tiny/mamba2"], groups=("all", "slow"), window_sizes=(2,))
     kept = {}
@@ -63,13 +66,14 @@ def test_a_tiny_run_measures_what_a_direct_knockout_gives(monkeypatch):
         return out
 
     monkeypatch.setattr(ko.fr, "train_lm", spy)
-    m, arrays = ko.run_seed(cfg, 0)
+    record = ko.run(cfg)
+    m, arrays = record.metrics["per_seed"][0], record.arrays
     assert m["accuracy"] > 1 / cfg.n_attributes and m["prompts_correct"] >= 1
     lm, task = kept["lm"], cfg.task()
-    tokens, answers = arrays["prompts"], arrays["answers"]
+    tokens, answers = arrays["seed0_prompts"], arrays["seed0_answers"]
     assert (np.asarray(ko.fr.last_probs(lm, tokens)).argmax(-1) == answers).all()  # the kept prompts are correct
-    change = arrays["change"][:, 0]  # group 'all'
-    assert arrays["change"].shape == (tokens.shape[0], 2, cfg.n_layers - cfg.ws + 1, len(cfg.sources))
+    assert arrays["seed0_change"].shape == (tokens.shape[0], 2, cfg.n_layers - cfg.ws + 1, len(cfg.sources))
+    change = arrays["seed0_change"][:, 0]  # group 'all'
     src = jnp.asarray(ko.source_masks(task, cfg.sources))
     t, a = tokens[0], int(answers[0])
     last = jnp.arange(t.shape[0]) == t.shape[0] - 1
@@ -80,3 +84,13 @@ def test_a_tiny_run_measures_what_a_direct_knockout_gives(monkeypatch):
             # same float32 ops, batched or not: a few ulps of p relative to p_base (x100 percent)
             assert change[0, w, s] == pytest.approx(float(expect), abs=100 * 64 * float(np.finfo(np.float32).eps))
     assert m["flow"]["all"]["subject"]["prompts"] == tokens.shape[0]
+    # stored and read back by the report section: its table shows the seed's strongest subject window
+    store = Store(tmp_path / "runs")
+    store.save(ko.NAME, cfg, record, preset="tiny/mamba2", wall_seconds=1.0)
+    runs = list(store.runs(ko.NAME))
+    rows = section.rows(runs)
+    w, mean = section.strongest(m["flow"]["all"]["subject"]["mean"])
+    assert f"| all | subject | {w} | {mean:+.1f}% |" in section.markdown(rows, tmp_path)
+    summ = section.summary(rows)  # one seed: no interval, so only the window's depth is judged
+    assert f"subject {mean:+.0f}% at window {w} of 2" in summ.ours and summ.why.startswith(f"{int(w >= 2 / 3)} of 1")
+    assert [p.name for p in section.figures(runs, rows, tmp_path / "fig")] == ["tiny_mamba2.png"]
