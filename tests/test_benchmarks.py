@@ -31,10 +31,10 @@ def test_every_benchmark_is_smoke_tested():
     assert sorted(FIGURES) == sorted(p.name for p in BENCH.glob("bench_*.py"))
 
 
-# every smoke but bench_train's (9-15 s each: a fresh process that imports JAX and compiles) runs with the
+# every smoke (9-15 s each: a fresh process that imports JAX and compiles) runs with the
 # slow set (make test-all), so that make test stays within its 5 minutes; the code they time is tested
 # in the fast set
-SLOW_SMOKES = {"bench_models.py", "bench_poison_synthetic.py", "bench_chains.py", "bench_table1.py",
+SLOW_SMOKES = {"bench_train.py", "bench_models.py", "bench_poison_synthetic.py", "bench_chains.py", "bench_table1.py",
                "bench_torch_s4d.py", "bench_gc.py", "bench_knockout.py", "bench_knockout_130m.py"}
 RAY_SMOKES = {"bench_backend.py"}  # starts a Ray instance: with the ray tests (make test-ray)
 

@@ -219,7 +219,9 @@ def test_relative_change_and_its_interval():
     assert out["kept_top1"] == [pytest.approx(2 / 3), 1.0]
 
 
-@pytest.mark.parametrize("kind", ["mamba1", "mamba2", "transformer"])
+# Mamba-2 in the fast suite (7-10 s each); the sweep shares one layer function across architectures
+@pytest.mark.parametrize("kind", [pytest.param("mamba1", marks=pytest.mark.slow), "mamba2",
+                                  pytest.param("transformer", marks=pytest.mark.slow)])
 def test_the_window_sweep_computing_shared_layers_once_equals_the_full_knockouts_padded_or_not(kind):
     from implicitbias.interp import info_flow as fl
     from implicitbias.models.lm import make_lm

@@ -44,6 +44,7 @@ def test_seeds_are_summarised_apart_then_with_a_t_interval():
     assert out["half_width"][0] == pytest.approx(t_interval([-10.0, -30.0, -20.0])[1], rel=1e-12)
 
 
+@pytest.mark.slow  # 26 s; the fast suite checks the sweep against single forwards (tests/test_knockout.py)
 def test_a_tiny_run_measures_what_a_direct_knockout_gives_and_reports_it(monkeypatch, tmp_path):
     """The tiny Mamba-2 preset end to end (run, store, report section); its flow numbers equal the knockout
     computed directly on its trained model."""

@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 import implicitbias
 
 
@@ -44,6 +46,7 @@ def test_every_experiment_run_switches_on_float64():
     assert all(getattr(exp.run, "enables_float64", False) for exp in EXPERIMENTS.values())
 
 
+@pytest.mark.slow  # a fresh process importing JAX and compiling (14 s); the fast suite checks every run is decorated
 def test_a_run_from_a_fresh_import_gives_the_numbers_of_a_float64_process():
     # the conftest switched float64 on before anything ran; a fresh process switches it on in run()
     from dataclasses import replace
