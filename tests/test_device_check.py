@@ -36,6 +36,7 @@ def dry_run(wheels: Path, *args: str) -> subprocess.CompletedProcess:
                           timeout=120)
 
 
+@pytest.mark.slow  # 8 s; moved to make test-all to keep the fast suite under 180 s
 def test_dry_run_prints_the_plan_and_checks_preset_and_tests(tmp_path):
     wheels = fake_wheels(tmp_path / "whl")
     r = dry_run(wheels, "--dry-run")

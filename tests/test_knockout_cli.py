@@ -55,6 +55,7 @@ def _run(*args):
     return CliRunner().invoke(app, ["knockout", *map(str, args)])
 
 
+@pytest.mark.slow  # 7 s; moved to make test-all to keep the fast suite under 180 s
 def test_the_pipeline_runs_end_to_end_on_a_local_checkpoint(setup):
     root, model, data, lm, tok = setup
     ev = root / "eval.json"

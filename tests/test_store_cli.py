@@ -164,6 +164,7 @@ def test_cli_smoke_run_and_report(tmp_path):
     assert "skipped" in res.output
 
 
+@pytest.mark.slow  # 11 s; moved to make test-all to keep the fast suite under 180 s
 def test_cli_ctrl_c_keeps_completed_runs(tmp_path):
     """A real SIGINT during the second of four runs (the first stops after 200 updates, the second
     would take 2e9): the completed run stays complete, the interrupted one leaves nothing behind."""

@@ -253,6 +253,7 @@ def test_report_on_an_unwritable_disk_keeps_the_previous_report(disk, tmp_path, 
 # -- 4. two writers ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # 6 s; moved to make test-all to keep the fast suite under 180 s
 def test_two_processes_saving_one_run(tmp_path):
     ctx = mp.get_context("spawn")
     barrier, errors = ctx.Barrier(2), ctx.Queue()

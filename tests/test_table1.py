@@ -399,6 +399,7 @@ def test_ssm_in_nn_L6_seed_4541_is_decided_by_rounding():
 
 
 
+@pytest.mark.slow  # 6 s; moved to make test-all to keep the fast suite under 180 s
 def test_report_draws_the_error_after_the_fit(tmp_path):
     """The report's GD panel: each seed's logged error against updates after its fit, a dot at the
     reported value (measured_update after the fit) and a cross at the end; the section links it."""
