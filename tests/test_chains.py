@@ -192,6 +192,7 @@ def test_tied_tables_are_the_relations():
     assert counts["A"].tolist() == [552, 552, 12144, 24, 552] and counts["A"].sum() == 24 * 24 * 24
 
 
+@pytest.mark.slow  # 6 s; moved to make test-all to keep the fast suite under 180 s
 def test_one_tied_step_equals_the_projected_full_step():
     """From a tied point, one SGD step of the full model averaged over each relation's entries is the
     tied SGD step with rates divided by the entries per relation (any batch: the chain rule)."""

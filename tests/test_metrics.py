@@ -1,6 +1,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from implicitbias.core.metrics import effective_rank, extrapolation_error, gamma_coefficients, relative_l2_error
 from implicitbias.core.ssm import DiagonalSSM, SSMNet, ssm_output
@@ -44,6 +45,7 @@ def test_gamma_identity_standalone():
     assert jnp.allclose(grad, pred, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.slow  # 5 s; moved to make test-all to keep the fast suite under 180 s
 def test_gamma_identity_in_network():
     k = jax.random.split(jax.random.PRNGKey(2), 8)
     d, L, N, m = 4, 6, 12, 5

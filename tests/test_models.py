@@ -198,6 +198,7 @@ def test_classifier_is_causal_and_logit_shape(kind):
     assert np.allclose(f0[:12], f1[:12], atol=1e-12) and np.abs(f0[12:] - f1[12:]).max() > 1e-3
 
 
+@pytest.mark.slow  # 4 s; moved to make test-all to keep the fast suite under 180 s
 def test_readout_options():
     base = ClassifierConfig(kind="s4d", d_input=2, n_classes=3, d_model=8, d_state=4)
     mean_m = make_classifier(base, 7)
@@ -249,6 +250,7 @@ def _toy(n=48, L=8, seed=0):
     return x.astype(np.float32), y
 
 
+@pytest.mark.slow  # 6 s; moved to make test-all to keep the fast suite under 180 s
 def test_training_is_deterministic_learns_and_evaluates():
     x, y = _toy()
     cfg = ClassifierConfig(kind="lru", d_input=1, n_classes=2, d_model=8, d_state=4, n_layers=1)

@@ -275,6 +275,7 @@ def test_cli_sweep_stores_one_run_per_point(tmp_path):
     assert res.output.count("skipped") == 4
 
 
+@pytest.mark.slow  # 5 s; moved to make test-all to keep the fast suite under 180 s
 def test_cli_sets_another_teacher(tmp_path):
     """``--set 'teacher_a=[0.9]'`` reaches the stored config, and the run's targets are that teacher's
     impulse response h*_k = 0.9^(k-1) (the error is measured against it)."""
