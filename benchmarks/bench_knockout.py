@@ -27,7 +27,7 @@ from implicitbias.interp.knockout import knockout_logits, layer_windows
 from implicitbias.tasks import factual_recall as fr
 
 
-def _best(fn, repeats: int) -> float:
+def best(fn, repeats: int) -> float:
     """The fastest of ``repeats`` timings of ``fn()`` (seconds), its result blocked on."""
     times = []
     for _ in range(repeats):
@@ -70,9 +70,9 @@ def main(argv=None) -> int:
     compile_single = time.perf_counter() - t0
     # same float32 ops batched or not: agreement to a few float32 ulps of the largest probability
     diff = max(float(jnp.abs(batched - looped).max()), float(jnp.abs(shared - looped).max()))
-    t_batched = _best(lambda: fl.knockout_last_probs(lm, tokens, windows, sources), args.repeats)
-    t_shared = _best(lambda: fl.sweep_last_probs(lm, tokens, cfg.ws, sources), args.repeats)
-    t_loop = _best(loop, args.repeats)
+    t_batched = best(lambda: fl.knockout_last_probs(lm, tokens, windows, sources), args.repeats)
+    t_shared = best(lambda: fl.sweep_last_probs(lm, tokens, cfg.ws, sources), args.repeats)
+    t_loop = best(loop, args.repeats)
     n = int(windows.shape[0] * sources.shape[0])
     out = {"kind": cfg.kind, "n_layers": cfg.n_layers, "length": task.length, "variants": n,
            "batched_seconds": t_batched, "loop_seconds": t_loop, "ratio_loop_over_batched": t_loop / t_batched,

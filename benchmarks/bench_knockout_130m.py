@@ -22,6 +22,7 @@ import time
 import jax
 import jax.numpy as jnp
 
+from bench_knockout import best  # the fastest of n timings (this folder is on the path of a script)
 from implicitbias.interp import info_flow as fl
 from implicitbias.interp.knockout import layer_windows
 from implicitbias.models.lm import make_lm
@@ -31,15 +32,6 @@ SHAPES = {
     "mamba2-130m": dict(kind="mamba2", vocab=50288, d_model=768, n_layers=24, d_state=128,
                         kw=dict(headdim=64, chunk_size=256)),
 }
-
-
-def _best(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def measure(name: str, length: int, ws: int, repeats: int) -> dict:
@@ -63,9 +55,9 @@ def measure(name: str, length: int, ws: int, repeats: int) -> dict:
     t0 = time.perf_counter()
     fl.sweep_last_probs(lm, tokens, ws, sources).block_until_ready()
     compile_shared = time.perf_counter() - t0
-    fwd = _best(lambda: fl.last_probs(lm, tokens), repeats)
-    full = _best(lambda: fl.knockout_last_probs(lm, tokens, windows, sources), repeats)
-    sweep = _best(lambda: fl.sweep_last_probs(lm, tokens, ws, sources), repeats)
+    fwd = best(lambda: fl.last_probs(lm, tokens), repeats)
+    full = best(lambda: fl.knockout_last_probs(lm, tokens, windows, sources), repeats)
+    sweep = best(lambda: fl.sweep_last_probs(lm, tokens, ws, sources), repeats)
     variants = int(windows.shape[0] * sources.shape[0])
     per_prompt = fwd + 3 * sweep  # evaluate + the three decay groups (all, fast, slow)
     heat = sweep * length / sources.shape[0]  # one heatmap: length x windows variants, at the sweep's rate

@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -35,6 +36,8 @@ from ..core.stats import t_interval
 from ..core.validate import described, require, require_choices, require_seeds
 from ..interp import info_flow as fl
 from ..interp.knockout import exempt_masks
+from ..models.lm import make_lm
+from ..models.transformer import make_transformer
 from ..record import Record
 from ..tasks import factual_recall as fr
 
@@ -140,12 +143,7 @@ comparable parameter counts (the metrics' ``parameters``) and a CPU budget (docs
 def make_model(config: Config, vocab: int, key: jax.Array):
     """A randomly initialised LM of ``config.kind`` for a vocabulary of ``vocab`` tokens."""
     if config.kind == "transformer":
-        from ..models.transformer import make_transformer
-
-        task = config.task()
-        return make_transformer(vocab, config.d_model, config.n_layers, config.n_heads, task.length, key=key)
-    from ..models.lm import make_lm
-
+        return make_transformer(vocab, config.d_model, config.n_layers, config.n_heads, config.task().length, key=key)
     kw = dict(expand=config.expand, d_conv=config.d_conv)
     if config.kind == "mamba2":
         kw.update(headdim=config.headdim, chunk_size=config.chunk_size)
@@ -163,8 +161,6 @@ def source_masks(task: fr.RecallTask, names: tuple[str, ...]) -> np.ndarray:
 
 
 def _count(tree) -> int:
-    import equinox as eqx
-
     return int(sum(x.size for x in jax.tree_util.tree_leaves(eqx.filter(tree, eqx.is_inexact_array))))
 
 

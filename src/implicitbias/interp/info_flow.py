@@ -19,8 +19,6 @@ head at the last position only: the same numbers to float32 rounding, less work,
 
 from __future__ import annotations
 
-import functools
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -45,7 +43,7 @@ def positions(n_tokens: int, subject: tuple[int, int]) -> dict[str, np.ndarray]:
             "context": idx < start}
 
 
-@functools.partial(eqx.filter_jit)
+@eqx.filter_jit
 def knockout_last_probs(lm: MambaLM, tokens: jax.Array, windows: jax.Array, sources: jax.Array,
                         exempt: jax.Array | None = None) -> jax.Array:
     """Next-token probabilities at the last position, ``(W, S, vocab)``, for every window ``(W, n_layers)``
@@ -59,7 +57,7 @@ def knockout_last_probs(lm: MambaLM, tokens: jax.Array, windows: jax.Array, sour
     return jax.vmap(lambda w: jax.vmap(lambda s: one(w, s))(sources))(windows)
 
 
-@functools.partial(eqx.filter_jit)
+@eqx.filter_jit
 def sweep_last_probs(lm, tokens: jax.Array, ws: int, sources: jax.Array, exempt: jax.Array | None = None,
                      last: jax.Array | int | None = None) -> jax.Array:
     """:func:`knockout_last_probs` for the windows ``layer_windows(n_layers, ws)``, ``(W, S, vocab)``, with
