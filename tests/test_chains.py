@@ -249,6 +249,7 @@ def _allclose(a, b):
     jax.tree_util.tree_map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-8, atol=1e-12), a, b)
 
 
+@pytest.mark.slow  # 6 s; moved to make test-all to keep the fast suite under 180 s
 def test_reinforce_expectation_equals_exact_gradient():
     """Over all trajectories: the single-episode estimator with any fixed baseline has expectation
     grad J; the authors' batch-mean baseline over B = 2 episodes has expectation (B - 1)/B grad J."""

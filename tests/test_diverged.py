@@ -44,6 +44,7 @@ def diverged_store(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow  # its fixture: 5 s; moved to make test-all to keep the fast suite under 180 s
 def test_diverged_runs_store_strict_json_with_flags(diverged_store):
     runs = list(Store(diverged_store).runs("table1"))
     assert len(runs) == 2
@@ -53,6 +54,7 @@ def test_diverged_runs_store_strict_json_with_flags(diverged_store):
         assert m["error_mean"] is None and m["error"] == [None]
 
 
+@pytest.mark.slow  # its fixture: 5 s; moved to make test-all to keep the fast suite under 180 s
 def test_diverged_cell_never_makes_the_ordering_hold(diverged_store):
     res = runner.invoke(cli.app, ["report", "--json", "--runs-dir", str(diverged_store)])
     assert res.exit_code == 0
