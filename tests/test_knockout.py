@@ -192,6 +192,7 @@ def test_positions_follow_the_authors_definitions():
         positions(5, (3, 6))
 
 
+@pytest.mark.slow  # 8 s for both architectures; moved to make test-all to keep the fast suite under 180 s
 def test_batched_variants_equal_single_forwards(lm):
     from implicitbias.interp import info_flow as fl
 
