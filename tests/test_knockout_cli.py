@@ -3,6 +3,7 @@ tiny random Mamba checkpoint, tokenizer and CounterFact file written here; and t
 
 import json
 
+import equinox as eqx
 import jax
 import numpy as np
 import pytest
@@ -85,6 +86,31 @@ def test_the_pipeline_runs_end_to_end_on_a_local_checkpoint(setup):
     assert res.exit_code == 0, res.output
     h = json.loads(heat.read_text())
     assert np.asarray(h["delta"]).shape == (3, len(h["tokens"])) and heat.with_suffix(".png").exists()
+
+
+def test_the_pipeline_runs_the_decay_groups_together_as_each_alone(setup):
+    """The flow stacks every decay group in one call per prompt; each group's numbers are those of a run of
+    that group alone (a mixed-up group axis would swap them: the groups differ by far more than rounding)."""
+    root, model, data, lm, tok = setup
+    # no skip D, dt ~ 3, outputs x 30: the scan reaches the residual stream, so the groups differ; A_log
+    # jittered per channel (at initialisation every channel has the same A, and the groups tie)
+    for i, k in enumerate(jax.random.split(jax.random.PRNGKey(1), lm.n_layers)):
+        mx = lm.mixers[i]
+        lm = eqx.tree_at(lambda m, i=i: (m.mixers[i].D, m.mixers[i].dt_proj.bias, m.mixers[i].out_proj.weight,
+                                         m.mixers[i].A_log), lm,
+                         (0 * mx.D, mx.dt_proj.bias + 3, mx.out_proj.weight * 30,
+                          mx.A_log + jax.random.uniform(k, mx.A_log.shape[:1], minval=-1, maxval=1)[:, None]))
+    prompts = [cf.encode(tok, r) for r in cf.load_counterfact(data)][:3]
+    src = ("subject", "last")
+    together = pipeline.info_flow(lm, prompts, 2, src, ("all", "slow", "fast"))["groups"]
+    means = {g: np.array([together[g][s]["mean"] for s in src]) for g in together}
+    for g in ("slow", "fast"):
+        alone = pipeline.info_flow(lm, prompts, 2, src, (g,))["groups"][g]
+        # float32: a batched and an unbatched forward differ by rounding, ~1e-6 of p, so ~1e-4 points of
+        # 100 (p_knock - p_base) / p_base; atol 1e-3 points
+        np.testing.assert_allclose(means[g], [alone[s]["mean"] for s in src], rtol=0, atol=1e-3)
+    # ten times the tolerance apart, so a swap of groups fails
+    assert np.abs(means["all"] - means["slow"]).max() > 1e-2 and np.abs(means["slow"] - means["fast"]).max() > 1e-2
 
 
 def _one_line_error(res, *needles):

@@ -153,7 +153,7 @@ def _ssd_naive(x, a, B, C):
     return jax.lax.scan(step, jnp.zeros((h, p, B.shape[-1]), x.dtype), (x, a, B, C))[1]
 
 
-@pytest.mark.parametrize("chunk", [1, 7, 37])
+@pytest.mark.parametrize("chunk", [1, 7, 37, 256])  # 256 > L: one chunk of L (a checkpoint's chunk, a short prompt)
 def test_ssd_chunked_matches_naive_recurrence(chunk):
     k = jax.random.split(jax.random.PRNGKey(2), 4)
     L, h, p, n = 37, 3, 4, 5

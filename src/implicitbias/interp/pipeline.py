@@ -14,6 +14,7 @@ import numpy as np
 
 from ..tasks.counterfact import evaluate_target
 from . import info_flow as fl
+from ..models.transformer import TransformerLM
 from .knockout import exempt_masks, layer_windows
 
 FLOW_SOURCES = ("subject", "relation", "last", "first")  # the authors' info-flow sources; target: last
@@ -64,22 +65,25 @@ def info_flow(lm, prompts, ws: int = 9, sources: tuple[str, ...] = FLOW_SOURCES,
         raise ValueError("no prompts to knock out (did the filter keep none?)")
     windows = layer_windows(lm.n_layers, ws)
     out = {"ws": ws, "windows": int(windows.shape[0]), "prompts": len(prompts), "groups": {}}
-    for group in groups:
-        exempt = None if group == "all" else exempt_masks(lm, group)
-        changes, kept = [], []
-        for p in prompts:
-            tokens, last = padded(p.tokens)
-            masks = fl.positions(len(p.tokens), tuple(p.subject))
-            src = np.zeros((len(sources), len(tokens)), bool)
-            src[:, : len(p.tokens)] = np.stack([masks[s] for s in sources])  # the padding is no source
-            ch, k = fl.flow(lm, jnp.asarray(tokens)[None], np.array([p.target]), ws, jnp.asarray(src), exempt,
-                            lasts=[last])
-            changes.append(ch[0])
-            kept.append(k[0])
-            if on_prompt is not None:
-                on_prompt(groups.index(group) * len(prompts) + len(changes), len(groups) * len(prompts))
-        changes, kept = np.stack(changes), np.stack(kept)  # (P, W, S)
-        out["groups"][group] = {s: fl.summarize(changes[:, :, i], kept[:, :, i]) for i, s in enumerate(sources)}
+    # every decay group in one compiled call per prompt ('all' = nothing exempt), p_base once per prompt
+    exempt = None if isinstance(lm, TransformerLM) else jnp.stack([exempt_masks(lm, g) for g in groups])
+    if exempt is None and tuple(groups) != ("all",):
+        raise ValueError(f"a transformer has no decay groups; run groups ('all',), not {tuple(groups)}")
+    changes, kept = [], []
+    for i, p in enumerate(prompts):
+        tokens, last = padded(p.tokens)
+        masks = fl.positions(len(p.tokens), tuple(p.subject))
+        src = np.zeros((len(sources), len(tokens)), bool)
+        src[:, : len(p.tokens)] = np.stack([masks[s] for s in sources])  # the padding is no source
+        ch, k = fl.flow(lm, jnp.asarray(tokens)[None], np.array([p.target]), ws, jnp.asarray(src), exempt,
+                        lasts=[last])
+        changes.append(ch[0] if exempt is not None else ch[0][None])  # (G, W, S)
+        kept.append(k[0] if exempt is not None else k[0][None])
+        if on_prompt is not None:
+            on_prompt(i + 1, len(prompts))
+    changes, kept = np.stack(changes), np.stack(kept)  # (P, G, W, S)
+    for j, group in enumerate(groups):
+        out["groups"][group] = {s: fl.summarize(changes[:, j, :, i], kept[:, j, :, i]) for i, s in enumerate(sources)}
     return out
 
 

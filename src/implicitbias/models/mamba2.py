@@ -52,9 +52,12 @@ def ssd_chunked(x: jax.Array, a: jax.Array, B: jax.Array, C: jax.Array, chunk_si
     ``B, C (L, N)`` (one group shared by all heads); returns ``y (L, n_heads, headdim)``.
     ``L`` need not divide by ``chunk_size``: the tail is zero-padded (which, by causality, does not
     change the first ``L`` outputs). The result does not depend on ``chunk_size`` (up to rounding).
+    A sequence shorter than ``chunk_size`` is one chunk of its own length: padding a 12-token prompt
+    to a checkpoint's chunk of 256 would cost ~20x in the quadratic within-chunk products for nothing.
     """
     L, h, p = x.shape
     n = B.shape[-1]
+    chunk_size = min(chunk_size, L)
     pad = (-L) % chunk_size
     if pad:
         x = jnp.pad(x, ((0, pad), (0, 0), (0, 0)))
