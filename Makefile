@@ -71,6 +71,13 @@ test-hf: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test,hf]'
 	$(BIN)/python -m pytest -q tests/test_checkpoints_hf.py tests/test_checkpoints.py tests/test_knockout.py
 
+## make test-rl: GRPO through TRL on a tiny random Llama and a tokenizer built in code, and the greedy test
+## accuracy (installs the optional extra rl: torch + transformers + trl; tests/test_equations_hf.py).
+.PHONY: test-rl
+test-rl: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,rl]'
+	$(BIN)/python -m pytest -q tests/test_equations_hf.py tests/test_equations.py
+
 .PHONY: bench-torch
 bench-torch: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench-torch]'

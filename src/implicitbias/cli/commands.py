@@ -21,6 +21,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 
 from ..runtime import backends, footprint
 from . import help as clihelp
+from . import equations as equations_cli
 from . import knockout as knockout_cli
 from .. import experiments
 from ..core import progress as progress_mod
@@ -43,6 +44,7 @@ console = Console()
 err = Console(stderr=True)
 
 app.add_typer(knockout_cli.app, name="knockout")  # the paper's pipeline on a local checkpoint (cli/knockout.py)
+app.add_typer(equations_cli.app, name="equations")  # GRPO / test accuracy on a local HF LM (cli/equations.py)
 
 RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Where runs are stored.", envvar="IMPLICITBIAS_RUNS")]
 
