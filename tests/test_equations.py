@@ -167,3 +167,13 @@ def test_the_prompt_is_theirs():
     m = eq.messages("x_3 = 10. Find x_3.")
     assert [r["role"] for r in m] == ["system", "user", "assistant"] and m[2]["content"].endswith("<think>")
     assert m[1]["content"].startswith("Given this equation system: x_3 = 10. Find x_3.\n\n")
+
+
+def test_the_prompt_length_formula_counts_the_encoded_tokens():
+    from implicitbias.tasks import equation_tokens as tk
+
+    vocab = tk.Vocab(30)
+    for lay in (*eq.MIXTURES.values(), eq.AUTHORS_TEST):
+        inst = eq.generate(lay, 1, seed=0)[0]
+        assert len(tk.encode_prompt(vocab, inst)) == tk.prompt_length(len(inst.equations))
+        assert len(tk.solution(vocab, inst)) == tk.solution_length(inst.steps)

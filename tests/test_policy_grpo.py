@@ -27,6 +27,13 @@ def model():
     return eqx.tree_at(lambda t: t.embedding, m, m.embedding * 50)
 
 
+@pytest.fixture(scope="module")
+def small():
+    """One block of width 8, float64: the loss and gradient checks (compiles in a fraction of the time)."""
+    m = PolicyLM(V, 8, 1, 2, key=jax.random.PRNGKey(1))
+    return to64(eqx.tree_at(lambda t: t.embedding, m, m.embedding * 50))
+
+
 def test_the_cache_gives_the_full_forwards_logits(model):
     m = to64(model)
     tokens = jax.random.randint(jax.random.PRNGKey(1), (13,), 0, V)
@@ -101,8 +108,8 @@ def _batch(model, seed=5):
     return prompts, comps, mask, ref, adv
 
 
-def test_the_grpo_loss_matches_a_direct_numpy_computation(model):
-    m = to64(model)
+def test_the_grpo_loss_matches_a_direct_numpy_computation(small):
+    m = small
     prompts, comps, mask, ref, adv = _batch(m)
     beta = 0.04
     loss, parts = eqx.filter_jit(grpo.grpo_loss)(m, ref, prompts, comps, mask, adv, beta)
@@ -119,10 +126,10 @@ def test_the_grpo_loss_matches_a_direct_numpy_computation(model):
     np.testing.assert_allclose(float(parts["kl"]), kls / 4, rtol=1e-10)
 
 
-def test_without_kl_the_gradient_is_reinforces(model):
+def test_without_kl_the_gradient_is_reinforces(small):
     """With beta = 0, grad loss = -mean_i (sum_t mask A_i grad logp_it / n_i): the ratio term's value is 1 but its
     gradient is the score function."""
-    m = to64(model)
+    m = small
     prompts, comps, mask, ref, adv = _batch(m, seed=6)
     g = eqx.filter_jit(eqx.filter_grad(lambda q: grpo.grpo_loss(q, ref, prompts, comps, mask, adv, 0.0)[0]))(m)
 
@@ -134,3 +141,18 @@ def test_without_kl_the_gradient_is_reinforces(model):
     for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g2)):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
     assert max(float(jnp.abs(a).max()) for a in jax.tree.leaves(g)) > 1e-6
+
+
+def test_the_update_group_by_group_has_the_whole_batchs_gradient(small):
+    from implicitbias.tasks.equations_rl import accumulated_gradient
+
+    m = small
+    prompts, comps, mask, ref, adv = _batch(m, seed=7)
+    params, static = eqx.partition(m, eqx.is_inexact_array)
+    whole = eqx.filter_jit(eqx.filter_grad(lambda q: grpo.grpo_loss(eqx.combine(q, static), ref, prompts, comps,
+                                                                    mask, adv, 0.04)[0]))(params)
+    acc, _, _ = eqx.filter_jit(accumulated_gradient)(params, static, ref, prompts, comps, mask, adv, 0.04, 2)
+    for a, b in zip(jax.tree.leaves(whole), jax.tree.leaves(acc)):  # float64, two groups of two: rounding only
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+    # a wrong grouping (two groups of two taken as one of four, or halves swapped with the advantages) differs
+    assert max(float(jnp.abs(a).max()) for a in jax.tree.leaves(whole)) > 1e-6

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any, Protocol, runtime_checkable
 
 from ..record import Record
-from . import chains, defense, dynamics, gc_vs_gd, knockout, poison_synthetic, realworld, table1
+from . import chains, defense, dynamics, equations, gc_vs_gd, knockout, poison_synthetic, realworld, table1
 
 
 @runtime_checkable
@@ -30,7 +30,7 @@ class Experiment(Protocol):
 
 
 EXPERIMENTS: dict[str, Experiment] = {m.NAME: m for m in (table1, dynamics, chains, realworld, gc_vs_gd, defense,
-                                                          poison_synthetic, knockout)}
+                                                          poison_synthetic, knockout, equations)}
 
 
 def get(name: str) -> Experiment:

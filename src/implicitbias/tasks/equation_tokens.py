@@ -95,6 +95,12 @@ def solution(vocab: Vocab, inst: Instance) -> np.ndarray:
     return np.asarray(out, np.int32)
 
 
+def prompt_length(n_equations: int) -> int:
+    """Tokens of a prompt of ``n_equations`` statements, one of them the known value: ``<bos>``, 4 for the known
+    value, 6 per edge, ``Find x_t . <think>``."""
+    return 1 + 4 + 6 * (n_equations - 1) + 4
+
+
 def solution_length(steps: int) -> int:
     """Tokens of a worked solution of ``steps`` steps: 4 + 8 steps + 6."""
     return 10 + 8 * steps
