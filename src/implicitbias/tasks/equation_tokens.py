@@ -1,4 +1,4 @@
-"""The small policy's vocabulary for the equation-chain task, built in code (docs/science.md §7), and the
+"""The small policy's vocabulary for the equation-chain task, built in code (docs/science.md, §5 GRPO), and the
 worked solutions of its supervised warm-up.
 
 Tokens: ``<pad>``, ``<bos>``, ``<eos>``; one per variable ``x_1 .. x_{max_label}``; one per integer

@@ -1,5 +1,5 @@
 """Systems of equations ``x_v = x_u +- c`` with one known value: the talk's real-world RL task
-(docs/science.md §7), as the authors generate, prompt and reward it in the "chain era" of their code
+(docs/science.md, §5 GRPO), as the authors generate, prompt and reward it in the "chain era" of their code
 (``YuvMilo/trans-rl-experiments``, ``llm_experiments/``: ``dag_dataset_simplified.py``,
 ``run_r1_grpo_dag.py``, ``evaluate_model.py``, ``configs/{5,10,15}-uniform.yaml``, ``15-hard.yaml``).
 

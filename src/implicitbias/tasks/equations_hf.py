@@ -144,10 +144,12 @@ def grpo_config_kwargs(config: HFConfig, out_dir: str | Path, use_cpu: bool) -> 
       default, which changes its gradient even on-policy; 0.14 did not.
     * ``mask_truncated_completions = False``, ``top_entropy_quantile = 1.0``, ``entropy_coef = 0.0``,
       ``off_policy_mask_threshold = None``, ``importance_sampling_level = "token"``: 0.14 had none of these.
-    * sampling: ``temperature`` (0.9, trl 0.14's default), ``top_p = 1.0``, ``top_k = 0`` (off),
-      ``min_p = None``, ``repetition_penalty = 1.0``: their vLLM ``SamplingParams(n, temperature,
-      max_tokens)``; trl 1.16 passes these explicitly, overriding the model's own generation_config.
-      ``max_completion_length``.
+    * ``temperature = 1.0`` and ``generation_kwargs = {"temperature": 0.9}``: 0.14 sampled at its default
+      0.9 but scored the log-probabilities of the loss (policy and reference) at temperature 1; trl 1.16
+      divides the scored logits by ``temperature``, so it stays 1 and only the sampler gets 0.9.
+    * the rest of the sampler: ``top_p = 1.0``, ``top_k = 0`` (off), ``min_p = None``,
+      ``repetition_penalty = 1.0``: their vLLM ``SamplingParams(n, temperature, max_tokens)``; trl 1.16
+      passes these explicitly, overriding the model's own generation_config. ``max_completion_length``.
     * ``use_vllm = False``: they generated with vLLM on a spare GPU; here transformers' ``generate`` samples
       the same distribution (vLLM's kernels differ in rounding only).
     * ``learning_rate``, ``lr_scheduler_type``, ``warmup_steps = warmup_ratio`` (transformers 5 reads a
@@ -170,7 +172,8 @@ def grpo_config_kwargs(config: HFConfig, out_dir: str | Path, use_cpu: bool) -> 
         multi_objective_aggregation="sum_then_normalize", beta=config.beta, use_bias_correction_kl=False,
         mask_truncated_completions=False, top_entropy_quantile=1.0, entropy_coef=0.0,
         off_policy_mask_threshold=None, importance_sampling_level="token",
-        temperature=config.temperature, top_p=1.0, top_k=0, min_p=None, repetition_penalty=1.0,
+        temperature=1.0, generation_kwargs={"temperature": config.temperature}, top_p=1.0, top_k=0, min_p=None,
+        repetition_penalty=1.0,
         max_completion_length=config.max_completion_length, use_vllm=False,
         learning_rate=config.lr, lr_scheduler_type=config.scheduler, warmup_steps=config.warmup_ratio,
         bf16=config.bf16, activation_checkpointing=config.gradient_checkpointing,
@@ -221,9 +224,8 @@ def check_model_dir(path: str | Path) -> Path:
 def _offline_imports():
     """``(torch, transformers)`` with the hub switched off before transformers is first imported."""
     _require_extra()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+        os.environ[var] = "1"
     import torch
     import transformers
 
@@ -294,29 +296,18 @@ def build_rows(config: HFConfig, tokenizer) -> tuple[list[dict], list[dict], int
     return kept, [rows[i] for i in test_idx], len(train) - len(kept)
 
 
-def train(config: HFConfig, model_dir: str | Path, out_dir: str | Path,
-          on_step: Callable[[dict], None] | None = None) -> dict:
-    """GRPO on the local model in ``model_dir`` (their ``run_r1_grpo_dag.grpo_function``); the trained model
-    and tokenizer are saved to ``out_dir`` and the metrics to ``out_dir/metrics.json``, which is returned.
-
-    The dataset: :func:`build_rows`; the prompt is text (not chat messages), so TRL tokenises it as it is and
-    the model continues after ``<think>``; the rewards :data:`REWARD_FUNCS`; the trainer
-    ``trl.GRPOTrainer`` with :func:`grpo_config_kwargs`. The policy and the reference model are both loaded
-    from ``model_dir`` (``local_files_only``, bfloat16 when ``config.bf16`` as their ``torch_dtype``, else
-    float32). ``on_step(logs)`` gets each step's logged metrics (step, loss, reward, kl, ...).
-    One training process is assumed: with N processes a step holds N x ``prompts_per_step`` prompts.
-    """
+def build_trainer(config: HFConfig, model_dir: str | Path, out_dir: str | Path,
+                  on_step: Callable[[dict], None] | None = None):
+    """``(trainer, info)``: the ``trl.GRPOTrainer`` of :func:`train`, not yet run, and ``{"tokenizer",
+    "kwargs", "n_train", "n_test", "dropped"}``."""
     model_dir = check_model_dir(model_dir)
     torch, transformers = _offline_imports()
     import datasets
     import trl
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     tokenizer = load_tokenizer(model_dir)
     train_rows, test_rows, dropped = build_rows(config, tokenizer)
-    use_cpu = not torch.cuda.is_available()
-    kwargs = grpo_config_kwargs(config, out, use_cpu)
+    kwargs = grpo_config_kwargs(config, out_dir, use_cpu=not torch.cuda.is_available())
     args = trl.GRPOConfig(**kwargs, model_init_kwargs={
         "dtype": "bfloat16" if config.bf16 else "float32", "local_files_only": True})
 
@@ -329,19 +320,44 @@ def train(config: HFConfig, model_dir: str | Path, out_dir: str | Path,
         model=str(model_dir), reward_funcs=list(REWARD_FUNCS), args=args, processing_class=tokenizer,
         train_dataset=datasets.Dataset.from_list(train_rows), callbacks=[_Steps()])
     trainer.remove_callback(transformers.trainer_callback.PrinterCallback)  # on_step reports instead
+    return trainer, {"tokenizer": tokenizer, "kwargs": kwargs, "n_train": len(train_rows), "n_test": len(test_rows),
+                     "dropped": dropped}
+
+
+def train(config: HFConfig, model_dir: str | Path, out_dir: str | Path,
+          on_step: Callable[[dict], None] | None = None) -> dict:
+    """GRPO on the local model in ``model_dir`` (their ``run_r1_grpo_dag.grpo_function``); the trained model
+    and tokenizer are saved to ``out_dir`` and the metrics to ``out_dir/metrics.json``, which is returned.
+
+    The dataset: :func:`build_rows`; the prompt is text (not chat messages), so TRL tokenises it as it is and
+    the model continues after ``<think>``; the rewards :data:`REWARD_FUNCS`; the trainer
+    ``trl.GRPOTrainer`` with :func:`grpo_config_kwargs` (:func:`build_trainer`). The policy and the reference
+    model are both loaded from ``model_dir`` (``local_files_only``, bfloat16 when ``config.bf16`` as their
+    ``torch_dtype``, else float32). ``on_step(logs)`` gets each step's logged metrics (step, loss, reward,
+    kl, ...). One training process is assumed: with N processes a step holds N x ``prompts_per_step``
+    prompts.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    trainer, info = build_trainer(config, model_dir, out, on_step)
+    import torch
+    import transformers
+    import trl
+
+    tokenizer = info["tokenizer"]
     start = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - start
     trainer.model.config.use_cache = True
     trainer.save_model(str(out))
     tokenizer.save_pretrained(str(out))
-    adds_special = (tokenizer("x")["input_ids"] != tokenizer("x", add_special_tokens=False)["input_ids"])
+    adds_special = tokenizer("x")["input_ids"] != tokenizer("x", add_special_tokens=False)["input_ids"]
     metrics = {
         "config": dataclasses.asdict(config), "model_dir": str(model_dir), "out_dir": str(out),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                      "trl": trl.__version__},
-        "grpo_config": {k: v for k, v in kwargs.items() if k != "output_dir"},
-        "n_train": len(train_rows), "n_test": len(test_rows), "dropped_long_prompts": dropped,
+        "grpo_config": {k: v for k, v in info["kwargs"].items() if k != "output_dir"},
+        "n_train": info["n_train"], "n_test": info["n_test"], "dropped_long_prompts": info["dropped"],
         # trl 1.16 tokenises text prompts with add_special_tokens=True (0.14: False); the same for Qwen2.5
         "tokenizer_adds_special_tokens": bool(adds_special),
         "seconds": seconds, "log_history": trainer.state.log_history,

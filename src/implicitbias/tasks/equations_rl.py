@@ -1,4 +1,4 @@
-"""The small policy on the equation-chain task (docs/science.md §7): its supervised warm-up on worked 1-2-step
+"""The small policy on the equation-chain task (docs/science.md, §5 GRPO): its supervised warm-up on worked 1-2-step
 solutions, GRPO on a training mixture (:mod:`implicitbias.tasks.grpo`, the authors' trl 0.14 settings where
 they carry over), and the authors' evaluation (greedy decoding, accuracy of the extracted answer, the
 "efficient" share: correct answers whose completion names no variable off the derivation path).
@@ -93,7 +93,7 @@ def warm_up(model, vocab: tk.Vocab, layouts: tuple[eq.Layout, ...], *, steps: in
 
 @dataclass(frozen=True)
 class GRPOSettings:
-    """GRPO's knobs (the authors' trl 0.14 values where a small policy can use them; docs/science.md §7)."""
+    """GRPO's knobs (the authors' trl 0.14 values where a small policy can use them; docs/science.md, §5 GRPO)."""
 
     steps: int = 600
     prompts: int = 8  # prompts per update (theirs: 1 per device x 8 accumulation steps)

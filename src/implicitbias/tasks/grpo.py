@@ -1,5 +1,5 @@
 """Group Relative Policy Optimisation as early TRL computes it (trl 0.14.0 ``GRPOTrainer``, the authors'
-trainer for the equation-chain row; docs/science.md §7), and a KV-cached sampler compiled with
+trainer for the equation-chain row; docs/science.md, §5 GRPO), and a KV-cached sampler compiled with
 ``lax.scan``, for any policy with :class:`~implicitbias.models.policy.PolicyLM`'s ``prefill`` / ``step``.
 
 For each prompt, ``G`` completions are sampled; with rewards ``r (n_prompts, G)``:
