@@ -87,8 +87,9 @@ def test_the_grpo_config_mapping_is_the_early_trl_objective():
     assert kw["per_device_train_batch_size"] * kw["gradient_accumulation_steps"] == 64
     assert kw["num_generations"] == 8 and kw["per_device_train_batch_size"] == 8
     assert (kw["loss_type"], kw["scale_rewards"], kw["num_iterations"], kw["use_bias_correction_kl"],
-            kw["use_vllm"], kw["beta"], kw["temperature"], kw["top_k"], kw["bf16"]) == (
-        "grpo", "group", 1, False, False, 1e-4, 0.9, 0, False)
+            kw["use_vllm"], kw["beta"], kw["top_k"], kw["bf16"]) == ("grpo", "group", 1, False, False, 1e-4, 0, False)
+    # sampled at trl 0.14's 0.9, scored at temperature 1 as 0.14 did
+    assert kw["temperature"] == 1.0 and kw["generation_kwargs"] == {"temperature": 0.9}
 
 
 def test_the_module_and_the_cli_import_torch_only_inside_functions():
@@ -205,6 +206,7 @@ def test_the_tokenizer_round_trips_the_prompt_and_the_tags(model_dir):
     assert text.endswith(eq.PREFILL) and "[UNK]" not in tok.decode(tok(text)["input_ids"])
     assert tok.decode(tok(text)["input_ids"]) == text
     assert len(tok.tokenize("</think>\n<answer>7</answer>")) == 5
+    assert "variable  Show" in hf.prompt_text(tok, "x_1 = 2.", "eval") and "variable. Show" in text
 
 
 @needs_extra
@@ -232,6 +234,65 @@ def test_two_grpo_steps_learn_the_format_offline(model_dir, tmp_path, monkeypatc
     before, after = _log_odds(model_dir), _log_odds(tmp_path / "run")
     # one Adam step of 1e-2 moves the two lm_head entries by about 1e-2 each, the logits by sqrt(H) times that
     assert abs(before - 1e-3) < 1e-4 and after > before + 0.05, (before, after)
+
+
+@needs_extra
+def test_the_trainer_loss_and_its_gradient_are_trl_014s(model_dir, tmp_path):
+    """TRL's loss with our GRPOConfig on one micro-batch (a prompt's group of 4, completions of different
+    lengths, a reference model that differs) against trl 0.14.0's formula written out here: the value and the
+    gradient of every parameter. trl 1.16's defaults would not match (checked: the bias-corrected KL changes
+    the gradient, loss_type "dapo" the value); the scoring temperature is checked to be 1."""
+    import torch
+
+    config = hf.HFConfig(mixture="1-4", steps=1, group=4, prompts_per_step=1, beta=0.3, max_prompt_length=1024,
+                         max_completion_length=6, n_samples=12, gradient_checkpointing=False)
+    trainer, info = hf.build_trainer(config, model_dir, tmp_path / "t")
+    assert trainer.temperature == 1.0 and trainer.generation_config.temperature == 0.9
+    tok, model = info["tokenizer"], trainer.model
+    model.train()
+    trainer.current_gradient_accumulation_steps = 1
+    g = torch.Generator().manual_seed(0)
+    prompt = torch.tensor(tok(hf.prompt_text(tok, eq.generate(eq.MIXTURES["1-4"], 1, 1)[0].text))["input_ids"])
+    prompt_ids = prompt.repeat(4, 1)
+    completion_ids = torch.randint(0, len(tok), (4, 6), generator=g)
+    mask = (torch.arange(6) < torch.tensor([[6], [4], [1], [3]])).int()
+    advantages = torch.tensor([1.2, -0.4, 0.3, -1.1])
+    input_ids = torch.cat([prompt_ids, completion_ids], 1)
+
+    def logps(m):  # trl 0.14's get_per_token_logps: no temperature, no attention mask (no padding)
+        logits = m(input_ids).logits[:, -7:-1]
+        return logits.log_softmax(-1).gather(-1, completion_ids[..., None])[..., 0]
+
+    with torch.no_grad():
+        ref = logps(model) + 0.2 * torch.randn(4, 6, generator=g)
+    inputs = {"prompt_ids": prompt_ids, "prompt_mask": torch.ones_like(prompt_ids), "completion_ids": completion_ids,
+              "completion_mask": mask, "advantages": advantages, "ref_per_token_logps": ref,
+              "num_items_in_batch": mask.sum()}
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def theirs():
+        lp = logps(model)
+        kl = torch.exp(ref - lp) - (ref - lp) - 1
+        per_token = -(torch.exp(lp - lp.detach()) * advantages[:, None] - config.beta * kl)
+        return ((per_token * mask).sum(1) / mask.sum(1)).mean()
+
+    def grads(loss):
+        return [x if x is not None else torch.zeros_like(p)
+                for x, p in zip(torch.autograd.grad(loss, params, allow_unused=True), params)]
+
+    expected, ours = theirs(), trainer._compute_loss(model, inputs)
+    torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-6)
+    for a, b in zip(grads(trainer._compute_loss(model, inputs)), grads(theirs())):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    assert sum(float(x.abs().sum()) for x in grads(theirs())) > 0.1
+    # the defaults of trl 1.16 would not match: the bias-corrected KL changes the gradient
+    trainer.args.use_bias_correction_kl = True
+    off = grads(trainer._compute_loss(model, inputs))
+    assert max(float((a - b).abs().max()) for a, b in zip(off, grads(theirs()))) > 1e-4
+    trainer.args.use_bias_correction_kl = False
+    trainer.loss_type = "dapo"
+    assert abs(float((trainer._compute_loss(model, inputs) - expected).detach())) > 1e-4
+    trainer.loss_type = "grpo"
 
 
 @needs_extra

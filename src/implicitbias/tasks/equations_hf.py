@@ -6,13 +6,17 @@ causal LM with TRL, and the greedy test accuracy, as the authors train and test 
 Optional: it needs the ``rl`` extra (torch, transformers, trl; ``pip install -e '.[rl]'``, ``make test-rl``).
 torch, transformers and trl are imported inside the functions, so this module imports without them;
 :func:`missing_extra` names the absent ones. Nothing touches the network: the model and tokenizer are read
-from a local directory (``local_files_only=True``, ``HF_HUB_OFFLINE=1`` / ``TRANSFORMERS_OFFLINE=1`` set
-before transformers is imported), vLLM is off, no hub push, no reports (``report_to="none"``).
+from a local directory (``local_files_only=True``; ``HF_HUB_OFFLINE``, ``TRANSFORMERS_OFFLINE`` and
+``HF_DATASETS_OFFLINE`` set to 1 before transformers is imported), vLLM is off, no hub push, no reports
+(``report_to="none"``).
 
 The authors' chain-era runs used trl 0.14.0 (``requirements.txt`` of that era: transformers 4.48.1,
 vllm 0.7.0); the pinned trl (1.16) counts batches in completions, has a different default loss and KL
-gradient, and dropped ``max_prompt_length``. :func:`grpo_config_kwargs` maps their settings onto it (its
-docstring lists every field and why); :func:`train` builds the dataset, rewards and trainer around it.
+gradient, scores log-probabilities at the sampling temperature, and dropped ``max_prompt_length``.
+:func:`grpo_config_kwargs` maps their settings onto it (its docstring lists every field and why); :func:`train`
+builds the dataset, rewards and trainer around it. (Their later ``real_world_llm_experiments/`` moved to trl
+1.2.0 with ``per_device_train_batch_size: 8`` on 8 GPUs and trl 1.2's default loss; that is not the run
+reproduced here.)
 """
 
 from __future__ import annotations
