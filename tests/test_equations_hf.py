@@ -12,6 +12,8 @@ formed ``</think>`` or a bad ``x`` with probability 1/2 each; well formed comple
 ``\\n <answer> digit </answer> eos``. GRPO must then favour ``</think>`` over ``x`` after ``<think>``.
 """
 
+import collections
+import functools
 import importlib.util
 import json
 import math
@@ -215,6 +217,16 @@ def test_two_grpo_steps_learn_the_format_offline(model_dir, tmp_path, monkeypatc
         raise AssertionError("a socket was opened")
 
     monkeypatch.setattr(socket.socket, "connect", no_network)
+    calls = []
+
+    def spy(f):
+        @functools.wraps(f)
+        def wrapped(completions, prompts, **kw):
+            calls.append((f.__name__, sorted(collections.Counter(prompts).values())))
+            return f(completions, prompts=prompts, **kw)
+        return wrapped
+
+    monkeypatch.setattr(hf, "REWARD_FUNCS", tuple(spy(f) for f in hf.REWARD_FUNCS))
     # 2 prompts x 4 completions per step; lr large enough for one step to show (step 1 is the warmup: lr 0)
     config = hf.HFConfig(mixture="1-4", steps=2, group=4, prompts_per_step=2, lr=1e-2, max_prompt_length=1024,
                          max_completion_length=8, n_samples=24, gradient_checkpointing=False)
@@ -230,6 +242,8 @@ def test_two_grpo_steps_learn_the_format_offline(model_dir, tmp_path, monkeypatc
         assert 0.0 <= h["rewards/format_reward_func/mean"] <= 1.0
         assert 0.0 <= h["rewards/dag_answer_reward_func/mean"] <= 1.0
     assert any(h["reward_std"] > 0 for h in steps)  # the groups had advantages to learn from
+    # one generation per optimizer step, of 2 distinct prompts x 4 completions each (the authors' layout)
+    assert calls == [(f.__name__, [4, 4]) for _ in range(2) for f in hf.REWARD_FUNCS]
     assert saved["grpo_config"]["loss_type"] == "grpo" and metrics["config"]["group"] == 4
     before, after = _log_odds(model_dir), _log_odds(tmp_path / "run")
     # one Adam step of 1e-2 moves the two lm_head entries by about 1e-2 each, the logits by sqrt(H) times that
