@@ -1,5 +1,5 @@
 """GRPO on equation chains with a small policy trained here: the talk's real-world RL row on a CPU
-(docs/science.md §7). The task, reward and test follow the authors' chain-era code
+(docs/science.md, §5 GRPO). The task, reward and test follow the authors' chain-era code
 (:mod:`implicitbias.tasks.equations`); the policy, its warm-up and GRPO are
 :mod:`implicitbias.tasks.equations_rl`.
 

@@ -1,5 +1,5 @@
 """A small causal transformer language model with rotary positions and a KV cache: the policy of the
-equation-chain GRPO experiment (docs/science.md §7).
+equation-chain GRPO experiment (docs/science.md, §5 GRPO).
 
 ``tokens (L,)`` -> token embedding -> ``n_layers`` pre-RMSNorm blocks ``h <- h + attn(norm(h))``,
 ``h <- h + mlp(norm(h))`` -> final RMSNorm -> logits ``(L, vocab)``, the head tied to the embedding.
