@@ -24,6 +24,7 @@ FIGURES = {
     "bench_gc.py": r"\| width 160 / depth 2 \| [\d,]+ \| ([\d,]+) \|",
     "bench_knockout.py": r"ratio loop / batched: ([\d.]+)x",
     "bench_knockout_130m.py": r"pipeline ([\d.]+) s per prompt",
+    "bench_grpo.py": r"whole step JAX / PyTorch: ([\d.]+)x",
 }
 
 
@@ -35,7 +36,7 @@ def test_every_benchmark_is_smoke_tested():
 # slow set (make test-all), so that make test stays within its 5 minutes; the code they time is tested
 # in the fast set
 SLOW_SMOKES = {"bench_train.py", "bench_models.py", "bench_poison_synthetic.py", "bench_chains.py", "bench_table1.py",
-               "bench_torch_s4d.py", "bench_gc.py", "bench_knockout.py", "bench_knockout_130m.py"}
+               "bench_torch_s4d.py", "bench_gc.py", "bench_knockout.py", "bench_knockout_130m.py", "bench_grpo.py"}
 RAY_SMOKES = {"bench_backend.py"}  # starts a Ray instance: with the ray tests (make test-ray)
 
 
@@ -44,7 +45,7 @@ RAY_SMOKES = {"bench_backend.py"}  # starts a Ray instance: with the ray tests (
                pytest.param(s, marks=pytest.mark.ray) if s in RAY_SMOKES else s for s in sorted(FIGURES)]
 )
 def test_benchmark_smoke(script, tmp_path):
-    if script == "bench_torch_s4d.py":
+    if script in ("bench_torch_s4d.py", "bench_grpo.py"):
         pytest.importorskip("torch")  # the optional extra bench-torch (make bench-torch)
     if script in RAY_SMOKES:
         pytest.importorskip("ray")  # the optional extra ray (make test-ray)

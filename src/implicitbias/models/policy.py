@@ -45,7 +45,10 @@ def rope(x: jax.Array, positions: jax.Array) -> jax.Array:
 
 
 class Cache(NamedTuple):
-    """Keys and values of every layer, ``(n_layers, max_len, n_heads, head_dim)`` each (rotated keys)."""
+    """Keys and values of every layer, ``(n_layers, n_heads, max_len, head_dim)`` each (rotated keys). Head-major,
+    so that a decoding step reads each head's keys as one contiguous block (a position-major cache made XLA
+    transpose the whole cache at every step, about twice as slow a decoding at 315 positions:
+    benchmarks/bench_grpo.py)."""
 
     k: jax.Array
     v: jax.Array
@@ -89,6 +92,13 @@ class PolicyBlock(eqx.Module):
         scores = jnp.einsum("thd,shd->hts", q, k) / math.sqrt(q.shape[-1])
         w = jax.nn.softmax(jnp.where(mask[None], scores, -jnp.inf), axis=-1)
         return jnp.einsum("hts,shd->thd", w, v).reshape(q.shape[0], -1) @ self.w_out
+
+    def attend_cached(self, q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+        """One query ``q (n_heads, head_dim)`` against a head-major cache ``k, v (n_heads, S, head_dim)`` over
+        the positions ``mask (S,)`` allows: ``(1, d_model)`` after the output projection."""
+        scores = jnp.einsum("hd,hsd->hs", q, k) / math.sqrt(q.shape[-1])
+        w = jax.nn.softmax(jnp.where(mask[None], scores, -jnp.inf), axis=-1)
+        return jnp.einsum("hs,hsd->hd", w, v).reshape(1, -1) @ self.w_out
 
     def mlp(self, h: jax.Array) -> jax.Array:
         return jax.nn.gelu(rms_norm(h, self.norm2) @ self.w_fc) @ self.w_proj
@@ -136,24 +146,25 @@ class PolicyLM(eqx.Module):
             q, k, v = blk.qkv(h, positions)
             h = h + blk.attend(q, k, v, causal)
             h = h + blk.mlp(h)
-            pad = ((0, max_len - L), (0, 0), (0, 0))
-            ks.append(jnp.pad(k, pad))
-            vs.append(jnp.pad(v, pad))
+            pad = ((0, 0), (0, max_len - L), (0, 0))
+            ks.append(jnp.pad(k.transpose(1, 0, 2), pad))
+            vs.append(jnp.pad(v.transpose(1, 0, 2), pad))
         return self.logits(h), Cache(jnp.stack(ks), jnp.stack(vs))
 
     def step(self, token: jax.Array, position: jax.Array, cache: Cache) -> tuple[jax.Array, Cache]:
         """Feed ``token`` (scalar int) at ``position`` (scalar int, the cache holds ``0 .. position - 1``):
         the next-token logits ``(vocab,)`` and the cache with this position written."""
-        max_len = cache.k.shape[1]
-        mask = (jnp.arange(max_len) <= position)[None]  # (1, max_len)
+        max_len = cache.k.shape[2]
+        mask = jnp.arange(max_len) <= position  # (max_len,)
         h = self.embedding[token][None]
         ks, vs = cache.k, cache.v
         position = jnp.asarray(position, jnp.int32)
         zero = jnp.zeros((), jnp.int32)
         for i, blk in enumerate(self.blocks):
-            q, k, v = blk.qkv(h, position[None])
-            ks = jax.lax.dynamic_update_slice(ks, k[None], (jnp.asarray(i, jnp.int32), position, zero, zero))
-            vs = jax.lax.dynamic_update_slice(vs, v[None], (jnp.asarray(i, jnp.int32), position, zero, zero))
-            h = h + blk.attend(q, ks[i], vs[i], mask)
+            q, k, v = blk.qkv(h, position[None])  # (1, n_heads, head_dim)
+            at = (jnp.asarray(i, jnp.int32), zero, position, zero)
+            ks = jax.lax.dynamic_update_slice(ks, k.transpose(1, 0, 2)[None], at)
+            vs = jax.lax.dynamic_update_slice(vs, v.transpose(1, 0, 2)[None], at)
+            h = h + blk.attend_cached(q[0], ks[i], vs[i], mask)
             h = h + blk.mlp(h)
         return self.logits(h)[0], Cache(ks, vs)
