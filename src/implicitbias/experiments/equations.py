@@ -133,6 +133,23 @@ def _evaluate_all(model, vocab, config: Config, seed: int) -> dict:
 
 
 @dataclass(frozen=True)
+class WarmupProgress:
+    """A progress report: seed, warm-up step, loss."""
+
+    seed: int
+    step: int
+    steps: int
+    loss: float
+    seconds: float
+
+    def describe(self) -> str:
+        rate = self.step / self.seconds if self.seconds > 0 else 0.0
+        eta = (self.steps - self.step) / rate if rate > 0 else float("nan")
+        return (f"seed {self.seed} · warm-up step {self.step:,}/{self.steps:,} · loss {self.loss:.3f} · "
+                f"{rate:.1f} steps/s · ETA {eta:,.0f} s")
+
+
+@dataclass(frozen=True)
 class GRPOProgress:
     """A progress report: seed, mixture, GRPO step, mean reward."""
 
@@ -155,8 +172,11 @@ def run_seed(config: Config, seed: int) -> dict:
     vocab = tk.Vocab(max(lay.max_label for lay in config.warmup_layouts()))
     k_model, _ = jax.random.split(jax.random.PRNGKey(seed))
     model = PolicyLM(len(vocab), config.d_model, config.n_layers, config.n_heads, key=k_model)
+    t0 = time.perf_counter()
     warm = rl.warm_up(model, vocab, config.warmup_layouts(), steps=config.warmup_steps, batch=config.warmup_batch,
-                      lr=config.warmup_lr, seed=seed)
+                      lr=config.warmup_lr, seed=seed,
+                      on_step=lambda i, loss: progress.report(WarmupProgress(seed, i, config.warmup_steps, loss,
+                                                                             time.perf_counter() - t0)))
     out = {"seed": seed, "warmup": {"seconds": warm.seconds, "history": warm.history,
                                     **_evaluate_all(warm.model, vocab, config, seed)}, "mixtures": {}}
     settings = dict(steps=config.grpo_steps, prompts=config.prompts, group=config.group, lr=config.lr,

@@ -85,9 +85,10 @@ def warm_up(model, vocab: tk.Vocab, layouts: tuple[eq.Layout, ...], *, steps: in
         insts = [eq.sample(lay, rng) for _ in range(batch)]
         params, state, loss = update(params, state, jnp.asarray(encode(vocab, insts)),
                                      jnp.asarray(solutions(vocab, insts, length)))
-        if on_step is not None and ((i + 1) % 50 == 0 or i + 1 == steps):
+        if (i + 1) % 50 == 0 or i + 1 == steps:
             hist.append({"step": i + 1, "loss": float(loss)})
-            on_step(i + 1, float(loss))
+            if on_step is not None:
+                on_step(i + 1, float(loss))
     return TrainLog(eqx.combine(params, static), hist, time.perf_counter() - start)
 
 
