@@ -25,7 +25,7 @@ from markdown_it import MarkdownIt
 
 from .. import experiments
 from ..runtime.store import Store, StoreError, atomic_write
-from . import chains, defense, dynamics, gc_vs_gd, knockout, realworld, table1
+from . import chains, defense, dynamics, equations, gc_vs_gd, knockout, realworld, table1
 from .common import NOT_JUDGED, VERDICTS, Summary, fmt
 
 
@@ -42,7 +42,8 @@ class Section(Protocol):
     def summary(self, rows: list[dict]) -> Summary: ...
 
 
-SECTIONS: dict[str, Section] = {m.NAME: m for m in (table1, dynamics, chains, realworld, gc_vs_gd, defense, knockout)}
+SECTIONS: dict[str, Section] = {m.NAME: m for m in (table1, dynamics, chains, realworld, gc_vs_gd, defense, knockout,
+                                                  equations)}
 
 
 def _generic_rows(name: str, runs) -> list[dict]:
