@@ -156,3 +156,16 @@ def test_the_update_group_by_group_has_the_whole_batchs_gradient(small):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
     # a wrong grouping (two groups of two taken as one of four, or halves swapped with the advantages) differs
     assert max(float(jnp.abs(a).max()) for a in jax.tree.leaves(whole)) > 1e-6
+
+
+@pytest.mark.parametrize("block", [1, 4, 13, 64])
+def test_blockwise_causal_attention_is_the_masked_softmax(block):
+    from implicitbias.models.policy import causal_attention
+
+    q, k, v = jax.random.normal(jax.random.PRNGKey(8), (3, 13, 2, 4), F64)
+    s = np.einsum("thd,shd->hts", q, k) / 2.0  # sqrt(head_dim 4)
+    s = np.where(np.tril(np.ones((13, 13), bool))[None], s, -np.inf)
+    w = np.exp(s - s.max(-1, keepdims=True))
+    ref = np.einsum("hts,shd->thd", w / w.sum(-1, keepdims=True), v)
+    # float64, the same sums in blocks: rounding ~1e-15; a block that saw a later key is off by O(1)
+    np.testing.assert_allclose(jax.jit(causal_attention, static_argnums=3)(q, k, v, block), ref, rtol=0, atol=1e-12)

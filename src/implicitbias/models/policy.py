@@ -44,6 +44,26 @@ def rope(x: jax.Array, positions: jax.Array) -> jax.Array:
     return jnp.concatenate([a * cos - b * sin, a * sin + b * cos], axis=-1)
 
 
+ATTN_BLOCK = 64  # query block of the causal attention (causal_attention)
+
+
+def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, block: int = ATTN_BLOCK) -> jax.Array:
+    """``softmax(q k^T / sqrt(head_dim) + causal mask) v`` for ``q, k, v (L, n_heads, head_dim)`` -> ``(L, n_heads,
+    head_dim)``, by blocks of ``block`` queries, each against the keys up to its end: the scores above the
+    diagonal blocks are never formed (about half of them at long lengths), which is what the update's
+    backward pass holds and reads (benchmarks/bench_grpo.py)."""
+    L = q.shape[0]
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    outs = []
+    for start in range(0, L, block):
+        end = min(start + block, L)
+        scores = jnp.einsum("thd,shd->hts", q[start:end], k[:end]) * scale
+        mask = jnp.arange(end)[None, :] <= jnp.arange(start, end)[:, None]  # (end - start, end)
+        w = jax.nn.softmax(jnp.where(mask[None], scores, -jnp.inf), axis=-1)
+        outs.append(jnp.einsum("hts,shd->thd", w, v[:end]))
+    return jnp.concatenate(outs, axis=0)
+
+
 class Cache(NamedTuple):
     """Keys and values of every layer, ``(n_layers, n_heads, max_len, head_dim)`` each (rotated keys). Head-major,
     so that a decoding step reads each head's keys as one contiguous block (a position-major cache made XLA
@@ -86,12 +106,10 @@ class PolicyBlock(eqx.Module):
         q, k, v = (a.reshape(L, self.n_heads, d // self.n_heads) for a in (q, k, v))
         return rope(q, positions), rope(k, positions), v
 
-    def attend(self, q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
-        """``softmax(q k^T / sqrt(head_dim))`` over the keys ``mask (Lq, Lk)`` allows, applied to ``v``;
-        ``(Lq, d_model)`` after the output projection."""
-        scores = jnp.einsum("thd,shd->hts", q, k) / math.sqrt(q.shape[-1])
-        w = jax.nn.softmax(jnp.where(mask[None], scores, -jnp.inf), axis=-1)
-        return jnp.einsum("hts,shd->thd", w, v).reshape(q.shape[0], -1) @ self.w_out
+    def attend(self, q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+        """Causal attention (:func:`causal_attention`) of ``q, k, v (L, n_heads, head_dim)``; ``(L, d_model)``
+        after the output projection."""
+        return causal_attention(q, k, v).reshape(q.shape[0], -1) @ self.w_out
 
     def attend_cached(self, q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
         """One query ``q (n_heads, head_dim)`` against a head-major cache ``k, v (n_heads, S, head_dim)`` over
@@ -126,11 +144,11 @@ class PolicyLM(eqx.Module):
 
     def __call__(self, tokens: jax.Array) -> jax.Array:
         L = tokens.shape[0]
-        positions, causal = jnp.arange(L), jnp.tril(jnp.ones((L, L), bool))
+        positions = jnp.arange(L)
         h = self.embedding[tokens]
         for blk in self.blocks:
             q, k, v = blk.qkv(h, positions)
-            h = h + blk.attend(q, k, v, causal)
+            h = h + blk.attend(q, k, v)
             h = h + blk.mlp(h)
         return self.logits(h)
 
@@ -139,12 +157,12 @@ class PolicyLM(eqx.Module):
         L = tokens.shape[0]
         if max_len < L:
             raise ValueError(f"max_len {max_len} is shorter than the prompt ({L} tokens)")
-        positions, causal = jnp.arange(L), jnp.tril(jnp.ones((L, L), bool))
+        positions = jnp.arange(L)
         h = self.embedding[tokens]
         ks, vs = [], []
         for blk in self.blocks:
             q, k, v = blk.qkv(h, positions)
-            h = h + blk.attend(q, k, v, causal)
+            h = h + blk.attend(q, k, v)
             h = h + blk.mlp(h)
             pad = ((0, 0), (0, max_len - L), (0, 0))
             ks.append(jnp.pad(k.transpose(1, 0, 2), pad))
