@@ -39,12 +39,19 @@ Closed form of chance (tested): for a linear network the prior's ``Y`` has mean 
 (orthogonal ``U``, ``V``), so its covariance is ``I / (n_rows n_cols)``. Either way chance
 ``= sigma^2 + mean_j <B_j, W*>^2`` (:func:`chance_closed_form`).
 
-**The sampler.** Sample ``i`` of a run draws all its weights from ``fold_in(key, i)``, so what sample
-``i`` is does not depend on how samples are grouped. Sums over samples are taken in fixed blocks of
-:data:`BLOCK` samples, each summed by a fixed pairwise tree of element-wise additions, and the block
-sums are added one after another in sample order; a chunk (one compiled call, the memory bound) is
-a whole number of blocks. Counts, sums and minima are therefore bit-identical for every chunk size
-(tested).
+**The samplers** (``Config.sampler``; :mod:`implicitbias.tasks.gc_samplers` derives the Bartlett
+identity and defines the NumPy samplers' streams): ``"direct-jax"`` (this module's :func:`gc_chunk`,
+every run stored before the field existed), ``"direct"`` (the same prior in NumPy, at the machine's
+normal-draw limit), ``"bartlett"`` (exact and width-free for the linear Gaussian prior), ``"auto"``
+(bartlett where exact and width > n_rows, else direct; the default). Each is a different random stream.
+
+**The JAX sampler** (``"direct-jax"``). Sample ``i`` of a run draws all its weights from
+``fold_in(key, i)``, so what sample ``i`` is does not depend on how samples are grouped. Sums over
+samples are taken in fixed blocks of :data:`BLOCK` samples, each summed by a fixed pairwise tree of
+element-wise additions, and the block sums are added one after another in sample order; a chunk (one
+compiled call, the memory bound) is a whole number of blocks. Counts, sums and minima are therefore
+bit-identical for every chunk size (tested). The NumPy samplers keep the same property with their own
+per-block streams (:mod:`~implicitbias.tasks.gc_samplers`).
 """
 
 from __future__ import annotations
@@ -64,10 +71,12 @@ from ..core import progress
 from ..core.optim import StopRule, make_optimizer
 from ..core.train import train_batched
 from ..core.validate import described, require, require_choices, require_finite, require_seeds
+from . import gc_samplers
 
 ACTIVATIONS = ("linear", "tanh", "leaky_relu")
 PRIORS = ("gauss", "unif")
-BLOCK = 1024  # samples per block (one compiled loop body; the numbers depend on it, so it is fixed)
+BLOCK = gc_samplers.BLOCK  # samples per block (one compiled loop body; the numbers depend on it, so it is fixed)
+SAMPLERS = gc_samplers.CONFIG_SAMPLERS  # Config.sampler's choices ("auto" resolves to one of gc_samplers.SAMPLERS)
 PRIOR_VARIANCE = {"gauss": 1.0, "unif": 1.0 / 3.0}
 
 
@@ -182,6 +191,13 @@ class GCSpec:
     normalize: bool = False
     softening: float = 1e-6
     eps_train: float = 0.02
+    # which stream draws the prior (gc_samplers): the JAX sampler unless asked (Config resolves "auto")
+    sampler: Literal["direct-jax", "direct", "bartlett"] = "direct-jax"
+
+    def __post_init__(self):
+        if self.sampler not in gc_samplers.SAMPLERS:
+            raise ValueError(f"GCSpec.sampler must be one of {gc_samplers.SAMPLERS}, got {self.sampler!r}")
+        gc_samplers.resolve_sampler(self.sampler, self)  # "bartlett" where it is not exact: ValueError
 
     @property
     def shapes(self) -> list[tuple[int, int]]:
@@ -281,7 +297,10 @@ def gc_chunk(state: GCState, key: jax.Array, start: jax.Array, n_blocks: jax.Arr
 
 
 def auto_chunk(spec: GCSpec, draw_bytes: float = 32e6) -> int:
-    """Samples per compiled call holding about ``draw_bytes`` of raw float64 draws (a multiple of BLOCK)."""
+    """Samples per compiled call holding about ``draw_bytes`` of raw float64 draws (a multiple of BLOCK;
+    the NumPy samplers: samples between progress reports, 64 blocks)."""
+    if spec.sampler != "direct-jax":
+        return 64 * BLOCK
     return max(BLOCK, int(draw_bytes / (8 * spec.n_params) // BLOCK) * BLOCK)
 
 
@@ -331,15 +350,19 @@ def summarise(states: list[GCState], samples: int) -> GCResult:
 
 
 def guess_and_check(keys: list[jax.Array], problems: list[Problem], spec: GCSpec, samples: int,
-                    chunk: int = 0) -> GCResult:
-    """G&C for each (key, problem) pair (one per seed): ``samples`` prior draws each, evaluated
-    ``chunk`` at a time (0: :func:`auto_chunk`), reporting :class:`SamplerProgress` after each chunk
-    while someone listens. The numbers do not depend on ``chunk`` (module docstring)."""
+                    chunk: int = 0, threads: int = 0) -> GCResult:
+    """G&C for each (key, problem) pair (one per seed): ``samples`` prior draws each from
+    ``spec.sampler``, evaluated ``chunk`` at a time (0: :func:`auto_chunk`), reporting
+    :class:`SamplerProgress` after each chunk while someone listens. The NumPy samplers (``"direct"``,
+    ``"bartlett"``) run on ``threads`` threads (0: every core this process may use). The numbers do
+    not depend on ``chunk`` or ``threads`` (module docstring)."""
     chunk = chunk or auto_chunk(spec)
     if chunk % BLOCK:
         raise ValueError(f"chunk must be a multiple of {BLOCK}, got {chunk}")
     if samples >= 2**32:
         raise ValueError(f"samples must be < 2^32 (sample indices are folded into the key), got {samples}")
+    if spec.sampler != "direct-jax":
+        return _numpy_guess_and_check(keys, problems, spec, samples, chunk, threads)
     n_chunks = math.ceil(samples / chunk)
     listened = progress.listened()
     net, eps = dataclasses.replace(spec, eps_train=0.0), jnp.asarray(spec.eps_train, jnp.float64)
@@ -355,6 +378,26 @@ def guess_and_check(keys: list[jax.Array], problems: list[Problem], spec: GCSpec
                                                 time.perf_counter() - t0))
         accepted += int(state.accepted)
         states.append(state)
+    return summarise(states, samples)
+
+
+def _numpy_guess_and_check(keys, problems, spec: GCSpec, samples: int, chunk: int, threads: int) -> GCResult:
+    """:func:`guess_and_check` with the NumPy samplers: block sums in block order (``gc_samplers``)."""
+    listened = progress.listened()
+    t0, states, accepted, every = time.perf_counter(), [], 0, chunk // BLOCK
+    n_blocks = -(-samples // BLOCK)
+    for s, (key, p) in enumerate(zip(keys, problems)):
+        acc, gsum, gsq, psum, mtrain = 0, 0.0, 0.0, 0.0, math.inf
+        stats = gc_samplers.iter_block_stats(key, 0, n_blocks, samples, spec.eps_train, gc_samplers.NumpyProblem.of(p),
+                                             spec, spec.sampler, threads)
+        for j, b in enumerate(stats):
+            acc, gsum, gsq, psum = acc + b.accepted, gsum + b.gen_sum, gsq + b.gen_sq_sum, psum + b.prior_sum
+            mtrain = min(mtrain, b.min_train)
+            if listened and ((j + 1) % every == 0 or j + 1 == n_blocks):
+                progress.report(SamplerProgress(s * samples + min((j + 1) * BLOCK, samples), samples * len(keys),
+                                                accepted + acc, s, len(keys), time.perf_counter() - t0))
+        accepted += acc
+        states.append(GCState(acc, gsum, gsq, psum, mtrain))
     return summarise(states, samples)
 
 
@@ -487,6 +530,10 @@ class Config:
     chunk: int = described(
         0, "G&C draws per compiled call, a multiple of 1024 (memory bound; numbers do not depend on it); "
            "0: ~32 MB of draws")
+    sampler: Literal["auto", "direct", "bartlett", "direct-jax"] = described(
+        "auto", "G&C prior sampler (each its own random stream): 'bartlett' (exact for linear + gauss, width >= "
+                "n_rows), 'direct' (NumPy), 'direct-jax' (the runs stored before this field), 'auto' (bartlett "
+                "where exact and width > n_rows, else direct)")
     gd_optimizer: Literal["group_rmsprop", "gd"] = described(
         "group_rmsprop", "GD's optimiser: 'group_rmsprop' (the authors' GroupRMSprop) or 'gd' (plain gradient descent)")
     gd_lr: float = described(1e-4, "GD's learning rate")
@@ -518,10 +565,19 @@ class Config:
                 f"got {self.samples!r}")
         require(type(self.chunk) is int and self.chunk >= 0 and self.chunk % BLOCK == 0,
                 f"chunk must be 0 (auto) or a positive multiple of {BLOCK}, got {self.chunk!r}")
+        self.resolved_sampler  # noqa: B018 - "bartlett" where it is not exact: ValueError naming the reason
+
+    @property
+    def resolved_sampler(self) -> str:
+        """The sampler a run uses: ``sampler``, with ``"auto"`` resolved (``gc_samplers.resolve_sampler``)."""
+        return gc_samplers.resolve_sampler(self.sampler, self._spec("direct-jax"))
+
+    def _spec(self, sampler: str) -> GCSpec:
+        return GCSpec(self.n_rows, self.n_cols, self.width, self.depth, self.activation, self.negative_slope,
+                      self.prior, self.normalize, self.softening, self.eps_train, sampler)
 
     def gc_spec(self) -> GCSpec:
-        return GCSpec(self.n_rows, self.n_cols, self.width, self.depth, self.activation, self.negative_slope,
-                         self.prior, self.normalize, self.softening, self.eps_train)
+        return self._spec(self.resolved_sampler)
 
 
 def footprint_terms(c: Config) -> dict[str, int]:
@@ -531,9 +587,19 @@ def footprint_terms(c: Config) -> dict[str, int]:
     spec = c.gc_spec()
     S, f8 = len(c.seeds), 8
     rows = -(-c.gd_epochs // c.gd_log_every) + 1
+    if spec.sampler == "direct-jax":
+        gc = (f"G&C draws and layer outputs of one block of {BLOCK} networks, {spec.n_params} weights each",
+              BLOCK * (spec.n_params + c.depth * c.n_rows * c.width) * f8)
+    elif spec.sampler == "direct":
+        k, t = gc_samplers.sub_block(spec), gc_samplers.default_threads()
+        gc = (f"G&C draws of {k} networks ({spec.n_params} weights each) and one block's outputs, x {t} threads",
+              t * (k * (spec.n_params + c.n_rows * c.width) + 4 * BLOCK * c.n_rows * c.n_cols) * f8)
+    else:
+        t = gc_samplers.default_threads()
+        gc = (f"G&C Bartlett factors and outputs of one block of {BLOCK} networks, x {t} threads",
+              t * BLOCK * (3 * c.n_rows * c.n_rows + 4 * c.n_rows * c.n_cols) * f8)
     return {
-        f"G&C draws and layer outputs of one block of {BLOCK} networks, {spec.n_params} weights each":
-            BLOCK * (spec.n_params + c.depth * c.n_rows * c.width) * f8,
+        gc[0]: gc[1],
         f"GD weights, gradients and updates, {spec.n_params} weights x {S} seeds": 3 * S * spec.n_params * f8,
         f"GD curves of {rows} rows (gd_epochs / gd_log_every) x {S} seeds": S * rows * (2 * f8 + 4),
     }
