@@ -126,6 +126,7 @@ def test_the_grpo_loss_matches_a_direct_numpy_computation(small):
     np.testing.assert_allclose(float(parts["kl"]), kls / 4, rtol=1e-10)
 
 
+@pytest.mark.slow  # 6 s on a shared machine; moved to make test-all to keep the fast suite under 180 s
 def test_without_kl_the_gradient_is_reinforces(small):
     """With beta = 0, grad loss = -mean_i (sum_t mask A_i grad logp_it / n_i): the ratio term's value is 1 but its
     gradient is the score function."""
@@ -158,7 +159,7 @@ def test_the_update_group_by_group_has_the_whole_batchs_gradient(small):
     assert max(float(jnp.abs(a).max()) for a in jax.tree.leaves(whole)) > 1e-6
 
 
-@pytest.mark.parametrize("block", [1, 4, 13, 64])
+@pytest.mark.parametrize("block", [5, 13])  # three blocks with a short last one; one block
 def test_blockwise_causal_attention_is_the_masked_softmax(block):
     from implicitbias.models.policy import causal_attention
 
