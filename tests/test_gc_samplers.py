@@ -66,11 +66,12 @@ def moment_z(sp, n_blocks, seed=0, df_offset=0):
 
 
 def moment_blocks(width, depth, n_rows=5):
-    """Blocks for which one diagonal's degree of freedom off by one moves ``E||Y||^2`` by 8 standard
-    errors in expectation (relative shift ``(depth-1) / (n_rows width)``; spread from the closed form)."""
+    """Blocks (>= 64) for which one diagonal's degree of freedom off by one moves ``E||Y||^2`` by 8
+    standard errors in expectation (relative shift ``~(depth-1) / (n_rows width)``, an overestimate at
+    widths 5-6 and depth 4, hence the floor; spread from the closed form)."""
     m2, m4 = gs.norm_moments(n_rows, 5, width, depth)
     rel_sd, shift = math.sqrt(m4 / m2**2 - 1), (depth - 1) / (n_rows * width)
-    return max(16, math.ceil((8 * rel_sd / shift) ** 2 / gs.BLOCK))
+    return max(64, math.ceil((8 * rel_sd / shift) ** 2 / gs.BLOCK))
 
 
 def test_norm_moments_closed_form():
@@ -222,17 +223,17 @@ def fixed_problem(name):
     return ms.make_problem(seed, rank=rank, n_measurements=m)
 
 
-ACCEPT = [(w, d, z, eps, prob) for w, d, z, eps in [(6, 2, False, 0.1), (5, 3, True, 0.03), (20, 3, True, 0.03),
-                                                     (160, 2, False, 0.1), (160, 4, True, 0.03)]
+ACCEPT = [(w, d, z, eps, prob) for w, d, z, eps in [(6, 2, False, 0.1), (5, 3, True, 0.05), (20, 3, True, 0.05),
+                                                     (160, 2, False, 0.1), (160, 4, True, 0.05)]
           for prob in ("rank1", "rank2")]
 
 
 @pytest.mark.parametrize("width,depth,normalize,eps,problem",
-                         _p(ACCEPT, fast=[(6, 2, False, 0.1, "rank1"), (5, 3, True, 0.03, "rank1")]))
+                         _p(ACCEPT, fast=[(6, 2, False, 0.1, "rank1"), (5, 3, True, 0.05, "rank1")]))
 def test_acceptance_and_chance(width, depth, normalize, eps, problem):
     p = fixed_problem(problem)
     sp = spec(width, depth, normalize, eps_train=eps)
-    n = (20 if width == 160 and depth == 4 else 100 if width > 6 else 50) * gs.BLOCK
+    n = (10 if width == 160 and depth == 4 else 100 if width > 6 else 50) * gs.BLOCK
     res = {}
     for s in ("bartlett", "direct"):
         Y = gs.run_outputs(key(5), dataclasses.replace(sp, sampler=s), s, n)

@@ -72,6 +72,7 @@ every chunk size and thread count (tested), and sample ``i`` does not depend on 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import math
 import os
 import threading
@@ -186,6 +187,8 @@ def _act(name: str, slope: float):
     if name == "tanh":
         return lambda x: np.tanh(x, out=x)
     if name == "leaky_relu":
+        if 0 <= slope <= 1:  # max(x, slope x) is where(x >= 0, x, slope x) here, in one pass
+            return lambda x: np.maximum(x, slope * x, out=x)
         return lambda x: np.multiply(x, np.where(x >= 0, 1.0, slope), out=x)
     raise ValueError(f"activation must be 'linear', 'tanh' or 'leaky_relu', got {name!r}")
 
@@ -274,24 +277,29 @@ def run_outputs(key, spec, sampler: str, samples: int, df_offset=0) -> np.ndarra
     """``Y`` of samples ``0 .. samples-1`` of a run with ``key``: exactly the networks
     :func:`iter_block_stats` evaluates (tests and two-sample checks)."""
     words = key_words(key)
-    blocks = [outputs(block_generator(words, j, sampler), spec, sampler, BLOCK, df_offset)
-              for j in range(-(-samples // BLOCK))]
+    with single_threaded_blas():
+        blocks = [outputs(block_generator(words, j, sampler), spec, sampler, BLOCK, df_offset)
+                  for j in range(-(-samples // BLOCK))]
     return np.concatenate(blocks)[:samples]
 
 
 class NumpyProblem(NamedTuple):
-    """A problem's arrays for the NumPy samplers: ``A (m, rc)``, ``b (m,)``, ``B (k, rc)``, ``b_test (k,)``."""
+    """A problem's arrays for the NumPy samplers: the measurements and the complement basis stacked,
+    ``AB (m + k, rc)`` (``A`` first), their targets ``target (m + k,)`` (``b``, then ``<B_j, W*>``), and
+    ``weights (m + k, 2)``: ``1/m`` on ``A``'s rows in column 0, ``1/k`` on ``B``'s in column 1."""
 
-    A: np.ndarray
-    b: np.ndarray
-    B: np.ndarray
-    b_test: np.ndarray
+    AB: np.ndarray
+    target: np.ndarray
+    weights: np.ndarray
 
     @staticmethod
     def of(p) -> NumpyProblem:
         A, B = np.asarray(p.A, np.float64), np.asarray(p.B, np.float64)
-        return NumpyProblem(A.reshape(len(A), -1), np.asarray(p.b, np.float64), B.reshape(len(B), -1),
-                            np.asarray(p.b_test, np.float64))
+        m, k = len(A), len(B)
+        w = np.zeros((m + k, 2))
+        w[:m, 0], w[m:, 1] = 1.0 / m, 1.0 / k
+        return NumpyProblem(np.concatenate([A.reshape(m, -1), B.reshape(k, -1)]),
+                            np.concatenate([np.asarray(p.b, np.float64), np.asarray(p.b_test, np.float64)]), w)
 
 
 class BlockStats(NamedTuple):
@@ -306,13 +314,14 @@ class BlockStats(NamedTuple):
 
 
 def losses(Y: np.ndarray, p: NumpyProblem) -> tuple[np.ndarray, np.ndarray]:
-    """``(train, gen)`` losses of ``Y (N, r, c)``: ``mean_i (<A_i, Y> - b_i)^2`` and over the complement."""
-    flat = Y.reshape(len(Y), -1)
-    train = flat @ p.A.T
-    train -= p.b
-    gen = flat @ p.B.T
-    gen -= p.b_test
-    return np.mean(train * train, axis=1), np.mean(gen * gen, axis=1)
+    """``(train, gen)`` losses of ``Y (N, r, c)``: ``mean_i (<A_i, Y> - b_i)^2`` and the same over the
+    complement basis (one product with the stacked directions, squared residuals, one product with
+    the averaging weights)."""
+    r = Y.reshape(len(Y), -1) @ p.AB.T
+    r -= p.target
+    r *= r
+    tg = r @ p.weights
+    return tg[:, 0], tg[:, 1]
 
 
 def block_stats(words: tuple[int, int], block: int, samples: int, eps_train: float, p: NumpyProblem, spec,
@@ -321,11 +330,25 @@ def block_stats(words: tuple[int, int], block: int, samples: int, eps_train: flo
     samples whose index is ``< samples``; accepted: training loss ``< eps_train``."""
     Y = outputs(block_generator(words, block, sampler), spec, sampler, BLOCK)
     train, gen = losses(Y, p)
-    valid = np.arange(block * BLOCK, (block + 1) * BLOCK) < samples
-    ok = valid & (train < eps_train)
+    if (block + 1) * BLOCK > samples:  # the last, partial block: the samples past the run count as nothing
+        valid = np.arange(block * BLOCK, (block + 1) * BLOCK) < samples
+        train, gen = np.where(valid, train, np.inf), np.where(valid, gen, 0.0)
+    ok = train < eps_train
     acc = np.where(ok, gen, 0.0)
-    return BlockStats(int(np.count_nonzero(ok)), float(np.sum(acc)), float(np.sum(acc * acc)),
-                      float(np.sum(np.where(valid, gen, 0.0))), float(np.min(np.where(valid, train, np.inf))))
+    return BlockStats(int(np.count_nonzero(ok)), float(np.sum(acc)), float(np.sum(acc * acc)), float(np.sum(gen)),
+                      float(np.min(train)))
+
+
+def single_threaded_blas():
+    """A context in which BLAS runs on one thread (process-wide, through threadpoolctl, a dependency of
+    scikit-learn): the samplers' products are small, and a multithreaded OpenBLAS call of ~1e5-1e6
+    multiply-adds took 6 ms instead of 37 us on the shared 2-core machine (its threads wait for cores).
+    Values are the same either way (OpenBLAS splits a product by rows and columns, not along the sum)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - installed with scikit-learn
+        return contextlib.nullcontext()
+    return threadpool_limits(1, user_api="blas")
 
 
 def default_threads() -> int:
@@ -340,14 +363,16 @@ def iter_block_stats(key, first_block: int, n_blocks: int, samples: int, eps_tra
                      sampler: str, threads: int = 0):
     """:class:`BlockStats` of blocks ``first_block .. first_block + n_blocks - 1`` in block order,
     computed by ``threads`` threads (0: :func:`default_threads`; NumPy releases the GIL while it draws
-    and multiplies), at most ``2 threads`` blocks ahead of the consumer."""
+    and multiplies), at most ``2 threads`` blocks ahead of the consumer, BLAS on one thread meanwhile
+    (:func:`single_threaded_blas`)."""
     words, threads = key_words(key), threads or default_threads()
     blocks = range(first_block, first_block + n_blocks)
     if threads == 1:
-        for j in blocks:
-            yield block_stats(words, j, samples, eps_train, p, spec, sampler)
+        with single_threaded_blas():
+            for j in blocks:
+                yield block_stats(words, j, samples, eps_train, p, spec, sampler)
         return
-    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+    with single_threaded_blas(), concurrent.futures.ThreadPoolExecutor(threads) as pool:
         pending: deque = deque()
         it = iter(blocks)
         for j in it:
