@@ -17,7 +17,8 @@ G&C run draws, and how fast. The task, the losses and the acceptance rule are
   (:func:`resolve_sampler`). At ``width == n_rows`` (the depth sweep's width 5) the Bartlett factor
   holds as many random numbers as the layer it replaces (``n(n+1)/2`` chi-square degrees of freedom
   plus ``n(n-1)/2`` normals ``= n^2``), its chi-square draws cost more than normals, and direct was
-  measured 10-25% faster (docs/findings/gc_vs_gd.md); ``"bartlett"`` can still be asked for there.
+  measured 15% (depth 2) to 34% (depth 10) faster (docs/findings/gc_vs_gd.md); ``"bartlett"`` can
+  still be asked for there.
   Every sampler is a different random stream: the same config gives other (equally distributed)
   numbers under each.
 
@@ -62,8 +63,9 @@ by ``delta`` on all ``n`` diagonals moves ``E||Y||_F^2`` by the factor ``(1 + de
 of a run with key ``k`` draws from ``Generator(SFC64(SeedSequence([k_0, k_1, j, tag])))`` (``k_0, k_1``
 the key's two words, ``tag`` 1 for direct, 2 for bartlett), sample ``j BLOCK + r`` from the ``r``-th
 row of the block's draws (direct: ``(BLOCK, n_params)`` standard normals or U[-1, 1), filled row after
-row, layer by layer as ``matrix_sensing.weights_from_draws``; bartlett: per factor the ``n`` chi-square
-draws of every sample, then its ``n (n-1)/2`` normals, then ``Z``). A block's losses and its sums are
+row, layer by layer as ``matrix_sensing.weights_from_draws``; bartlett: per factor the block's
+``(BLOCK, n)`` chi-squares as ``2 standard_gamma(df / 2)``, then its ``(BLOCK, n (n-1)/2)`` normals
+below the diagonal, and after the last factor ``Z (BLOCK, n, n_cols)``). A block's losses and its sums are
 computed the same way whatever run or chunk it belongs to and whichever thread computes it; the block
 sums are added one after another in block order. Counts, sums and minima are therefore identical for
 every chunk size and thread count (tested), and sample ``i`` does not depend on ``samples``.
