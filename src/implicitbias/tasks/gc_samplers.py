@@ -17,10 +17,9 @@ G&C run draws, and how fast. The task, the losses and the acceptance rule are
   (:func:`resolve_sampler`). At ``width == n_rows`` (the depth sweep's width 5) the Bartlett factor
   holds as many random numbers as the layer it replaces (``n(n+1)/2`` chi-square degrees of freedom
   plus ``n(n-1)/2`` normals ``= n^2``), its chi-square draws cost more than normals, and direct was
-  measured 15% (depth 2) to 34% (depth 10) faster (docs/findings/gc_vs_gd.md); ``"bartlett"`` can
-  still be asked for there.
-  Every sampler is a different random stream: the same config gives other (equally distributed)
-  numbers under each.
+  measured 13-15% (depth 2) and 29-34% (depth 10) faster (docs/findings/gc_vs_gd.md);
+  ``"bartlett"`` can still be asked for there. Every sampler is a different random stream: the same
+  config gives other (equally distributed) numbers under each.
 
 **The identity.** The prior's linear network is ``Y = c G_1 G_2 ... G_D`` with ``G_1 (n, w)``,
 ``G_l (w, w)`` for ``2 <= l <= D-1``, ``G_D (w, n_cols)`` all i.i.d. N(0, 1), ``n = n_rows``, ``w`` the
