@@ -104,6 +104,7 @@ def run(config: Config) -> Record:
         "depth": config.depth,
         "seeds": seeds,
         "samples": config.samples,
+        "sampler": config.resolved_sampler,  # the stream actually drawn ('auto' resolved)
         "eps_train": config.eps_train,
         "gc_error": _per_seed_mean(gc.gen_mean),
         "gc_seeds_with_accepts": int(np.sum(gc.accepted > 0)),
