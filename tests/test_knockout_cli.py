@@ -88,6 +88,7 @@ def test_the_pipeline_runs_end_to_end_on_a_local_checkpoint(setup):
     assert np.asarray(h["delta"]).shape == (3, len(h["tokens"])) and heat.with_suffix(".png").exists()
 
 
+@pytest.mark.slow  # 4-6 s; moved to make test-all to keep the fast suite under 180 s
 def test_the_pipeline_runs_the_decay_groups_together_as_each_alone(setup):
     """The flow stacks every decay group in one call per prompt; each group's numbers are those of a run of
     that group alone (a mixed-up group axis would swap them: the groups differ by far more than rounding)."""

@@ -144,6 +144,7 @@ def test_without_kl_the_gradient_is_reinforces(small):
     assert max(float(jnp.abs(a).max()) for a in jax.tree.leaves(g)) > 1e-6
 
 
+@pytest.mark.slow  # 2-7 s; moved to make test-all (a fresh-clone fast suite took 171 s of its 180)
 def test_the_update_group_by_group_has_the_whole_batchs_gradient(small):
     from implicitbias.tasks.equations_rl import accumulated_gradient
 
