@@ -40,7 +40,7 @@ def test_the_mini_family_halves_the_talks_mixtures():
     assert {k: v.chain_len for k, v in eq.MIXTURES.items()} == {"1-14": 15, "1-9": 10, "1-4": 5, "14": 15}
 
 
-@pytest.mark.slow  # ~50 s: compiles the warm-up, GRPO and evaluation for three layouts
+@pytest.mark.slow  # ~22 s: compiles the warm-up, GRPO and evaluation for three layouts
 def test_the_smoke_preset_runs_end_to_end_and_is_deterministic():
     c = ex.PRESETS["smoke"]
     a, b = ex.run_seed(c, 0), ex.run_seed(c, 0)

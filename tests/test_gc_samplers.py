@@ -1,4 +1,4 @@
-"""The G&C samplers (:mod:`implicitbias.tasks.gc_samplers`, issue #30): the Bartlett sampler against its
+"""The G&C samplers (:mod:`implicitbias.tasks.gc_samplers`): the Bartlett sampler against its
 closed-form moments and against direct sampling, the NumPy direct sampler against the reference
 forward pass on its own draws, chunk- and thread-invariance, and the ``sampler`` config field.
 

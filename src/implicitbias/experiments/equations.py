@@ -133,38 +133,20 @@ def _evaluate_all(model, vocab, config: Config, seed: int) -> dict:
 
 
 @dataclass(frozen=True)
-class WarmupProgress:
-    """A progress report: seed, warm-up step, loss."""
+class StepProgress:
+    """A progress report: seed, the phase (``"warm-up"`` or ``"<mixture> GRPO"``), its step, and what the step
+    measured (``"loss 0.213"``, ``"reward 1.47"``)."""
 
     seed: int
+    phase: str
     step: int
     steps: int
-    loss: float
+    measured: str
     seconds: float
 
     def describe(self) -> str:
-        rate = self.step / self.seconds if self.seconds > 0 else 0.0
-        eta = (self.steps - self.step) / rate if rate > 0 else float("nan")
-        return (f"seed {self.seed} · warm-up step {self.step:,}/{self.steps:,} · loss {self.loss:.3f} · "
-                f"{rate:.1f} steps/s · ETA {eta:,.0f} s")
-
-
-@dataclass(frozen=True)
-class GRPOProgress:
-    """A progress report: seed, mixture, GRPO step, mean reward."""
-
-    seed: int
-    mixture: str
-    step: int
-    steps: int
-    reward: float
-    seconds: float
-
-    def describe(self) -> str:
-        rate = self.step / self.seconds if self.seconds > 0 else 0.0
-        eta = (self.steps - self.step) / rate if rate > 0 else float("nan")
-        return (f"seed {self.seed} · {self.mixture} · GRPO step {self.step}/{self.steps} · reward "
-                f"{self.reward:.2f} · {rate:.2f} steps/s · ETA {eta:,.0f} s")
+        return (f"seed {self.seed} · {self.phase} step {self.step:,}/{self.steps:,} · {self.measured} · "
+                f"{progress.rate_and_eta(self.step, self.steps, self.seconds)}")
 
 
 def run_seed(config: Config, seed: int) -> dict:
@@ -173,10 +155,13 @@ def run_seed(config: Config, seed: int) -> dict:
     k_model, _ = jax.random.split(jax.random.PRNGKey(seed))
     model = PolicyLM(len(vocab), config.d_model, config.n_layers, config.n_heads, key=k_model)
     t0 = time.perf_counter()
+
+    def on_warm(step, loss):
+        progress.report(StepProgress(seed, "warm-up", step, config.warmup_steps, f"loss {loss:.3f}",
+                                     time.perf_counter() - t0))
+
     warm = rl.warm_up(model, vocab, config.warmup_layouts(), steps=config.warmup_steps, batch=config.warmup_batch,
-                      lr=config.warmup_lr, seed=seed,
-                      on_step=lambda i, loss: progress.report(WarmupProgress(seed, i, config.warmup_steps, loss,
-                                                                             time.perf_counter() - t0)))
+                      lr=config.warmup_lr, seed=seed, on_step=on_warm)
     out = {"seed": seed, "warmup": {"seconds": warm.seconds, "history": warm.history,
                                     **_evaluate_all(warm.model, vocab, config, seed)}, "mixtures": {}}
     settings = dict(steps=config.grpo_steps, prompts=config.prompts, group=config.group, lr=config.lr,
@@ -189,8 +174,8 @@ def run_seed(config: Config, seed: int) -> dict:
 
         def on_step(row, name=name, t0=t0):
             if row["step"] % 10 == 0 or row["step"] == config.grpo_steps:
-                progress.report(GRPOProgress(seed, name, row["step"], config.grpo_steps, row["reward"],
-                                             time.perf_counter() - t0))
+                progress.report(StepProgress(seed, f"{name} GRPO", row["step"], config.grpo_steps,
+                                             f"reward {row['reward']:.2f}", time.perf_counter() - t0))
 
         trained = rl.train_grpo(warm.model, vocab, [pool[i] for i in train_idx],
                                 rl.GRPOSettings(max_new=config.max_new(lay.max_steps), **settings), seed,

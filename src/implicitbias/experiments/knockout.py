@@ -237,10 +237,8 @@ class TrainingProgress:
     seconds: float
 
     def describe(self) -> str:
-        rate = self.step / self.seconds if self.seconds > 0 else 0.0
-        eta = (self.steps - self.step) / rate if rate > 0 else float("nan")
         return (f"seed {self.seed} ({self.i + 1}/{self.n}) · step {self.step:,}/{self.steps:,} · loss {self.loss:.3f}"
-                f" · {rate:.1f} steps/s · ETA {eta:,.0f} s")
+                f" · {progress.rate_and_eta(self.step, self.steps, self.seconds)}")
 
 
 @in_float64

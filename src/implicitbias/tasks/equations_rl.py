@@ -25,6 +25,9 @@ from . import equations as eq
 from . import grpo
 
 
+_sample = eqx.filter_jit(grpo.sample)  # one wrapper for the module: its compilations are kept across calls
+
+
 def encode(vocab: tk.Vocab, insts: list[eq.Instance]) -> np.ndarray:
     """Prompts ``(n, Lp)`` of instances of one layout."""
     rows = [tk.encode_prompt(vocab, i) for i in insts]
@@ -156,7 +159,6 @@ def train_grpo(model, vocab: tk.Vocab, train: list[eq.Instance], settings: GRPOS
         u, state = opt.update(g, state, params)
         return optax.apply_updates(params, u), state, loss, kl
 
-    sampler = eqx.filter_jit(grpo.sample)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(train))
     key = jax.random.PRNGKey(seed)
@@ -166,7 +168,7 @@ def train_grpo(model, vocab: tk.Vocab, train: list[eq.Instance], settings: GRPOS
         insts = [train[j] for j in idx for _ in range(s.group)]
         prompts = jnp.asarray(encode(vocab, insts))
         key, k = jax.random.split(key)
-        comps = sampler(eqx.combine(params, static), prompts, k, s.max_new, s.temperature, vocab.eos, vocab.pad)
+        comps = _sample(eqx.combine(params, static), prompts, k, s.max_new, s.temperature, vocab.eos, vocab.pad)
         fmt, ans = rewards(vocab, np.asarray(comps), insts)
         r = fmt + ans
         adv = grpo.group_advantages(r.reshape(s.prompts, s.group)).reshape(-1)
@@ -185,11 +187,10 @@ def evaluate(model, vocab: tk.Vocab, insts: list[eq.Instance], max_new: int, bat
     """Greedy decoding (the authors' test): accuracy (the extracted answer equals the target), the share in
     the authors' format, and the "efficient" share of the correct answers (no variable named off the
     derivation path), over ``insts`` of one layout."""
-    sampler = eqx.filter_jit(grpo.sample)
     correct = fmt = efficient = 0
     for b in range(0, len(insts), batch):
         chunk = insts[b : b + batch]
-        comps = np.asarray(sampler(model, jnp.asarray(encode(vocab, chunk)), jax.random.PRNGKey(0), max_new, 0.0,
+        comps = np.asarray(_sample(model, jnp.asarray(encode(vocab, chunk)), jax.random.PRNGKey(0), max_new, 0.0,
                                    vocab.eos, vocab.pad))
         for c, inst in zip(comps, chunk):
             text = tk.decode(vocab, c)

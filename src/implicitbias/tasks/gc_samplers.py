@@ -1,4 +1,4 @@
-"""Samplers of the Guess & Check prior (docs/science.md §5; issue #30): which network outputs ``Y`` a
+"""Samplers of the Guess & Check prior (docs/science.md §5): which network outputs ``Y`` a
 G&C run draws, and how fast. The task, the losses and the acceptance rule are
 :mod:`implicitbias.tasks.matrix_sensing`; ``Config.sampler`` picks one of:
 
